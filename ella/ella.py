@@ -1,0 +1,262 @@
+"""``ELLA``: the linearised Laplace approximation of a trained network, reduced to a k x k posterior.
+
+Pipeline (data flows one way)::
+
+    MAP model -> kernel (empirical NTK) -> eigenfunctions psi (NeuralEF or Nystrom, k of them)
+              -> Psi(x) = psi(x) sqrt(mu) -> G = sum_i Psi_i^T Lambda_i Psi_i + delta I_k
+              -> f(x) ~ N(g(x), Psi(x) G^{-1} Psi(x)^T) -> probabilities
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from . import posterior as P
+from ._checks import check_labels, check_likelihood, check_model, check_positive_int
+from ._utils import (batched, collect, model_device_dtype, num_parameters, seeded_generator,
+                     weights_fingerprint)
+from .eigen import EigenSolver, NeuralEF, Nystrom
+from .kernels import EmpiricalNTK, Kernel
+from .predictive import LINKS, hessian_factor, link_probs
+
+DEFAULT_PRIOR_GRID = torch.logspace(-4, 4, 33, dtype=torch.float64)
+FORMAT = "ella-posterior"
+FORMAT_VERSION = 1
+_SAVED = ("likelihood", "k", "link", "n_samples", "seed", "sigma_noise", "prior_precision", "num_folded",
+          "fold_in", "kernel_kwargs", "feature_kwargs")
+
+
+class ELLA:
+    """ELLA posterior of a MAP-trained network.
+
+    Args:
+        model: the trained network ``g(x, theta_MAP)`` with outputs ``(B, C)`` (logits or regression
+            outputs), in eval mode. It is never modified.
+        likelihood: ``"classification"`` or ``"regression"``.
+        k: number of eigenfunctions (the size of the posterior).
+        kernel: ``"ntk"`` (the empirical NTK) or a :class:`~ella.kernels.Kernel`.
+        features: ``"neuralef"`` (learned eigenfunctions: prediction costs one network forward),
+            ``"nystrom"`` (the ELLA paper's exact JVP features from an M x M Jacobian Gram matrix) or an
+            :class:`~ella.eigen.EigenSolver`.
+        kernel_kwargs: options of :class:`~ella.kernels.EmpiricalNTK` (estimator, num_samples, ...).
+        feature_kwargs: options of the eigen-solver (:class:`~ella.eigen.NeuralEF`: steps, batch_size,
+            lr, net; :class:`~ella.eigen.Nystrom`: num_points).
+        prior_precision: ``delta``; ``None`` tunes it on ``val_loader`` (log grid on validation NLL),
+            or uses 1.0 without one.
+        prior_grid: candidate ``delta`` values for the tuning.
+        fold_in: number of training points folded into G: ``"all"``, an integer, or ``"tune"`` to choose
+            it on validation data among tenths of the training set (the ELLA paper's model selection).
+        sigma_noise: observation noise for regression; ``None`` estimates it from the training residuals.
+        link: class probabilities from the Gaussian: ``"margin"`` (probit on the margins against the top
+            class; deterministic, keeps the MAP class), ``"probit"`` (laplace-torch's) or ``"mc"``
+            (Monte Carlo over the C-dim Gaussian, ``n_samples`` seeded samples).
+        n_samples: Monte-Carlo samples of the ``"mc"`` link.
+        seed: seed of every random choice (features, batches, fold-in order, MC samples).
+        progress: show progress bars.
+    """
+
+    def __init__(self, model: nn.Module, likelihood: str = "classification", k: int = 20,
+                 kernel: str | Kernel = "ntk", features: str | EigenSolver = "neuralef",
+                 kernel_kwargs: dict | None = None, feature_kwargs: dict | None = None,
+                 prior_precision: float | None = None, prior_grid=None, fold_in: str | int = "all",
+                 sigma_noise: float | None = None, link: str = "margin", n_samples: int = 512,
+                 seed: int = 0, progress: bool = True):
+        check_model(model)
+        self.likelihood = check_likelihood(likelihood)
+        self.k = check_positive_int(k, "k")
+        if not (kernel in ("ntk",) or isinstance(kernel, Kernel)):
+            raise ValueError(f"`kernel` must be 'ntk' or an ella.kernels.Kernel, got {kernel!r}")
+        if not (features in ("neuralef", "nystrom") or isinstance(features, EigenSolver)):
+            raise ValueError(f"`features` must be 'neuralef', 'nystrom' or an EigenSolver, got {features!r}")
+        if link not in LINKS:
+            raise ValueError(f"`link` must be one of {LINKS}, got {link!r}")
+        if prior_precision is not None and not prior_precision > 0:
+            raise ValueError(f"`prior_precision` must be positive, got {prior_precision!r}")
+        if not (fold_in in ("all", "tune") or (isinstance(fold_in, int) and fold_in > 0)):
+            raise ValueError(f"`fold_in` must be 'all', 'tune' or a positive integer, got {fold_in!r}")
+        self.model, self.kernel, self.features = model, kernel, features
+        self.kernel_kwargs, self.feature_kwargs = dict(kernel_kwargs or {}), dict(feature_kwargs or {})
+        self.prior_precision = prior_precision
+        self.prior_grid = DEFAULT_PRIOR_GRID if prior_grid is None else torch.as_tensor(prior_grid, dtype=torch.float64)
+        self.fold_in, self.sigma_noise, self.link, self.n_samples = fold_in, sigma_noise, link, n_samples
+        self.seed, self.progress = seed, progress
+        self.solver: EigenSolver | None = None
+        self._chol: torch.Tensor | None = None
+
+    # ---------------------------------------------------------------- fit
+    def fit(self, train_loader, val_loader=None) -> "ELLA":
+        """Kernel -> eigenfunctions -> k x k posterior -> prior tuning. Returns ``self``."""
+        device, dtype = model_device_dtype(self.model)
+        x, y = collect(train_loader, "train_loader", device, dtype)
+        val = collect(val_loader, "val_loader", device, dtype) if val_loader is not None else None
+        outputs = batched(self.model, x).reshape(len(x), -1)  # g(x_i, theta_MAP)
+        C = outputs.shape[1]
+        self._check_targets(y, C, "train_loader")
+        if val is not None:
+            self._check_targets(val[1], C, "val_loader")
+        self.solver = self._make_solver(len(x), C)
+        kernel = self._make_kernel()
+
+        self.solver.fit(kernel, x)
+        psi = batched(self.solver.feature_map, x, 512)  # Psi(x_i): (N, C, k)
+
+        if self.likelihood == "regression" and self.sigma_noise is None:
+            self.sigma_noise = (y.reshape(outputs.shape) - outputs).pow(2).mean().sqrt().item()
+        lam = hessian_factor(outputs, self.likelihood, self.sigma_noise or 1.0)
+        order = torch.randperm(len(x), generator=seeded_generator(self.seed)).to(device)
+        counts = self._fold_in_counts(len(x), val is not None)
+        curvs = P.cumulative_curvature(psi[order], lam[order], counts)
+
+        if self.prior_precision is None and val is not None:
+            xv, yv = val
+            mean_v = batched(self.model, xv).reshape(len(xv), -1)
+            psi_v = batched(self.solver.feature_map, xv, 512)
+            t, delta, self.tuning_scores = P.tune_prior(curvs, self.prior_grid, mean_v, psi_v,
+                                                        yv.reshape(mean_v.shape) if self.likelihood == "regression" else yv,
+                                                        self.likelihood, self.link, self.sigma_noise or 1.0)
+        else:
+            t, delta = len(counts) - 1, self.prior_precision or 1.0
+        self.prior_precision, self.num_folded = delta, counts[t]
+        self.curvature = curvs[t]
+        self._chol = P.cholesky_precision(self.curvature, delta)
+        self._chol_inv = P.inverse_factor(self._chol)
+        return self
+
+    def _check_targets(self, y: torch.Tensor, C: int, name: str) -> None:
+        if self.likelihood == "classification":
+            check_labels(y, C, name)
+        elif y.numel() != len(y) * C:
+            raise ValueError(f"targets of `{name}` must have {C} values per input to match the model outputs")
+
+    def _make_kernel(self) -> Kernel:
+        if isinstance(self.kernel, Kernel):
+            return self.kernel
+        opts = {"seed": self.seed, "progress": self.progress, **self.kernel_kwargs}
+        return EmpiricalNTK(self.model, **opts)
+
+    def _make_solver(self, n: int, C: int) -> EigenSolver:
+        if isinstance(self.features, EigenSolver):
+            solver = self.features
+        elif self.features == "nystrom":
+            solver = Nystrom(self.k, **{"seed": self.seed, **self.feature_kwargs})
+        else:
+            opts = {"seed": self.seed, "progress": self.progress, "model": self.model, **self.feature_kwargs}
+            solver = NeuralEF(self.k, **opts)
+        limit = min(n, solver.num_points) if isinstance(solver, Nystrom) else n * C
+        if solver.k > limit:
+            raise ValueError(f"`k` = {solver.k} is larger than possible: at most {limit} for these data and features")
+        return solver
+
+    def _fold_in_counts(self, n: int, has_val: bool) -> list[int]:
+        if self.fold_in == "all" or (self.fold_in == "tune" and not has_val):
+            return [n]
+        if self.fold_in == "tune":
+            return sorted({max(1, math.ceil(n * i / 10)) for i in range(1, 11)})
+        return [min(self.fold_in, n)]
+
+    # ---------------------------------------------------------------- predict
+    def _check_fitted(self) -> None:
+        if self._chol is None:
+            raise RuntimeError("ELLA is not fitted: call `fit(train_loader, val_loader)` first")
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """``Psi(x) = psi(x) sqrt(mu)``, shape ``(B, C, k)``."""
+        self._check_fitted()
+        return self.solver.feature_map(x)
+
+    @torch.no_grad()
+    def _mean_and_factor(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check_fitted()
+        device, dtype = model_device_dtype(self.model)
+        x = x.to(device=device, dtype=dtype if x.dtype.is_floating_point else None)
+        mean = self.model(x).reshape(len(x), -1)
+        return mean, P.predictive_factor(self.solver.feature_map(x), self._chol_inv)
+
+    def predictive_moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latent ``f(x) ~ N(mean, cov)``: mean ``(B, C)`` and covariance ``(B, C, C)``."""
+        mean, factor = self._mean_and_factor(x)
+        return mean, factor @ factor.transpose(1, 2)
+
+    def predict(self, x: torch.Tensor, link: str | None = None, n_samples: int | None = None):
+        """Classification: class probabilities ``(B, C)`` by the ``link`` approximation.
+        Regression: ``(mean, var)`` of the observations, ``var = diag(Psi G^-1 Psi^T) + sigma^2``."""
+        mean, factor = self._mean_and_factor(x)
+        if self.likelihood == "regression":
+            return mean, factor.pow(2).sum(-1) + self.sigma_noise**2
+        gen = seeded_generator(self.seed)
+        return link_probs(mean, factor, link or self.link, n_samples or self.n_samples, gen)
+
+    __call__ = predict
+
+    # ---------------------------------------------------------------- persistence
+    def save(self, path) -> None:
+        """Write the fitted posterior (not the model) to ``path``, with a format version and the model's
+        parameter count and weight fingerprint, which :meth:`load` checks."""
+        self._check_fitted()
+        if not isinstance(self.features, str) or not isinstance(self.kernel, str):
+            raise ValueError("only posteriors built from the named kernel and features ('ntk', "
+                             "'neuralef' / 'nystrom') can be saved")
+        torch.save({"format": FORMAT, "version": FORMAT_VERSION, "num_params": num_parameters(self.model),
+                    "fingerprint": weights_fingerprint(self.model), "features": self.features,
+                    "config": {**{name: getattr(self, name) for name in _SAVED},
+                               "feature_kwargs": {k: v for k, v in self.feature_kwargs.items() if k != "net"}},
+                    "curvature": self.curvature, "solver": self.solver.state_dict()}, path)
+
+    @classmethod
+    def load(cls, path, model: nn.Module, eigenfunction_net: nn.Module | None = None) -> "ELLA":
+        """Load a posterior saved by :meth:`save` onto ``model`` (the same trained network).
+
+        Raises:
+            ValueError: if the file is not an ella posterior of a supported version, or ``model`` is not
+                the network it was fitted to (parameter count or weights differ).
+        """
+        state = torch.load(path, map_location=next(model.parameters()).device, weights_only=False)
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
+            raise ValueError(f"{path} is not a saved ella posterior")
+        if state["version"] > FORMAT_VERSION:
+            raise ValueError(f"{path} has format version {state['version']}; this ella reads up to {FORMAT_VERSION}")
+        if state["num_params"] != num_parameters(model):
+            raise ValueError(f"`model` has {num_parameters(model)} parameters but the posterior in {path} was "
+                             f"fitted to a model with {state['num_params']}")
+        if state["fingerprint"] != weights_fingerprint(model):
+            raise ValueError(f"`model` has different weights from the model the posterior in {path} was fitted to")
+        cfg = state["config"]
+        kwargs = {name: cfg[name] for name in ("likelihood", "k", "link", "n_samples", "seed", "sigma_noise",
+                                               "prior_precision", "fold_in", "kernel_kwargs", "feature_kwargs")}
+        post = cls(model, features=state["features"], progress=False, **kwargs)
+        post.num_folded, post.curvature = cfg["num_folded"], state["curvature"]
+        if state["features"] == "nystrom":
+            post.solver = Nystrom(post.k).load_state_dict(state["solver"], post._make_kernel())
+        else:
+            net_kw = {} if eigenfunction_net is None else {"net": eigenfunction_net}
+            post.solver = NeuralEF(post.k, model=model, seed=post.seed, **net_kw).load_state_dict(state["solver"])
+        post._chol = P.cholesky_precision(post.curvature, post.prior_precision)
+        post._chol_inv = P.inverse_factor(post._chol)
+        return post
+
+    # ---------------------------------------------------------------- derived quantities
+    @property
+    def posterior_precision(self) -> torch.Tensor:
+        """``G = sum_i Psi_i^T Lambda_i Psi_i + delta I_k`` (float64)."""
+        self._check_fitted()
+        return self._chol @ self._chol.T
+
+    @property
+    def posterior_covariance(self) -> torch.Tensor:
+        """``G^{-1}`` (float64), from the Cholesky factor."""
+        self._check_fitted()
+        return torch.cholesky_inverse(self._chol)
+
+    @property
+    def eigenvalues(self) -> torch.Tensor:
+        """``mu``: the kernel eigenvalues behind the feature map."""
+        self._check_fitted()
+        return self.solver.eigenvalues
+
+    @property
+    def name(self) -> str:
+        kind = self.features if isinstance(self.features, str) else type(self.features).__name__.lower()
+        return f"ella_{kind}"

@@ -1,0 +1,6 @@
+"""Kernels behind one interface: Gram blocks ``(B C, B C)`` and/or features ``(B, C, S)``."""
+
+from .base import FeatureKernel, Kernel
+from .ntk import EmpiricalNTK
+
+__all__ = ["Kernel", "FeatureKernel", "EmpiricalNTK"]

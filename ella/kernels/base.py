@@ -1,0 +1,63 @@
+"""The one kernel interface of ella.
+
+A kernel is matrix-valued, ``kappa(x, x') in R^{C x C}``; its inputs are the pairs ``(x, c)``. A batch
+of ``B`` inputs therefore gives ``B * C`` rows, ordered input-major (row ``b * C + c``). Scalar kernels
+are the case ``C = 1``.
+
+Two ways to provide it, and an eigen-solver may use either:
+
+* a Gram block ``K(X1, X2)`` of shape ``(B1 * C, B2 * C)`` (:meth:`Kernel.gram`);
+* random features ``Phi(X)`` of shape ``(B, C, S)`` with ``K = Phi Phi^T / S``
+  (:meth:`FeatureKernel.features`), which lets a solver work with ``S x k`` products instead of
+  ``(B C)^2`` Gram blocks.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+
+
+class Kernel(ABC):
+    """A matrix-valued positive semi-definite kernel ``kappa(x, x')`` in ``R^{C x C}``."""
+
+    #: C, the number of outputs per input.
+    num_outputs: int
+
+    @abstractmethod
+    def gram(self, x1: torch.Tensor, x2: torch.Tensor | None = None) -> torch.Tensor:
+        """Gram block ``K[b C + c, b' C + c'] = kappa(x1_b, x2_b')_{c c'}`` of shape ``(B1 C, B2 C)``."""
+
+    def infer_num_outputs(self, x: torch.Tensor) -> int:
+        """C, read off the kernel evaluated on the inputs ``x``."""
+        return self.gram(x).shape[0] // len(x)
+
+    def diagonal_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """The ``C x C`` blocks ``kappa(x_b, x_b)``, shape ``(B, C, C)``."""
+        C = self.num_outputs
+        return torch.stack([self.gram(xb.unsqueeze(0)).reshape(C, C) for xb in x])
+
+    def __call__(self, x1: torch.Tensor, x2: torch.Tensor | None = None) -> torch.Tensor:
+        return self.gram(x1, x2)
+
+
+class FeatureKernel(Kernel):
+    """A kernel given by features: ``kappa(x, x') = Phi(x) Phi(x')^T / S`` with ``Phi(x)`` in ``R^{C x S}``."""
+
+    #: S, the number of features.
+    num_features: int
+
+    @abstractmethod
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Features ``Phi(x)`` of shape ``(B, C, S)``."""
+
+    def gram(self, x1: torch.Tensor, x2: torch.Tensor | None = None) -> torch.Tensor:
+        # K = Phi_1 Phi_2^T / S over the flattened (b, c) rows
+        phi1 = self.features(x1).flatten(0, 1)
+        phi2 = phi1 if x2 is None else self.features(x2).flatten(0, 1)
+        return phi1 @ phi2.T / self.num_features
+
+    def diagonal_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        phi = self.features(x)
+        return phi @ phi.transpose(1, 2) / self.num_features

@@ -1,0 +1,168 @@
+"""The empirical neural tangent kernel ``kappa(x, x') = J(x) J(x')^T`` of a network at its weights.
+
+Three estimators behind one interface (``estimator=``):
+
+* ``"exact"``: dense per-sample Jacobians; the ground truth for small networks. As a feature kernel
+  it has ``S = P`` features ``Phi(x) = sqrt(P) J(x)``.
+* ``"jvp"``: random features ``phi_s(x) = J(x) v_s`` by forward-mode ``torch.func.jvp``, exact per
+  feature, with ``E[v v^T] = I`` (Rademacher or Gaussian ``v``), so ``Phi Phi^T / S -> J J^T``.
+* ``"fd"``: the same features by finite differences of the outputs under weight perturbations,
+  ``(g(x, theta + eps v) - g(x, theta)) / eps`` (or central differences). Needs only forward passes.
+
+The directions ``v_s`` are generated in fixed blocks from ``seed``, so ``"jvp"`` and ``"fd"`` use the
+same ``v_s`` and every call of :meth:`EmpiricalNTK.features` (training or test inputs) the same features.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .._checks import check_model, check_positive_int
+from .._utils import num_parameters, progress, seeded_generator
+from ..functional import jacobians, jacobian_rows, jvps, perturbed
+from .base import FeatureKernel
+
+ESTIMATORS = ("exact", "jvp", "fd")
+DISTRIBUTIONS = ("rademacher", "gaussian")
+_BLOCK = 32  # directions generated (and pushed through the network) together
+
+
+def directions(seed: int, block: int, num_params: int, distribution: str = "rademacher",
+               dtype=torch.float32) -> torch.Tensor:
+    """Block ``block`` of ``_BLOCK`` random directions ``v_s`` in ``R^P`` with ``E[v v^T] = I``.
+
+    Generated on the CPU from ``(seed, block)`` alone, so a block is the same on any device and for any
+    batching of the data.
+    """
+    g = seeded_generator(seed * 1_000_003 + block)
+    if distribution == "rademacher":
+        return (torch.randint(0, 2, (_BLOCK, num_params), generator=g) * 2 - 1).to(dtype)
+    return torch.randn(_BLOCK, num_params, generator=g, dtype=torch.float64).to(dtype)
+
+
+def default_eps(dtype: torch.dtype, central: bool) -> float:
+    """Step that balances truncation and round-off: ``eps_mach^(1/2)`` forward, ``eps_mach^(1/3)`` central."""
+    return torch.finfo(dtype).eps ** (1 / 3 if central else 1 / 2)
+
+
+class EmpiricalNTK(FeatureKernel):
+    """Empirical NTK of ``model`` at its current weights.
+
+    Args:
+        model: network ``g(x, theta)`` with outputs of shape ``(B, C)``; used in eval mode, never modified
+            (weight perturbations are undone exactly).
+        estimator: ``"jvp"`` (default), ``"fd"`` or ``"exact"``.
+        num_samples: S, the number of random directions (ignored by ``"exact"``).
+        distribution: ``"rademacher"`` or ``"gaussian"`` directions.
+        eps: finite-difference step; default :func:`default_eps` of the model's dtype.
+        central: central differences ``(g(theta + eps v) - g(theta - eps v)) / (2 eps)`` for ``"fd"``.
+        seed: seed of the directions.
+        batch_size: inputs pushed through the network together.
+        progress: show a progress bar over the directions.
+    """
+
+    def __init__(self, model: nn.Module, estimator: str = "jvp", num_samples: int = 1000,
+                 distribution: str = "rademacher", eps: float | None = None, central: bool = False,
+                 seed: int = 0, batch_size: int = 512, progress: bool = True):
+        check_model(model)
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"`estimator` must be one of {ESTIMATORS}, got {estimator!r}")
+        if distribution not in DISTRIBUTIONS:
+            raise ValueError(f"`distribution` must be one of {DISTRIBUTIONS}, got {distribution!r}")
+        check_positive_int(num_samples, "num_samples")
+        check_positive_int(batch_size, "batch_size")
+        if eps is not None and not eps > 0:
+            raise ValueError(f"`eps` must be a positive float, got {eps!r}")
+        self.model = model
+        self.estimator = estimator
+        self.distribution = distribution
+        self.central = central
+        self.seed = seed
+        self.batch_size = batch_size
+        self.progress = progress
+        self.num_params = num_parameters(model)
+        self.dtype = next(model.parameters()).dtype
+        self.eps = default_eps(self.dtype, central) if eps is None else float(eps)
+        self.num_features = self.num_params if estimator == "exact" else num_samples
+        self.device = next(model.parameters()).device
+        self._num_outputs = None
+
+    @property
+    def num_outputs(self) -> int:
+        if self._num_outputs is None:
+            raise AttributeError("num_outputs is known after the first evaluation of the kernel")
+        return self._num_outputs
+
+    def infer_num_outputs(self, x: torch.Tensor) -> int:
+        return self.outputs(x.to(self.device)).shape[1]
+
+    @torch.no_grad()
+    def outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """``g(x, theta)`` flattened to ``(B, C)``, in batches."""
+        out = torch.cat([self.model(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)])
+        out = out.reshape(len(x), -1)
+        self._num_outputs = out.shape[1]
+        return out
+
+    def jacobian(self, x: torch.Tensor) -> torch.Tensor:
+        """Dense per-sample Jacobians ``J(x)``, shape ``(B, C, P)``."""
+        return jacobians(self.model, x)
+
+    def jacobian_rows(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Rows ``J_{c_b}(x_b)`` for one output ``c_b`` per input, shape ``(B, P)``."""
+        return jacobian_rows(self.model, x, index)
+
+    def jvp(self, x: torch.Tensor, tangents: torch.Tensor) -> torch.Tensor:
+        """``J(x) V`` for ``V`` of shape ``(P, k)``, by k forward-mode JVPs; returns ``(B, C, k)``."""
+        out = [jvps(self.model, x[i : i + self.batch_size], tangents.T) for i in range(0, len(x), self.batch_size)]
+        return torch.cat(out)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Features ``Phi(x)`` of shape ``(B, C, S)`` with ``kappa ~= Phi Phi^T / S``."""
+        x = x.to(self.device)
+        if self.estimator == "exact":
+            jac = self.jacobian(x)
+            self._num_outputs = jac.shape[1]
+            return jac * math.sqrt(self.num_params)
+        base = self.outputs(x)  # g(x, theta): (B, C)
+        S, C = self.num_features, base.shape[1]
+        phi = torch.empty(len(x), C, S, dtype=base.dtype, device=base.device)
+        num_blocks = math.ceil(S / _BLOCK)
+        for block in progress(range(num_blocks), self.progress, f"NTK features ({self.estimator})"):
+            lo, hi = block * _BLOCK, min(S, (block + 1) * _BLOCK)
+            v = directions(self.seed, block, self.num_params, self.distribution, self.dtype)[: hi - lo]
+            v = v.to(self.device)
+            phi[:, :, lo:hi] = self._jvp_block(x, v) if self.estimator == "jvp" else self._fd_block(x, v, base)
+        return phi
+
+    @torch.no_grad()
+    def _jvp_block(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        # v_s -> J(x) v_s for the whole block, batch by batch: (B, C, s)
+        return torch.cat([jvps(self.model, x[i : i + self.batch_size], v) for i in range(0, len(x), self.batch_size)])
+
+    @torch.no_grad()
+    def _fd_block(self, x: torch.Tensor, v: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        cols = []
+        for vs in v:
+            # theta + eps v -> g(x, theta + eps v); the weights are restored on leaving the block
+            with perturbed(self.model, vs, self.eps):
+                plus = self.outputs(x)
+            if self.central:
+                with perturbed(self.model, vs, -self.eps):
+                    minus = self.outputs(x)
+                cols.append((plus - minus) / (2 * self.eps))
+            else:
+                cols.append((plus - base) / self.eps)
+        return torch.stack(cols, dim=-1)
+
+    def gram(self, x1: torch.Tensor, x2: torch.Tensor | None = None) -> torch.Tensor:
+        if self.estimator == "exact":
+            # K = J_1 J_2^T over the flattened (b, c) rows
+            j1 = self.jacobian(x1.to(self.device)).flatten(0, 1)
+            j2 = j1 if x2 is None else self.jacobian(x2.to(self.device)).flatten(0, 1)
+            self._num_outputs = len(j1) // len(x1)
+            return j1 @ j2.T
+        return super().gram(x1, x2)

@@ -1,0 +1,315 @@
+"""Calibration and accuracy metrics, and the reliability diagram.
+
+Every function accepts torch tensors or numpy arrays, validates its input (``ValueError`` naming the
+argument) and returns Python floats. Classification metrics take ``probs`` of shape (N, C) (rows sum to 1)
+and integer ``labels`` of shape (N,); regression metrics take ``mean``/``var``/``targets`` of shape (N,) or
+(N, D).
+
+ECE and MCE reproduce netcal 1.4's ``ECE(bins=15)`` / ``MCE(bins=15)`` for multi-class input: top-label
+confidence ``c_i = max_c p_ic`` (after netcal's clipping of ``p`` to ``[eps, 1 - eps]``, ``eps`` the machine
+epsilon of the input dtype), edges ``np.linspace(0, 1, bins + 1)``, bins closed on the left,
+``lo <= c < hi`` (the last bin is ``[lo, 1]``), and empty bins contribute zero. Unlike netcal, the top label is
+used even when the labels take at most two distinct values (netcal then switches to a binary mode).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ._checks import check_loader
+from ._utils import progress as _progress
+
+ECE_BINS = 15
+_SUM_TOL = 1e-3
+_LOG_FLOOR = 1e-12
+
+
+def _np(x, name: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu()
+        if x.dtype in (torch.float16, torch.bfloat16):
+            x = x.float()
+        x = x.numpy()
+    try:
+        return np.asarray(x)
+    except Exception as e:  # noqa: BLE001
+        raise TypeError(f"`{name}` must be a torch tensor or numpy array, got {type(x).__name__}") from e
+
+
+def _floats(x, name: str) -> np.ndarray:
+    a = _np(x, name)
+    if not np.issubdtype(a.dtype, np.floating):
+        a = a.astype(np.float64)
+    if not np.isfinite(a).all():
+        raise ValueError(f"`{name}` has non-finite values")
+    return a
+
+
+def _check_probs(probs, name: str = "probs") -> np.ndarray:
+    p = _floats(probs, name)
+    if p.ndim != 2 or p.shape[0] == 0 or p.shape[1] == 0:
+        raise ValueError(f"`{name}` must be a non-empty 2-D array of shape (N, C), got shape {tuple(p.shape)}")
+    if p.min() < -_SUM_TOL or p.max() > 1 + _SUM_TOL:
+        raise ValueError(f"`{name}` must hold probabilities in [0, 1], got range [{p.min():.4g}, {p.max():.4g}]")
+    err = np.abs(p.sum(1, dtype=np.float64) - 1)
+    if err.max() > _SUM_TOL:
+        i = int(err.argmax())
+        raise ValueError(f"rows of `{name}` must sum to 1 (tolerance {_SUM_TOL}); row {i} sums to {p[i].sum():.6g}")
+    return p
+
+
+def _check(probs, labels) -> tuple[np.ndarray, np.ndarray]:
+    p = _check_probs(probs)
+    y = _np(labels, "labels")
+    if y.ndim != 1:
+        raise ValueError(f"`labels` must be a 1-D array of class indices, got shape {tuple(y.shape)}")
+    if not (np.issubdtype(y.dtype, np.integer)):
+        raise ValueError(f"`labels` must be integer class indices, got dtype {y.dtype}")
+    if len(y) != len(p):
+        raise ValueError(f"`labels` has {len(y)} entries but `probs` has {len(p)} rows")
+    if y.min() < 0 or y.max() >= p.shape[1]:
+        raise ValueError(f"`labels` must lie in [0, {p.shape[1]}), got range [{int(y.min())}, {int(y.max())}]")
+    return p, y.astype(np.int64)
+
+
+def accuracy(probs, labels) -> float:
+    """Top-1 accuracy: ``(1/N) sum_i [argmax_c p_ic == y_i]``."""
+    p, y = _check(probs, labels)
+    return float(np.mean(p.argmax(1) == y))
+
+
+def nll(probs, labels) -> float:
+    """Negative log-likelihood: ``-(1/N) sum_i log max(p_{i, y_i}, 1e-12)`` (0 gives a large finite value)."""
+    p, y = _check(probs, labels)
+    py = p[np.arange(len(y)), y].astype(np.float64)
+    return float(-np.mean(np.log(np.maximum(py, _LOG_FLOOR))))
+
+
+def _calibration_bins(probs, labels, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-bin counts ``N_b``, accuracies ``acc(b)`` and mean confidences ``conf(b)`` (0 in empty bins),
+    binned as netcal 1.4 does (see the module docstring)."""
+    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+        raise ValueError(f"`bins` must be a positive integer, got {bins!r}")
+    p, y = _check(probs, labels)
+    eps = np.finfo(p.dtype).eps
+    p = np.clip(p, eps, 1.0 - eps)
+    correct = (p.argmax(1) == y).astype(np.float64)
+    conf = p.max(1)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    idx = np.clip(np.digitize(conf, edges) - 1, 0, bins - 1)  # lo <= c < hi; c = 1 joins the last bin
+    counts = np.bincount(idx, minlength=bins).astype(np.float64)
+    safe = np.maximum(counts, 1)
+    acc = np.bincount(idx, weights=correct, minlength=bins) / safe
+    mean_conf = np.bincount(idx, weights=conf.astype(np.float64), minlength=bins) / safe
+    return counts, acc, mean_conf
+
+
+def ece(probs, labels, bins: int = ECE_BINS) -> float:
+    """Expected calibration error ``sum_b (N_b / N) |acc(b) - conf(b)|`` over ``bins`` equal-width bins of the
+    top-label confidence (netcal's ``ECE(bins)``; bins ``[lo, hi)``, last bin closed)."""
+    counts, acc, conf = _calibration_bins(probs, labels, bins)
+    return float(np.sum(counts / counts.sum() * np.abs(acc - conf)))
+
+
+def mce(probs, labels, bins: int = ECE_BINS) -> float:
+    """Maximum calibration error ``max_b |acc(b) - conf(b)|`` (empty bins count as 0; netcal's ``MCE(bins)``)."""
+    counts, acc, conf = _calibration_bins(probs, labels, bins)
+    return float(np.max(np.abs(acc - conf)))
+
+
+def brier(probs, labels) -> float:
+    """Brier score ``(1/N) sum_i sum_c (p_ic - [c == y_i])^2``."""
+    p, y = _check(probs, labels)
+    onehot = np.zeros(p.shape, dtype=np.float64)
+    onehot[np.arange(len(y)), y] = 1.0
+    return float(np.mean(np.sum((p.astype(np.float64) - onehot) ** 2, axis=1)))
+
+
+def predictive_entropy(probs) -> np.ndarray:
+    """Per-point entropy ``H_i = -sum_c p_ic log p_ic`` (with ``0 log 0 = 0``), a float64 array of shape (N,)."""
+    p = _check_probs(probs).astype(np.float64)
+    return -np.sum(np.where(p > 0, p * np.log(np.maximum(p, _LOG_FLOOR)), 0.0), axis=1)
+
+
+def mean_max_prob(probs) -> float:
+    """Mean top-label confidence ``(1/N) sum_i max_c p_ic``."""
+    return float(np.mean(_check_probs(probs).max(1)))
+
+
+def ood_auroc(probs_in, probs_out) -> float:
+    """AUROC of separating out-of-distribution (positive class) from in-distribution points with the
+    predictive entropy as the score (``sklearn.metrics.roc_auc_score``); 1 is perfect, 0.5 is chance."""
+    from sklearn.metrics import roc_auc_score
+
+    h_in = predictive_entropy(_check_probs(probs_in, "probs_in"))
+    h_out = predictive_entropy(_check_probs(probs_out, "probs_out"))
+    scores = np.concatenate([h_in, h_out])
+    is_out = np.concatenate([np.zeros(len(h_in)), np.ones(len(h_out))])
+    return float(roc_auc_score(is_out, scores))
+
+
+def _regression(mean, targets, var=None):
+    m, t = _floats(mean, "mean").astype(np.float64), _floats(targets, "targets").astype(np.float64)
+    m = m.reshape(len(m), -1) if m.ndim == 1 else m
+    t = t.reshape(len(t), -1) if t.ndim == 1 else t
+    if m.ndim != 2 or m.shape != t.shape or len(m) == 0:
+        raise ValueError(f"`mean` and `targets` must have the same shape (N,) or (N, D), got "
+                         f"{tuple(_np(mean, 'mean').shape)} and {tuple(_np(targets, 'targets').shape)}")
+    if var is None:
+        return m, t, None
+    v = _floats(var, "var").astype(np.float64)
+    if v.ndim == 3:  # a (N, D, D) covariance: its diagonal
+        v = np.diagonal(v, axis1=1, axis2=2)
+    v = v.reshape(len(v), -1) if v.ndim == 1 else v
+    if v.shape != m.shape:
+        raise ValueError(f"`var` must have the shape of `mean` {tuple(m.shape)} (or (N, D, D)), got {tuple(v.shape)}")
+    if v.min() <= 0:
+        raise ValueError(f"`var` must be positive, got minimum {v.min():.4g}")
+    return m, t, v
+
+
+def gaussian_nll(mean, var, targets) -> float:
+    """Gaussian NLL ``(1/(N D)) sum_{i,d} [ log(2 pi v_id) / 2 + (y_id - m_id)^2 / (2 v_id) ]``.
+
+    ``var`` is the predictive variance including observation noise; a (N, D, D) covariance is reduced to its
+    diagonal."""
+    m, t, v = _regression(mean, targets, var)
+    return float(np.mean(0.5 * np.log(2 * math.pi * v) + (t - m) ** 2 / (2 * v)))
+
+
+def rmse(mean, targets) -> float:
+    """Root mean squared error ``sqrt((1/(N D)) sum_{i,d} (y_id - m_id)^2)``."""
+    m, t, _ = _regression(mean, targets)
+    return float(np.sqrt(np.mean((t - m) ** 2)))
+
+
+def classification_metrics(probs, labels, bins: int = ECE_BINS) -> dict[str, float]:
+    """``acc``, ``nll``, ``ece``, ``mce``, ``brier`` of class probabilities against labels."""
+    return {"acc": accuracy(probs, labels), "nll": nll(probs, labels), "ece": ece(probs, labels, bins),
+            "mce": mce(probs, labels, bins), "brier": brier(probs, labels)}
+
+
+def regression_metrics(mean, var, targets) -> dict[str, float]:
+    """``nll`` (Gaussian, see :func:`gaussian_nll`) and ``rmse``."""
+    return {"nll": gaussian_nll(mean, var, targets), "rmse": rmse(mean, targets)}
+
+
+def _predict_all(method, loader, name: str, regression: bool, show: bool):
+    check_loader(loader, name)
+    model = getattr(method, "model", None)
+    params = list(model.parameters()) if isinstance(model, torch.nn.Module) else []
+    device = params[0].device if params else None
+    outs, ys = [], []
+    total = len(loader) if hasattr(loader, "__len__") else None
+    with torch.no_grad():
+        for batch in _progress(loader, show, desc=f"evaluate {name}", total=total):
+            x, y = (batch[0], batch[1] if len(batch) > 1 else None) if isinstance(batch, (tuple, list)) else (batch, None)
+            if device is not None and isinstance(x, torch.Tensor):
+                x = x.to(device)
+            if regression:
+                m, v = method.predictive_moments(x)
+                v = torch.diagonal(v, dim1=-2, dim2=-1) if v.ndim == 3 else v
+                outs.append((_np(m, "mean"), _np(v, "var")))
+            else:
+                outs.append(_np(method.predict(x), "probs"))
+            ys.append(None if y is None else _np(y, "labels"))
+    if not outs:
+        raise ValueError(f"`{name}` is empty: it yielded no data")
+    labels = None if any(y is None for y in ys) else np.concatenate(ys)
+    if regression:
+        return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs]), labels
+    return np.concatenate(outs), labels
+
+
+def evaluate(method, loader, ood_loader=None, progress: bool = False) -> dict[str, float]:
+    """Metrics of a predictive ``method`` on the ``(x, y)`` batches of ``loader``.
+
+    Classification (default): ``method.predict(x)`` gives probabilities (B, C); returns ``acc``, ``nll``,
+    ``ece``, ``mce``, ``brier``, ``ece_bins`` (= 15, top-label equal-width bins as netcal) and ``n``. With
+    ``ood_loader`` (batches ``x`` or ``(x, ...)``) also ``mean_max_prob``, ``ood_mean_max_prob`` and
+    ``ood_auroc`` (predictive entropy as the score, OOD positive). Regression
+    (``method.likelihood == "regression"``): ``method.predictive_moments(x)`` gives ``(mean (B, D), var (B, D))``
+    with var including observation noise (a (B, D, D) covariance is reduced to its diagonal); returns ``nll``,
+    ``rmse``, ``n``. Inputs go to the device of ``method.model`` when there is one.
+    """
+    regression = getattr(method, "likelihood", "classification") == "regression"
+    needed = "predictive_moments" if regression else "predict"
+    if not callable(getattr(method, needed, None)):
+        raise TypeError(f"`method` must have a `{needed}(x)` method, got {type(method).__name__}")
+    if regression and ood_loader is not None:
+        raise ValueError("`ood_loader` is only supported for classification methods")
+    if ood_loader is not None:
+        check_loader(ood_loader, "ood_loader")
+    if regression:
+        mean, var, targets = _predict_all(method, loader, "loader", True, progress)
+        if targets is None:
+            raise ValueError("`loader` must yield (x, y) batches")
+        return {**regression_metrics(mean, var, targets), "n": len(mean)}
+    probs, labels = _predict_all(method, loader, "loader", False, progress)
+    if labels is None:
+        raise ValueError("`loader` must yield (x, y) batches")
+    out = {**classification_metrics(probs, labels), "ece_bins": ECE_BINS, "n": len(probs)}
+    if ood_loader is not None:
+        probs_out, _ = _predict_all(method, ood_loader, "ood_loader", False, progress)
+        out.update(mean_max_prob=mean_max_prob(probs), ood_mean_max_prob=mean_max_prob(probs_out),
+                   ood_auroc=ood_auroc(probs, probs_out))
+    return out
+
+
+def _draw_reliability(fig, spec, probs, labels, title, bins):
+    counts, acc, conf = _calibration_bins(probs, labels, bins)
+    sub = spec.subgridspec(2, 1, height_ratios=[3, 1], hspace=0.08)
+    ax, axh = fig.add_subplot(sub[0]), fig.add_subplot(sub[1])
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    lo, w, nonempty = edges[:-1], 1.0 / bins, counts > 0
+    ax.bar(lo, acc, width=w, align="edge", color="tab:blue", edgecolor="black", lw=0.5, label="accuracy")
+    ax.bar(lo[nonempty], (conf - acc)[nonempty], bottom=acc[nonempty], width=w, align="edge", color="tab:red",
+           alpha=0.3, edgecolor="tab:red", hatch="//", lw=0.5, label="gap to confidence")
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy", xticklabels=[])
+    ax.legend(loc="upper left", fontsize="small")
+    e = float(np.sum(counts / counts.sum() * np.abs(acc - conf)))
+    ax.set_title(f"{title + ': ' if title else ''}ECE = {100 * e:.2f}% ({bins} bins)", fontsize="medium")
+    axh.bar(lo, counts, width=w, align="edge", color="gray", edgecolor="black", lw=0.5)
+    axh.set(xlim=(0, 1), xlabel="confidence (top label)", ylabel="count")
+
+
+def reliability_diagrams(results: dict, path, title: str | None = None, bins: int = ECE_BINS) -> Path:
+    """Write a PNG with one reliability diagram per entry of ``results`` (``name -> (probs, labels)``), side by
+    side: per-bin accuracy bars against the diagonal, a histogram of bin counts, and the ECE in each panel
+    title. Uses matplotlib's Agg renderer (no display). Returns the path."""
+    from matplotlib.figure import Figure
+
+    if not isinstance(results, dict) or not results:
+        raise ValueError("`results` must be a non-empty dict mapping names to (probs, labels)")
+    for name, pair in results.items():
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ValueError(f"`results[{name!r}]` must be a (probs, labels) pair")
+        _check(*pair)
+    fig = Figure(figsize=(4.2 * len(results), 4.8), layout="constrained")
+    grid = fig.add_gridspec(1, len(results))
+    for spec, (name, (p, y)) in zip(grid, results.items()):
+        _draw_reliability(fig, spec, p, y, name, bins)
+    if title:
+        fig.suptitle(title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=100)
+    return path
+
+
+def reliability_diagram(probs, labels, path, title: str | None = None, bins: int = ECE_BINS) -> Path:
+    """Write a reliability diagram of one method to the PNG ``path`` (see :func:`reliability_diagrams`)."""
+    from matplotlib.figure import Figure
+
+    _check(probs, labels)
+    fig = Figure(figsize=(4.8, 4.8), layout="constrained")
+    _draw_reliability(fig, fig.add_gridspec(1, 1)[0], probs, labels, title, bins)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=100)
+    return path

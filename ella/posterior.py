@@ -1,0 +1,92 @@
+"""The k x k ELLA posterior: pure functions.
+
+With the feature map ``Psi(x)`` in ``R^{C x k}`` (``kappa ~= Psi Psi^T``) and the likelihood curvature
+``Lambda(x)`` at the MAP outputs, the linearised Laplace posterior in feature space has precision
+
+    G = sum_i Psi(x_i)^T Lambda(x_i) Psi(x_i) + delta I_k,
+
+and the latent predictive is ``f(x) ~ N(g(x, theta_MAP), Psi(x) G^{-1} Psi(x)^T)``. G is accumulated in
+float64 and only used through its Cholesky factor ``G = L L^T``: the predictive covariance is ``F F^T``
+with ``F(x) = (L^{-1} Psi(x)^T)^T`` of shape ``(C, k)``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .predictive import hessian_factor, link_probs
+
+
+def curvature(psi: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """``sum_i Psi_i^T Lambda_i Psi_i`` in float64, shape ``(k, k)``; ``psi`` ``(N, C, k)``, ``lam`` ``(N, C, C)``."""
+    psi = psi.double()
+    return torch.einsum("nck,ncd,ndl->kl", psi, lam.double(), psi)
+
+
+def cumulative_curvature(psi: torch.Tensor, lam: torch.Tensor, counts: list[int]) -> torch.Tensor:
+    """``sum_{i < n} Psi_i^T Lambda_i Psi_i`` for each ``n`` in ``counts`` (increasing): ``(len(counts), k, k)``."""
+    out, total, start = [], 0, 0
+    for n in counts:
+        total = total + curvature(psi[start:n], lam[start:n])
+        out.append(total)
+        start = n
+    return torch.stack(out)
+
+
+def cholesky_precision(curv: torch.Tensor, prior_precision: float) -> torch.Tensor:
+    """Lower Cholesky factor ``L`` of ``G = curv + delta I`` (float64)."""
+    eye = torch.eye(curv.shape[-1], dtype=curv.dtype, device=curv.device)
+    return torch.linalg.cholesky(curv + prior_precision * eye)
+
+
+def inverse_factor(chol: torch.Tensor) -> torch.Tensor:
+    """``L^{-1}`` by one triangular solve (float64); ``G^{-1} = L^{-T} L^{-1}`` is never formed."""
+    eye = torch.eye(chol.shape[-1], dtype=chol.dtype, device=chol.device)
+    return torch.linalg.solve_triangular(chol, eye, upper=False)
+
+
+def predictive_factor(psi: torch.Tensor, chol_inv: torch.Tensor) -> torch.Tensor:
+    """``F(x) = Psi(x) L^{-T}`` of shape ``(B, C, k)``, so that ``F F^T = Psi G^{-1} Psi^T``.
+
+    ``chol_inv`` is ``L^{-1}`` from :func:`inverse_factor`: applying it is one ``(B C, k) x (k, k)`` product.
+    """
+    return psi @ chol_inv.to(psi.dtype).T
+
+
+def validation_nll(mean: torch.Tensor, psi: torch.Tensor, targets: torch.Tensor, chol: torch.Tensor,
+                   likelihood: str, link: str = "margin", sigma_noise: float = 1.0) -> float:
+    """Mean negative log predictive density of ``targets`` under the posterior with factor ``chol``."""
+    factor = predictive_factor(psi.double(), inverse_factor(chol))
+    mean = mean.double()
+    if likelihood == "classification":
+        probs = link_probs(mean, factor, link, generator=torch.Generator().manual_seed(0))
+        return -probs.gather(1, targets[:, None]).clamp_min(1e-12).log().mean().item()
+    var = factor.pow(2).sum(-1) + sigma_noise**2
+    return torch.distributions.Normal(mean, var.sqrt()).log_prob(targets.double()).neg().mean().item()
+
+
+def tune_prior(curvs: torch.Tensor, grid: torch.Tensor, mean: torch.Tensor, psi: torch.Tensor,
+               targets: torch.Tensor, likelihood: str, link: str = "margin",
+               sigma_noise: float = 1.0) -> tuple[int, float, torch.Tensor]:
+    """Grid search of the prior precision (and of the number of folded-in training points) on validation data.
+
+    Args:
+        curvs: ``(T, k, k)`` curvatures, one per candidate number of folded-in training points.
+        grid: candidate prior precisions ``delta``.
+        mean, psi, targets: MAP outputs ``(V, C)``, features ``(V, C, k)`` and targets of the validation set.
+
+    Returns:
+        ``(t, delta, scores)``: the best curvature index, the best ``delta`` and the ``(T, len(grid))``
+        table of validation NLLs.
+    """
+    scores = torch.full((len(curvs), len(grid)), float("inf"), dtype=torch.float64)
+    for t, curv in enumerate(curvs):
+        for j, delta in enumerate(grid.tolist()):
+            chol = cholesky_precision(curv, delta)
+            scores[t, j] = validation_nll(mean, psi, targets, chol, likelihood, link, sigma_noise)
+    t, j = divmod(int(torch.argmin(scores)), len(grid))
+    return t, float(grid[j]), scores
+
+
+__all__ = ["curvature", "cumulative_curvature", "cholesky_precision", "inverse_factor", "predictive_factor", "validation_nll",
+           "tune_prior", "hessian_factor"]

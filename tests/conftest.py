@@ -1,0 +1,26 @@
+"""Shared fixtures: tiny float64 networks and data whose exact NTK is cheap to form."""
+
+import pytest
+import torch
+from torch import nn
+
+# Small problems run fastest, and reproducibly, on one thread.
+torch.set_num_threads(1)
+
+
+def tiny_mlp(in_features=3, hidden=8, out_features=3, seed=0, activation=nn.Tanh):
+    """A float64 MLP in eval mode, initialised from ``seed``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = nn.Sequential(nn.Linear(in_features, hidden), activation(), nn.Linear(hidden, out_features))
+    return net.double().eval()
+
+
+@pytest.fixture
+def mlp():
+    return tiny_mlp()
+
+
+@pytest.fixture
+def inputs():
+    return torch.randn(20, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))

@@ -1,0 +1,76 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ella.predictive import covariance_factor, hessian_factor, link_probs, margin_probs, mc_probs, probit_probs
+
+
+def random_gaussian(B=6, C=4, r=3, seed=0, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    mean = torch.randn(B, C, generator=g, dtype=torch.float64) * 2
+    factor = torch.randn(B, C, r, generator=g, dtype=torch.float64) * scale
+    return mean, factor
+
+
+def test_margin_link_is_the_binary_probit_for_two_classes():
+    mean, factor = random_gaussian(C=2)
+    d = mean[:, 1] - mean[:, 0]
+    var_d = (factor[:, 1] - factor[:, 0]).pow(2).sum(-1)
+    p1 = torch.sigmoid(d / torch.sqrt(1 + math.pi / 8 * var_d))
+    assert torch.allclose(margin_probs(mean, factor)[:, 1], p1, atol=1e-12)
+
+
+def test_margin_link_is_shift_invariant_and_keeps_the_predicted_class():
+    mean, factor = random_gaussian(scale=3.0)
+    shifted = mean + torch.randn(len(mean), 1, dtype=torch.float64) * 10
+    common = factor + torch.randn(len(mean), 1, factor.shape[-1], dtype=torch.float64)  # f + a 1
+    probs = margin_probs(mean, factor)
+    assert torch.allclose(margin_probs(shifted, common), probs, atol=1e-12)
+    assert torch.equal(probs.argmax(-1), mean.argmax(-1))
+    assert torch.allclose(probs.sum(-1), torch.ones(len(mean), dtype=torch.float64))
+
+
+def test_probit_formula_and_small_variance_limit():
+    mean, factor = random_gaussian()
+    var = factor.pow(2).sum(-1)
+    assert torch.allclose(probit_probs(mean, var), torch.softmax(mean / torch.sqrt(1 + math.pi / 8 * var), -1))
+    for link in ("margin", "probit", "mc"):
+        probs = link_probs(mean, factor * 1e-6, link, n_samples=16, generator=torch.Generator().manual_seed(0))
+        assert torch.allclose(probs, mean.softmax(-1), atol=1e-5)
+
+
+def test_mc_link_is_seeded_and_matches_quadrature_for_two_classes():
+    mean, factor = random_gaussian(B=3, C=2, r=2)
+    a = mc_probs(mean, factor, 20000, torch.Generator().manual_seed(1))
+    b = mc_probs(mean, factor, 20000, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    # E[sigmoid(d)], d ~ N(m, s^2), by Gauss-Hermite quadrature
+    t, w = np.polynomial.hermite.hermgauss(80)
+    d = (mean[:, 1] - mean[:, 0]).numpy()[:, None]
+    s = (factor[:, 1] - factor[:, 0]).pow(2).sum(-1).sqrt().numpy()[:, None]
+    exact = (w * (1 / (1 + np.exp(-(d + math.sqrt(2) * s * t))))).sum(1) / math.sqrt(math.pi)
+    assert np.allclose(a[:, 1].numpy(), exact, atol=0.01)
+
+
+def test_hessian_factor_is_the_cross_entropy_hessian():
+    logits = torch.randn(4, 3, dtype=torch.float64)
+    lam = hessian_factor(logits, "classification")
+    for b in range(4):
+        H = torch.autograd.functional.hessian(lambda f: -torch.log_softmax(f, -1)[1], logits[b])
+        assert torch.allclose(lam[b], H, atol=1e-12)
+    assert torch.allclose(hessian_factor(logits, "regression", 0.5), torch.eye(3, dtype=torch.float64) * 4)
+
+
+def test_covariance_factor_reconstructs_psd_matrices_including_singular_ones():
+    A = torch.randn(5, 4, 2, dtype=torch.float64)
+    cov = A @ A.transpose(1, 2)  # rank 2
+    F = covariance_factor(cov)
+    assert torch.allclose(F @ F.transpose(1, 2), cov, atol=1e-8)
+
+
+def test_unknown_link():
+    mean, factor = random_gaussian()
+    with pytest.raises(ValueError, match="link"):
+        link_probs(mean, factor, "logit")

@@ -31,19 +31,30 @@ def _num_outputs(model: nn.Module, x: torch.Tensor) -> int:
     return model(x).reshape(len(x), -1).shape[1]
 
 
-def jacobians(model: nn.Module, x: torch.Tensor, chunk_size: int = 64) -> torch.Tensor:
-    """Dense per-sample Jacobians ``J(x_b)`` of shape ``(B, C, P)``; for small networks and references.
+_JACOBIAN_BUDGET = 2**22  # entries of one chunk of Jacobians (16 MiB in float32) when chunk_size is None
 
-    Computed as ``vmap`` over inputs of reverse-mode ``jacrev``, ``chunk_size`` inputs at a time.
+
+def jacobians(model: nn.Module, x: torch.Tensor, chunk_size: int | None = None, return_outputs: bool = False):
+    """Dense per-sample Jacobians ``J(x_b)`` of shape ``(B, C, P)``; for small networks and GLM predictives.
+
+    Computed as ``vmap`` over inputs of reverse-mode ``jacrev`` (cost linear in B), ``chunk_size`` inputs at
+    a time (``None``: as many as fit in about 16 MiB of float32 Jacobians). Parameters that do not require
+    grad are held fixed. With ``return_outputs`` also returns ``g(x)`` ``(B, C)`` from the same pass.
     """
     params = trainable_parameters(model)
     g = _output_fn(model)
+    if chunk_size is None:
+        num_params = sum(p.numel() for p in params.values())
+        chunk_size = max(1, min(256, _JACOBIAN_BUDGET // (_num_outputs(model, x[:1]) * num_params)))
 
-    def one(xb):  # J(x) for a single input: (C, P)
-        jac = jacrev(lambda p: g(p, xb.unsqueeze(0))[0])(params)
-        return torch.cat([j.reshape(j.shape[0], -1) for j in jac.values()], dim=1)
+    def one(xb):  # (J(x) (C, P), g(x) (C,)) for a single input
+        out_fn = lambda p: (lambda o: (o, o))(g(p, xb.unsqueeze(0))[0])
+        jac, out = jacrev(out_fn, has_aux=True)(params)
+        return torch.cat([j.reshape(j.shape[0], -1) for j in jac.values()], dim=1), out
 
-    return torch.cat([vmap(one)(x[i : i + chunk_size]) for i in range(0, len(x), chunk_size)])
+    pieces = [vmap(one)(x[i : i + chunk_size]) for i in range(0, len(x), chunk_size)]
+    J = torch.cat([j for j, _ in pieces]).detach()
+    return (J, torch.cat([o for _, o in pieces]).detach()) if return_outputs else J
 
 
 def jacobian_rows(model: nn.Module, x: torch.Tensor, index: torch.Tensor, chunk_size: int = 64) -> torch.Tensor:

@@ -15,6 +15,7 @@ used even when the labels take at most two distinct values (netcal then switches
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -198,65 +199,71 @@ def regression_metrics(mean, var, targets) -> dict[str, float]:
     return {"nll": gaussian_nll(mean, var, targets), "rmse": rmse(mean, targets)}
 
 
-def _predict_all(method, loader, name: str, regression: bool, show: bool):
+def predict_all(method, loader, name: str = "loader", progress: bool = False):
+    """Run ``method.predict`` over every batch of ``loader``.
+
+    Returns ``(predictions, targets, seconds)``: probabilities ``(N, C)`` for classification or
+    ``(mean, var)`` for regression (``method.likelihood == "regression"``, var including observation
+    noise; a covariance is reduced to its diagonal); targets (``None`` if the loader yields only x); and
+    the wall-clock seconds spent inside ``predict``. Inputs go to the device of ``method.model``.
+    """
+    if not callable(getattr(method, "predict", None)):
+        raise TypeError(f"`method` must have a `predict(x)` method, got {type(method).__name__}")
     check_loader(loader, name)
+    regression = getattr(method, "likelihood", "classification") == "regression"
     model = getattr(method, "model", None)
     params = list(model.parameters()) if isinstance(model, torch.nn.Module) else []
     device = params[0].device if params else None
-    outs, ys = [], []
+    outs, ys, seconds = [], [], 0.0
     total = len(loader) if hasattr(loader, "__len__") else None
     with torch.no_grad():
-        for batch in _progress(loader, show, desc=f"evaluate {name}", total=total):
+        for batch in _progress(loader, progress, desc=f"evaluate {name}", total=total):
             x, y = (batch[0], batch[1] if len(batch) > 1 else None) if isinstance(batch, (tuple, list)) else (batch, None)
             if device is not None and isinstance(x, torch.Tensor):
                 x = x.to(device)
+            start = time.perf_counter()
+            out = method.predict(x)
+            seconds += time.perf_counter() - start
             if regression:
-                m, v = method.predictive_moments(x)
+                m, v = out
                 v = torch.diagonal(v, dim1=-2, dim2=-1) if v.ndim == 3 else v
                 outs.append((_np(m, "mean"), _np(v, "var")))
             else:
-                outs.append(_np(method.predict(x), "probs"))
+                outs.append(_np(out, "probs"))
             ys.append(None if y is None else _np(y, "labels"))
     if not outs:
         raise ValueError(f"`{name}` is empty: it yielded no data")
-    labels = None if any(y is None for y in ys) else np.concatenate(ys)
+    targets = None if any(y is None for y in ys) else np.concatenate(ys)
     if regression:
-        return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs]), labels
-    return np.concatenate(outs), labels
+        return (np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])), targets, seconds
+    return np.concatenate(outs), targets, seconds
 
 
 def evaluate(method, loader, ood_loader=None, progress: bool = False) -> dict[str, float]:
     """Metrics of a predictive ``method`` on the ``(x, y)`` batches of ``loader``.
 
     Classification (default): ``method.predict(x)`` gives probabilities (B, C); returns ``acc``, ``nll``,
-    ``ece``, ``mce``, ``brier``, ``ece_bins`` (= 15, top-label equal-width bins as netcal) and ``n``. With
-    ``ood_loader`` (batches ``x`` or ``(x, ...)``) also ``mean_max_prob``, ``ood_mean_max_prob`` and
-    ``ood_auroc`` (predictive entropy as the score, OOD positive). Regression
-    (``method.likelihood == "regression"``): ``method.predictive_moments(x)`` gives ``(mean (B, D), var (B, D))``
-    with var including observation noise (a (B, D, D) covariance is reduced to its diagonal); returns ``nll``,
-    ``rmse``, ``n``. Inputs go to the device of ``method.model`` when there is one.
+    ``ece``, ``mce``, ``brier``, ``ece_bins`` (= 15, top-label equal-width bins as netcal), ``n`` and
+    ``predict_seconds``. With ``ood_loader`` (batches ``x`` or ``(x, ...)``) also ``mean_max_prob``,
+    ``ood_mean_max_prob`` and ``ood_auroc`` (predictive entropy as the score, OOD positive).
+    Regression (``method.likelihood == "regression"``): ``method.predict(x)`` gives ``(mean, var)`` with
+    var including observation noise; returns ``nll``, ``rmse``, ``n`` and ``predict_seconds``.
     """
     regression = getattr(method, "likelihood", "classification") == "regression"
-    needed = "predictive_moments" if regression else "predict"
-    if not callable(getattr(method, needed, None)):
-        raise TypeError(f"`method` must have a `{needed}(x)` method, got {type(method).__name__}")
     if regression and ood_loader is not None:
         raise ValueError("`ood_loader` is only supported for classification methods")
     if ood_loader is not None:
         check_loader(ood_loader, "ood_loader")
-    if regression:
-        mean, var, targets = _predict_all(method, loader, "loader", True, progress)
-        if targets is None:
-            raise ValueError("`loader` must yield (x, y) batches")
-        return {**regression_metrics(mean, var, targets), "n": len(mean)}
-    probs, labels = _predict_all(method, loader, "loader", False, progress)
-    if labels is None:
+    preds, targets, seconds = predict_all(method, loader, "loader", progress)
+    if targets is None:
         raise ValueError("`loader` must yield (x, y) batches")
-    out = {**classification_metrics(probs, labels), "ece_bins": ECE_BINS, "n": len(probs)}
+    if regression:
+        return {**regression_metrics(*preds, targets), "n": len(targets), "predict_seconds": seconds}
+    out = {**classification_metrics(preds, targets), "ece_bins": ECE_BINS, "n": len(preds), "predict_seconds": seconds}
     if ood_loader is not None:
-        probs_out, _ = _predict_all(method, ood_loader, "ood_loader", False, progress)
-        out.update(mean_max_prob=mean_max_prob(probs), ood_mean_max_prob=mean_max_prob(probs_out),
-                   ood_auroc=ood_auroc(probs, probs_out))
+        probs_out, _, _ = predict_all(method, ood_loader, "ood_loader", progress)
+        out.update(mean_max_prob=mean_max_prob(preds), ood_mean_max_prob=mean_max_prob(probs_out),
+                   ood_auroc=ood_auroc(preds, probs_out))
     return out
 
 

@@ -78,3 +78,9 @@ def link_probs(mean: torch.Tensor, factor: torch.Tensor, link: str = "margin", n
     if link == "mc":
         return mc_probs(mean, factor, n_samples, generator)
     raise ValueError(f"`link` must be one of {LINKS}, got {link!r}")
+
+
+def moments_probs(mean: torch.Tensor, cov: torch.Tensor, link: str = "margin", n_samples: int = 512,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """:func:`link_probs` for a predictive given by its covariance ``(B, C, C)`` instead of a factor."""
+    return link_probs(mean, covariance_factor(cov), link, n_samples, generator)

@@ -25,6 +25,17 @@ def test_jacobians_match_autograd(mlp, inputs):
     assert torch.allclose(jacobians(mlp, inputs, chunk_size=7), dense_jacobian(mlp, inputs), atol=1e-12)
 
 
+def test_jacobians_chunking_outputs_and_frozen_parameters(mlp, inputs):
+    J, out = jacobians(mlp, inputs, chunk_size=3, return_outputs=True)
+    assert torch.equal(jacobians(mlp, inputs), J) and torch.allclose(out, mlp(inputs))
+    mlp[0].weight.requires_grad_(False)  # frozen weights are held fixed: P shrinks
+    try:
+        assert torch.allclose(jacobians(mlp, inputs), dense_jacobian(mlp, inputs), atol=1e-12)
+        assert jacobians(mlp, inputs).shape[-1] == J.shape[-1] - mlp[0].weight.numel()
+    finally:
+        mlp[0].weight.requires_grad_(True)
+
+
 def test_jvps_match_dense_jacobian(mlp, inputs):
     J = dense_jacobian(mlp, inputs)
     V = torch.randn(5, J.shape[-1], dtype=torch.float64)

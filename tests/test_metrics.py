@@ -137,7 +137,7 @@ class _Regressor:
         torch.manual_seed(0)
         self.model = torch.nn.Linear(4, 2).double()
 
-    def predictive_moments(self, x):
+    def predict(self, x):
         mean = self.model(x)
         var = 0.5 + mean.detach() ** 2
         return mean, torch.diag_embed(var)
@@ -166,7 +166,7 @@ def test_evaluate_regression_matches_direct_calls():
     method = _Regressor()
     out = M.evaluate(method, DataLoader(TensorDataset(x, y), batch_size=6), progress=False)
     with torch.no_grad():
-        mean, cov = method.predictive_moments(x)
+        mean, cov = method.predict(x)
     var = torch.diagonal(cov, dim1=-2, dim2=-1)
     assert out["nll"] == pytest.approx(M.gaussian_nll(mean, var, y), abs=1e-12)
     assert out["rmse"] == pytest.approx(M.rmse(mean, y), abs=1e-12)

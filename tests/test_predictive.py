@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from ella.predictive import covariance_factor, hessian_factor, link_probs, margin_probs, mc_probs, probit_probs
+from ella.predictive import (covariance_factor, hessian_factor, link_probs, margin_probs, mc_probs, moments_probs,
+                             probit_probs)
 
 
 def random_gaussian(B=6, C=4, r=3, seed=0, scale=1.0):
@@ -74,3 +75,29 @@ def test_unknown_link():
     mean, factor = random_gaussian()
     with pytest.raises(ValueError, match="link"):
         link_probs(mean, factor, "logit")
+
+
+def test_mc_link_follows_a_correlated_covariance():
+    """Against MultivariateNormal samples: with strong correlations a wrong factor (L^T, or the diagonal
+    only) changes the answer well beyond Monte-Carlo noise."""
+    mean = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.5]], dtype=torch.float64)
+    A = torch.tensor([[2.0, 0.0, 0.0], [1.9, 0.6, 0.0], [-1.0, 2.0, 0.3]], dtype=torch.float64)
+    cov = torch.stack([A @ A.T, A.T @ A])
+    ours = moments_probs(mean, cov, "mc", 20_000, torch.Generator().manual_seed(0))
+    f = torch.distributions.MultivariateNormal(mean, cov).sample((100_000,))
+    ref = torch.softmax(f, -1).mean(0)
+    assert torch.allclose(ours, ref, atol=0.01)
+    diag = moments_probs(mean, torch.diag_embed(cov.diagonal(dim1=1, dim2=2)), "mc", 20_000,
+                         torch.Generator().manual_seed(0))
+    assert not torch.allclose(diag, ref, atol=0.03)
+
+
+def test_links_handle_singular_and_zero_covariances():
+    mean = torch.tensor([[1.0, 0.0, -1.0]], dtype=torch.float64)
+    v = torch.tensor([1.0, -1.0, 0.0], dtype=torch.float64)
+    for cov in (torch.outer(v, v)[None], torch.zeros(1, 3, 3, dtype=torch.float64)):
+        for link in ("margin", "probit", "mc"):
+            p = moments_probs(mean, cov, link, 500, torch.Generator().manual_seed(0))
+            assert torch.isfinite(p).all() and torch.allclose(p.sum(1), torch.ones(1, dtype=torch.float64))
+    assert torch.allclose(moments_probs(mean, torch.zeros(1, 3, 3, dtype=torch.float64), "mc", 10),
+                          mean.softmax(-1), atol=1e-7)

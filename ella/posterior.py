@@ -48,7 +48,8 @@ def inverse_factor(chol: torch.Tensor) -> torch.Tensor:
 def predictive_factor(psi: torch.Tensor, chol_inv: torch.Tensor) -> torch.Tensor:
     """``F(x) = Psi(x) L^{-T}`` of shape ``(B, C, k)``, so that ``F F^T = Psi G^{-1} Psi^T``.
 
-    ``chol_inv`` is ``L^{-1}`` from :func:`inverse_factor`: applying it is one ``(B C, k) x (k, k)`` product.
+    ``chol_inv`` is ``L^{-1}`` from :func:`inverse_factor` (or ``L^{-1} diag(s)`` to also scale ``psi`` by
+    ``s``): applying it is one ``(B C, k) x (k, k)`` product.
     """
     return psi @ chol_inv.to(psi.dtype).T
 

@@ -43,9 +43,18 @@ def directions(seed: int, block: int, num_params: int, distribution: str = "rade
     return torch.randn(_BLOCK, num_params, generator=g, dtype=torch.float64).to(dtype)
 
 
-def default_eps(dtype: torch.dtype, central: bool) -> float:
-    """Step that balances truncation and round-off: ``eps_mach^(1/2)`` forward, ``eps_mach^(1/3)`` central."""
-    return torch.finfo(dtype).eps ** (1 / 3 if central else 1 / 2)
+def default_eps(dtype: torch.dtype, central: bool = False) -> float:
+    """Finite-difference step: 1e-5 in float32 (as in NeuralEF), 1e-8 (central: 1e-6) in float64, 1e-2 in
+    half precision.
+
+    Smaller than the textbook ``sqrt(eps_mach)`` for smooth functions: in ReLU networks units whose
+    pre-activation sits near zero (dead units, whose biases weight decay drives to zero) flip under the
+    perturbation, an error that grows with ``eps``; on the MNIST-1D CNN the feature error against the
+    exact JVP fell from 2.6e-2 at 3.5e-4 to 4.8e-3 at 1e-5 in float32 (``benchmarks/ntk_estimators.py``).
+    """
+    if dtype == torch.float64:
+        return 1e-6 if central else 1e-8
+    return 1e-5 if dtype == torch.float32 else 1e-2
 
 
 class EmpiricalNTK(FeatureKernel):

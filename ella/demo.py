@@ -1,8 +1,9 @@
 """``ella demo``: the whole job on MNIST-1D, generated locally, with nothing to download.
 
 Two MAP networks (a CNN with weight decay, and an MLP trained without it, which overfits), and for each:
-MAP, laplace-torch's KFAC-LLA (all weights) and last-layer LLA, and ELLA with NeuralEF and with Nystrom
-features, all scored on the same 10,000 generated test points.
+MAP, laplace-torch's KFAC-LLA (all weights) and last-layer LLA, ELLA with NeuralEF and with Nystrom
+features, and, from one recorded SGD trajectory continuing the MAP training, SWA, SWAG and ELLA with the
+SGD-trajectory kernel; all scored on the same 10,000 generated test points.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from .data import mnist1d
 from .ella import ELLA
 from .report import environment, markdown_table, run_method, write_report
 from .train import train_mnist1d_cnn, train_mnist1d_mlp
+from .trajectory import trajectory_methods
 
 TRAINERS = {"cnn": train_mnist1d_cnn, "mlp": train_mnist1d_mlp}
 
@@ -68,7 +70,10 @@ def run_demo(out: str = "ella-demo", quick: bool = False, seed: int = 0, models=
         model, history = TRAINERS[name](data, seed=seed, progress=progress)
         report["map_training"][name] = {"seconds": history["seconds"], "recipe": history["recipe"]}
         rows, diagrams[name] = {}, {}
-        for method_name, method in methods_for(model, settings, seed, progress).items():
+        methods = methods_for(model, settings, seed, progress)
+        methods.update(trajectory_methods(data, model, history["recipe"], seed=seed, progress=progress,
+                                          neuralef_steps=settings["neuralef_steps"]))
+        for method_name, method in methods.items():
             log(f"[{name}] {method_name}")
             row, probs, labels = run_method(method, train, val, test, progress)
             if method_name == "kfac_lla":

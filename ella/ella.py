@@ -5,6 +5,10 @@ Pipeline (data flows one way)::
     MAP model -> kernel (empirical NTK) -> eigenfunctions psi (NeuralEF or Nystrom, k of them)
               -> Psi(x) = psi(x) sqrt(mu) -> G = sum_i Psi_i^T Lambda_i Psi_i + delta I_k
               -> f(x) ~ N(g(x), Psi(x) G^{-1} Psi(x)^T) -> probabilities
+
+With the SGD-trajectory kernel (``kernel="sgd-trajectory"``) the default is the predictive of the
+trajectory GP itself, without the likelihood update: ``G = delta I_k``, so ``f(x) ~ N(g(x), Psi Psi^T / delta)``
+with ``delta`` the inverse kernel scale, tuned on validation NLL (``posterior_update=True`` adds the update).
 """
 
 from __future__ import annotations
@@ -20,11 +24,13 @@ from ._utils import (batched, collect, model_device_dtype, num_parameters, seede
                      weights_fingerprint)
 from .eigen import EigenSolver, NeuralEF, Nystrom
 from .kernels import EmpiricalNTK, Kernel
+from .kernels.sgd_trajectory import SGDTrajectoryKernel
 from .predictive import LINKS, hessian_factor, link_probs
 
 DEFAULT_PRIOR_GRID = torch.logspace(-4, 4, 33, dtype=torch.float64)
 FORMAT = "ella-posterior"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the kernel name and `posterior_update` are saved
+KERNELS = ("ntk", "sgd-trajectory")
 _SAVED = ("likelihood", "k", "link", "n_samples", "seed", "sigma_noise", "prior_precision", "num_folded",
           "fold_in", "kernel_kwargs", "feature_kwargs")
 
@@ -37,11 +43,15 @@ class ELLA:
             outputs), in eval mode. It is never modified.
         likelihood: ``"classification"`` or ``"regression"``.
         k: number of eigenfunctions (the size of the posterior).
-        kernel: ``"ntk"`` (the empirical NTK) or a :class:`~ella.kernels.Kernel`.
+        kernel: ``"ntk"`` (the empirical NTK), ``"sgd-trajectory"`` (the covariance of the functions along a
+            recorded training run: ``kernel_kwargs={"trajectory": trajectory}``, see
+            :class:`~ella.kernels.sgd_trajectory.SGDTrajectoryKernel`; pass the SWA model as ``model``) or a
+            :class:`~ella.kernels.Kernel`.
         features: ``"neuralef"`` (learned eigenfunctions: prediction costs one network forward),
             ``"nystrom"`` (the ELLA paper's exact JVP features from an M x M Jacobian Gram matrix) or an
             :class:`~ella.eigen.EigenSolver`.
-        kernel_kwargs: options of :class:`~ella.kernels.EmpiricalNTK` (estimator, num_samples, ...).
+        kernel_kwargs: options of :class:`~ella.kernels.EmpiricalNTK` (estimator, num_samples, ...) or of
+            :class:`~ella.kernels.sgd_trajectory.SGDTrajectoryKernel` (trajectory, source, ...).
         feature_kwargs: options of the eigen-solver (:class:`~ella.eigen.NeuralEF`: steps, batch_size,
             lr, net; :class:`~ella.eigen.Nystrom`: num_points).
         prior_precision: ``delta``; ``None`` tunes it on ``val_loader`` (log grid on validation NLL),
@@ -56,6 +66,9 @@ class ELLA:
         n_samples: Monte-Carlo samples of the ``"mc"`` link.
         seed: seed of every random choice (features, batches, fold-in order, MC samples).
         progress: show progress bars.
+        posterior_update: fold the likelihood curvature into ``G`` (the ELLA posterior). ``False`` drops it:
+            ``G = delta I_k`` and the predictive covariance is the kernel's ``Psi Psi^T`` scaled by ``1 / delta``.
+            Default: ``True``, except for the SGD-trajectory kernel.
     """
 
     def __init__(self, model: nn.Module, likelihood: str = "classification", k: int = 20,
@@ -63,12 +76,18 @@ class ELLA:
                  kernel_kwargs: dict | None = None, feature_kwargs: dict | None = None,
                  prior_precision: float | None = None, prior_grid=None, fold_in: str | int = "all",
                  sigma_noise: float | None = None, link: str = "margin", n_samples: int = 512,
-                 seed: int = 0, progress: bool = True):
+                 seed: int = 0, progress: bool = True, posterior_update: bool | None = None):
         check_model(model)
         self.likelihood = check_likelihood(likelihood)
         self.k = check_positive_int(k, "k")
-        if not (kernel in ("ntk",) or isinstance(kernel, Kernel)):
-            raise ValueError(f"`kernel` must be 'ntk' or an ella.kernels.Kernel, got {kernel!r}")
+        if not (kernel in KERNELS or isinstance(kernel, Kernel)):
+            raise ValueError(f"`kernel` must be one of {KERNELS} or an ella.kernels.Kernel, got {kernel!r}")
+        if kernel == "sgd-trajectory" and "trajectory" not in (kernel_kwargs or {}):
+            raise ValueError("`kernel`='sgd-trajectory' needs the recorded run: kernel_kwargs={'trajectory': ...}")
+        trajectory_kernel = kernel == "sgd-trajectory" or isinstance(kernel, SGDTrajectoryKernel)
+        posterior_update = not trajectory_kernel if posterior_update is None else posterior_update
+        if not isinstance(posterior_update, bool):
+            raise ValueError(f"`posterior_update` must be True, False or None, got {posterior_update!r}")
         if not (features in ("neuralef", "nystrom") or isinstance(features, EigenSolver)):
             raise ValueError(f"`features` must be 'neuralef', 'nystrom' or an EigenSolver, got {features!r}")
         if link not in LINKS:
@@ -82,7 +101,7 @@ class ELLA:
         self.prior_precision = prior_precision
         self.prior_grid = DEFAULT_PRIOR_GRID if prior_grid is None else torch.as_tensor(prior_grid, dtype=torch.float64)
         self.fold_in, self.sigma_noise, self.link, self.n_samples = fold_in, sigma_noise, link, n_samples
-        self.seed, self.progress = seed, progress
+        self.seed, self.progress, self.posterior_update = seed, progress, posterior_update
         self.solver: EigenSolver | None = None
         self._chol: torch.Tensor | None = None
 
@@ -105,10 +124,13 @@ class ELLA:
 
         if self.likelihood == "regression" and self.sigma_noise is None:
             self.sigma_noise = (y.reshape(outputs.shape) - outputs).pow(2).mean().sqrt().item()
-        lam = hessian_factor(outputs, self.likelihood, self.sigma_noise or 1.0)
-        order = torch.randperm(len(x), generator=seeded_generator(self.seed)).to(device)
-        counts = self._fold_in_counts(len(x), val is not None)
-        curvs = P.cumulative_curvature(psi[order], lam[order], counts)
+        if self.posterior_update:
+            lam = hessian_factor(outputs, self.likelihood, self.sigma_noise or 1.0)
+            order = torch.randperm(len(x), generator=seeded_generator(self.seed)).to(device)
+            counts = self._fold_in_counts(len(x), val is not None)
+            curvs = P.cumulative_curvature(psi[order], lam[order], counts)
+        else:  # no likelihood update: G = delta I_k, delta the inverse scale of the kernel
+            counts, curvs = [0], torch.zeros(1, self.k, self.k, dtype=torch.float64, device=device)
 
         if self.prior_precision is None and val is not None:
             xv, yv = val
@@ -121,9 +143,14 @@ class ELLA:
             t, delta = len(counts) - 1, self.prior_precision or 1.0
         self.prior_precision, self.num_folded = delta, counts[t]
         self.curvature = curvs[t]
-        self._chol = P.cholesky_precision(self.curvature, delta)
-        self._chol_inv = P.inverse_factor(self._chol)
+        self._set_factor(P.cholesky_precision(self.curvature, delta))
         return self
+
+    def _set_factor(self, chol: torch.Tensor) -> None:
+        """Keep ``L`` and the map ``psi(x) -> F(x) = psi(x) diag(sqrt(mu)) L^{-T}`` used at prediction."""
+        self._chol = chol
+        scale = self.solver.eigenvalues.double().clamp_min(0).sqrt()
+        self._psi_to_factor = (P.inverse_factor(chol) * scale).to(model_device_dtype(self.model)[1])
 
     def _check_targets(self, y: torch.Tensor, C: int, name: str) -> None:
         if self.likelihood == "classification":
@@ -134,6 +161,8 @@ class ELLA:
     def _make_kernel(self) -> Kernel:
         if isinstance(self.kernel, Kernel):
             return self.kernel
+        if self.kernel == "sgd-trajectory":
+            return SGDTrajectoryKernel(**{"progress": self.progress, **self.kernel_kwargs})
         opts = {"seed": self.seed, "progress": self.progress, **self.kernel_kwargs}
         return EmpiricalNTK(self.model, **opts)
 
@@ -173,7 +202,8 @@ class ELLA:
         device, dtype = model_device_dtype(self.model)
         x = x.to(device=device, dtype=dtype if x.dtype.is_floating_point else None)
         mean = self.model(x).reshape(len(x), -1)
-        return mean, P.predictive_factor(self.solver.feature_map(x), self._chol_inv)
+        # psi(x) -> Psi(x) = psi sqrt(mu) -> F(x) = Psi L^{-T}, with both maps folded into one k x k matrix
+        return mean, P.predictive_factor(self.solver(x), self._psi_to_factor)
 
     def predictive_moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Latent ``f(x) ~ N(mean, cov)``: mean ``(B, C)`` and covariance ``(B, C, C)``."""
@@ -197,12 +227,14 @@ class ELLA:
         parameter count and weight fingerprint, which :meth:`load` checks."""
         self._check_fitted()
         if not isinstance(self.features, str) or not isinstance(self.kernel, str):
-            raise ValueError("only posteriors built from the named kernel and features ('ntk', "
-                             "'neuralef' / 'nystrom') can be saved")
+            raise ValueError("only posteriors built from the named kernels and features ('ntk' / "
+                             "'sgd-trajectory', 'neuralef' / 'nystrom') can be saved")
         torch.save({"format": FORMAT, "version": FORMAT_VERSION, "num_params": num_parameters(self.model),
                     "fingerprint": weights_fingerprint(self.model), "features": self.features,
                     "config": {**{name: getattr(self, name) for name in _SAVED},
-                               "feature_kwargs": {k: v for k, v in self.feature_kwargs.items() if k != "net"}},
+                               "feature_kwargs": {k: v for k, v in self.feature_kwargs.items() if k != "net"},
+                               "kernel_kwargs": {k: v for k, v in self.kernel_kwargs.items() if k != "trajectory"},
+                               "kernel": self.kernel, "posterior_update": self.posterior_update},
                     "curvature": self.curvature, "solver": self.solver.state_dict()}, path)
 
     @classmethod
@@ -227,14 +259,14 @@ class ELLA:
         kwargs = {name: cfg[name] for name in ("likelihood", "k", "link", "n_samples", "seed", "sigma_noise",
                                                "prior_precision", "fold_in", "kernel_kwargs", "feature_kwargs")}
         post = cls(model, features=state["features"], progress=False, **kwargs)
+        post.kernel, post.posterior_update = cfg.get("kernel", "ntk"), cfg.get("posterior_update", True)
         post.num_folded, post.curvature = cfg["num_folded"], state["curvature"]
         if state["features"] == "nystrom":
             post.solver = Nystrom(post.k).load_state_dict(state["solver"], post._make_kernel())
         else:
             net_kw = {} if eigenfunction_net is None else {"net": eigenfunction_net}
             post.solver = NeuralEF(post.k, model=model, seed=post.seed, **net_kw).load_state_dict(state["solver"])
-        post._chol = P.cholesky_precision(post.curvature, post.prior_precision)
-        post._chol_inv = P.inverse_factor(post._chol)
+        post._set_factor(P.cholesky_precision(post.curvature, post.prior_precision))
         return post
 
     # ---------------------------------------------------------------- derived quantities
@@ -259,4 +291,6 @@ class ELLA:
     @property
     def name(self) -> str:
         kind = self.features if isinstance(self.features, str) else type(self.features).__name__.lower()
+        if self.kernel == "sgd-trajectory" or isinstance(self.kernel, SGDTrajectoryKernel):
+            return "ella_sgd_trajectory" if kind == "neuralef" else f"ella_sgd_trajectory_{kind}"
         return f"ella_{kind}"

@@ -14,5 +14,6 @@ All methods follow ella's protocol::
 from .glm import glm_moments
 from .laplace_torch import KFACLLA, LastLayerLLA
 from .map import MAP
+from .swag import SWA, SWAG
 
-__all__ = ["MAP", "KFACLLA", "LastLayerLLA", "glm_moments"]
+__all__ = ["MAP", "KFACLLA", "LastLayerLLA", "SWA", "SWAG", "glm_moments"]

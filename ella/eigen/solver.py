@@ -27,6 +27,10 @@ class EigenSolver:
         C = kernel.infer_num_outputs(x[:1])
         if self.k > len(x) * C:
             raise ValueError(f"`k` = {self.k} is larger than the number of rows N * C = {len(x) * C}")
+        rank = getattr(kernel, "max_rank", None)  # a kernel of known finite rank, e.g. the SGD-trajectory one
+        if rank is not None and self.k > rank:
+            raise ValueError(f"`k` = {self.k} is larger than the rank of the kernel ({type(kernel).__name__} has "
+                             f"rank at most {rank})")
         return C
 
     def _check_fitted(self) -> None:

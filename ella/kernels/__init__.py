@@ -2,5 +2,6 @@
 
 from .base import FeatureKernel, Kernel
 from .ntk import EmpiricalNTK
+from .sgd_trajectory import SGDTrajectoryKernel
 
-__all__ = ["Kernel", "FeatureKernel", "EmpiricalNTK"]
+__all__ = ["Kernel", "FeatureKernel", "EmpiricalNTK", "SGDTrajectoryKernel"]

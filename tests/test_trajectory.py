@@ -1,0 +1,192 @@
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from ella.kernels.sgd_trajectory import SGDTrajectoryKernel
+from ella.train import train_map
+from ella.trajectory import (Schedule, Trajectory, TrajectoryRecorder, flat_parameters, swa_model, swa_phase,
+                             update_bn)
+
+from .conftest import tiny_mlp
+
+
+def data(n=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, dtype=torch.float64, generator=g)
+    return x, torch.randint(0, 3, (n,), generator=g)
+
+
+def loader(x, y, batch_size=8, seed=0):
+    return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True,
+                      generator=torch.Generator().manual_seed(seed))
+
+
+def run(recorder, steps=20, seed=0, lr=0.05):
+    x, y = data()
+    model = tiny_mlp(seed=seed)
+    train_map(model, loader(x, y), steps=steps, lr=lr, optimizer="sgd", callback=recorder, progress=False)
+    return model
+
+
+def test_schedule_picks_start_every_and_at_most_max():
+    s = Schedule(start=3, every=4, max_snapshots=3)
+    taken, count = [], 0
+    for step in range(1, 40):
+        if s.due(step, count):
+            taken.append(step)
+            count += 1
+    assert taken == [3, 7, 11]
+    with pytest.raises(ValueError, match="every"):
+        Schedule(every=0)
+
+
+def test_recorded_functions_are_the_snapshots_outputs():
+    x, _ = data()
+    rec = TrajectoryRecorder(x, store="both", start=2, every=3, max_snapshots=5)
+    run(rec)
+    traj = rec.trajectory
+    assert traj.steps == [2, 5, 8, 11, 14] and traj.num_snapshots == 5
+    recorded = traj.recorded_functions(torch.arange(len(x))) + traj.anchor  # g(x, theta_m) = d_m + a
+    direct = traj.functions(x)  # from the weight snapshots
+    assert torch.allclose(recorded, direct, rtol=0, atol=1e-12)
+
+
+def test_float16_storage_stays_within_tolerance():
+    x, _ = data()
+    full, half = TrajectoryRecorder(x, every=2), TrajectoryRecorder(x, every=2, storage_dtype=torch.float16)
+    run(lambda step, model: (full(step, model), half(step, model)))
+    a, b = full.trajectory, half.trajectory
+    assert b.deviations.dtype == torch.float16 and a.deviations.dtype == torch.float64
+    idx = torch.arange(len(x))
+    fa, fb = a.recorded_functions(idx), b.recorded_functions(idx)
+    # deviations from the first snapshot are small, so float16 keeps ~3 significant digits of them
+    assert ((fa - fb).norm() / fa.norm()) < 1e-3
+    assert torch.equal(a.anchor, b.anchor)
+
+
+def test_weight_moments_are_the_swa_mean_and_swa_model():
+    rec = TrajectoryRecorder(store="weights", every=2)
+    model = run(rec)
+    traj = rec.trajectory
+    thetas = torch.stack([flat_parameters(traj.snapshot(m), model) for m in range(traj.num_snapshots)])
+    assert torch.allclose(traj.moments.mean, thetas.mean(0), rtol=0, atol=1e-14)
+    swa = swa_model(traj)
+    assert torch.allclose(flat_parameters(swa.state_dict(), swa), thetas.mean(0), atol=1e-14)
+    assert not swa.training
+
+
+def test_resuming_from_snapshots_on_disk_gives_identical_results(tmp_path):
+    x, y = data()
+    once = TrajectoryRecorder(x, store="both", start=2, every=2, directory=tmp_path / "once")
+    run(once)
+    model = tiny_mlp()
+    # the same run, interrupted after step 10 and resumed by a new recorder on the same directory
+    first = TrajectoryRecorder(x, store="both", start=2, every=2, directory=tmp_path / "resumed")
+    run(lambda step, m: first(step, m) if step <= 10 else None)
+    second = TrajectoryRecorder(x, store="both", start=2, every=2, directory=tmp_path / "resumed",
+                                resume=True)
+    run(lambda step, m: second(step, m) if step > 10 else None)
+    a, b = once.trajectory, second.trajectory
+    assert a.steps == b.steps == list(range(2, 21, 2))
+    assert torch.equal(a.deviations, b.deviations) and torch.equal(a.anchor, b.anchor)
+    assert torch.equal(a.moments.mean, b.moments.mean) and torch.equal(a.moments.deviations, b.moments.deviations)
+    assert torch.equal(SGDTrajectoryKernel(a).features(x), SGDTrajectoryKernel(b).features(x))
+    # a trajectory read back from the directory alone
+    c = Trajectory.from_directory(tmp_path / "once", model)
+    assert c.steps == a.steps and torch.equal(c.functions(x), a.functions(x))
+    assert torch.equal(c.moments.sq_mean, a.moments.sq_mean)
+    with pytest.raises(ValueError, match="already holds 10 snapshot files"):
+        TrajectoryRecorder(x, store="weights", directory=tmp_path / "once")
+
+
+def test_save_load_round_trip_and_checks(tmp_path):
+    x, _ = data()
+    rec = TrajectoryRecorder(x, store="both", every=4)
+    model = run(rec)
+    traj = rec.trajectory
+    traj.save(tmp_path / "traj.pt")
+    back = Trajectory.load(tmp_path / "traj.pt", model)
+    assert back.steps == traj.steps and torch.equal(back.deviations, traj.deviations)
+    assert torch.equal(back.functions(x), traj.functions(x))
+    with pytest.raises(ValueError, match="parameters"):
+        Trajectory.load(tmp_path / "traj.pt", tiny_mlp(hidden=5))
+    torch.save({"format": "other"}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="not a saved ella trajectory"):
+        Trajectory.load(tmp_path / "bad.pt", model)
+
+
+def test_user_checkpoints_are_loaded_and_checked(tmp_path):
+    model = tiny_mlp()
+    paths = []
+    for m in range(4):
+        state = tiny_mlp(seed=m).state_dict()
+        paths.append(tmp_path / f"epoch{m}.pt")
+        torch.save({"epoch": m, "model_state_dict": state} if m % 2 else state, paths[-1])
+    traj = Trajectory.from_checkpoints(paths, model)
+    thetas = torch.stack([flat_parameters(tiny_mlp(seed=m).state_dict(), model) for m in range(4)])
+    assert traj.num_snapshots == 4 and torch.allclose(traj.moments.mean, thetas.mean(0), atol=1e-14)
+
+    with pytest.raises(ValueError, match="at least 2"):
+        Trajectory.from_checkpoints(paths[:1], model)
+    torch.save(tiny_mlp(hidden=5).state_dict(), tmp_path / "other.pt")
+    with pytest.raises(ValueError, match=r"snapshot 2 \(.*other.pt\) does not match the model's architecture"):
+        Trajectory.from_checkpoints(paths[:2] + [tmp_path / "other.pt"], model)
+    broken = tiny_mlp(seed=7).state_dict()
+    broken["2.bias"][1] = float("nan")
+    torch.save(broken, tmp_path / "nan.pt")
+    with pytest.raises(ValueError, match=r"snapshot 1 \(.*nan.pt\) has non-finite values in parameter `2.bias`"):
+        Trajectory.from_checkpoints([paths[0], tmp_path / "nan.pt"], model)
+    with pytest.raises(ValueError, match="snapshot 1: no such file"):
+        Trajectory.from_checkpoints([paths[0], tmp_path / "missing.pt"], model)
+
+
+def test_bad_recordings_are_rejected_naming_the_snapshot():
+    x, _ = data()
+    rec = TrajectoryRecorder(x, every=1)
+    rec(1, tiny_mlp())
+    with pytest.raises(ValueError, match="at least 2"):
+        rec.trajectory
+    broken = tiny_mlp()
+    with torch.no_grad():
+        broken[0].weight[0, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"snapshot 1 \(step 2\) has non-finite values in parameter `0.weight`"):
+        rec(2, broken)
+    with pytest.raises(ValueError, match=r"snapshot 1 \(step 3\) does not match"):
+        rec(3, tiny_mlp(hidden=5))
+    with pytest.raises(ValueError, match="inputs"):
+        TrajectoryRecorder(store="functions")
+    with pytest.raises(ValueError, match="store"):
+        TrajectoryRecorder(x, store="gradients")
+    with pytest.raises(ValueError, match="storage_dtype"):
+        TrajectoryRecorder(x, storage_dtype=torch.int8)
+
+
+def test_swa_phase_leaves_the_model_alone_and_is_seeded():
+    x, y = data()
+    model = tiny_mlp()
+    before = [p.detach().clone() for p in model.parameters()]
+    kwargs = dict(steps=12, lr=1e-2, optimizer="adam", every=3, progress=False)
+    a, b = swa_phase(model, loader(x, y), **kwargs), swa_phase(model, loader(x, y), **kwargs)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before))
+    assert a.num_snapshots == 4 and torch.equal(a.deviations, b.deviations)
+    assert a.meta["phase"]["optimizer"] == "adam"
+    with pytest.raises(ValueError, match="at least 2"):
+        swa_phase(model, loader(x, y), steps=3, lr=1e-2, every=2)
+
+
+def test_batch_norm_statistics_are_recomputed_for_the_swa_weights():
+    x, y = data(64)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Linear(3, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Linear(6, 3)).double()
+    rec = TrajectoryRecorder(store="weights", every=2)
+    train_map(net, loader(x, y, 16), steps=10, lr=0.1, optimizer="sgd", callback=rec, progress=False)
+    with pytest.raises(ValueError, match="batch norm"):
+        swa_model(rec.trajectory)
+    swa = swa_model(rec.trajectory, DataLoader(TensorDataset(x, y), batch_size=16))
+    # one pass, equal averages of the batch statistics of the SWA network's pre-norm activations
+    h = swa[0](x).detach().reshape(4, 16, 6)
+    assert torch.allclose(swa[1].running_mean, h.mean(1).mean(0), atol=1e-12)
+    assert torch.allclose(swa[1].running_var, h.var(1, unbiased=True).mean(0), atol=1e-12)
+    assert update_bn(tiny_mlp(), loader(x, y)) is not None  # a no-op without batch norm

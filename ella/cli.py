@@ -12,6 +12,33 @@ def _demo(args) -> None:
     run_demo(out=args.out, quick=args.quick, seed=args.seed, progress=not args.no_progress)
 
 
+def _eigen(args) -> None:
+    from .eigen.experiment import run_eigen_experiment
+
+    run_eigen_experiment(kernel=args.kernel, solver=args.solver, data=args.data, k=args.k, steps=args.steps,
+                         num_points=args.num_points, num_train=args.num_train, out=args.out, seed=args.seed,
+                         num_threads=args.threads, progress=not args.no_progress)
+
+
+def _add_eigen(sub) -> None:
+    eigen = sub.add_parser("eigen", help="fit NeuralEF / SpIN / Nystrom eigenfunctions and check them against the "
+                                         "exact answer (table + plots)")
+    eigen.add_argument("--kernel", choices=("rbf", "polynomial", "nngp", "ntk"), default="rbf")
+    eigen.add_argument("--solver", choices=("neuralef", "spin", "nystrom"), default="neuralef")
+    eigen.add_argument("--data", choices=("gaussian-1d", "moons", "circles", "mnist1d"), default=None,
+                       help="default: gaussian-1d for rbf (closed form), moons for polynomial, circles for nngp, "
+                            "mnist1d for ntk")
+    eigen.add_argument("--k", type=int, default=5, help="number of eigenpairs (default 5)")
+    eigen.add_argument("--steps", type=int, default=3000, help="NeuralEF / SpIN training steps (default 3000)")
+    eigen.add_argument("--num-points", type=int, default=None, help="Nystrom's M (default: half the training inputs)")
+    eigen.add_argument("--num-train", type=int, default=None, help="training inputs (default per data set)")
+    eigen.add_argument("--out", default="ella-eigen", help="folder for the plots and JSON (default: ella-eigen/)")
+    eigen.add_argument("--seed", type=int, default=0, help="seed of the data, the kernel and the solver")
+    eigen.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: fastest for these sizes)")
+    eigen.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    eigen.set_defaults(run=_eigen)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ella", description="Calibrated uncertainty for trained networks.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -21,13 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="seed of the MAP training and of every method")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
     demo.set_defaults(run=_demo)
+    _add_eigen(sub)
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    args.run(args)
-    return 0
+    return args.run(args) or 0
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ class EigenSolver:
             raise TypeError(f"`kernel` must be an ella.kernels.Kernel, got {type(kernel).__name__}")
         if not isinstance(x, torch.Tensor) or x.ndim < 1 or len(x) == 0:
             raise ValueError("`x` must be a non-empty tensor of inputs (N, ...)")
+        kernel.check(x)
         C = kernel.infer_num_outputs(x[:1])
         if self.k > len(x) * C:
             raise ValueError(f"`k` = {self.k} is larger than the number of rows N * C = {len(x) * C}")

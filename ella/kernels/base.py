@@ -33,6 +33,10 @@ class Kernel(ABC):
         """C, read off the kernel evaluated on the inputs ``x``."""
         return self.gram(x).shape[0] // len(x)
 
+    def check(self, x: torch.Tensor) -> None:
+        """Validate the kernel on (a few of) the inputs ``x`` before a long computation; raise a
+        ``ValueError`` if it is malformed. The default checks nothing; user-supplied kernels override it."""
+
     def diagonal_blocks(self, x: torch.Tensor) -> torch.Tensor:
         """The ``C x C`` blocks ``kappa(x_b, x_b)``, shape ``(B, C, C)``."""
         C = self.num_outputs

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from ella.eigen import NeuralEF, neuralef_loss
-from ella.eigen.nets import EigenfunctionNet, L2BatchNorm, eigenfunction_net, mlp_body
-from ella.kernels import EmpiricalNTK, Kernel
+from ella.eigen.nets import L2BatchNorm, eigenfunction_net
+from ella.kernels import EmpiricalNTK
 
 from ..conftest import tiny_mlp
 

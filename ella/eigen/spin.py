@@ -1,0 +1,229 @@
+"""SpIN (Pfau et al., 2019): Spectral Inference Networks, here for the top-k eigenfunctions of a kernel.
+
+A network ``u(x) in R^{C x k}`` (no normalisation) gives, over the rows ``(x, c)`` of the measure,
+
+    Sigma = E[u u^T]                     (k x k second moment),
+    Pi    = E[u(x) kappa(x, x') u(x')^T] (k x k kernel-weighted second moment),
+    L = chol(Sigma),   Lambda = L^-1 Pi L^-T,
+
+and SpIN *maximises* ``Tr(Lambda)`` (the hydrogen example of the paper minimises the energy of a
+Laplacian; a kernel operator's top eigenfunctions maximise). The eigenfunctions are the whitened outputs
+``psi(x) = L^-1 u(x)`` and the eigenvalues ``diag(Lambda)``.
+
+Ordering comes from the *masked* gradient: output ``j`` is trained on ``Lambda_jj`` alone with the outputs
+before it held fixed, so ``psi_1`` is the top eigenfunction, ``psi_2`` the next, ... With ``D = diag(L^-1)``,
+
+    d/dPi    = L^-T D,
+    d/dSigma = -L^-T triu(Lambda D),
+
+applied one-sidedly: the parameter gradient is ``2 <L^-T D, dPi_sg> - 2 <L^-T triu(Lambda D), dSigma_sg>``,
+with ``Pi_sg = sg(u)^T K u`` and ``Sigma_sg = sg(u)^T u`` (the ``sg`` factor held fixed).
+
+Bilevel correction: ``L`` is a nonlinear function of an expectation, so minibatch estimates bias it. SpIN
+keeps moving averages of ``Sigma``, ``Pi`` and of the Jacobian ``dSigma_sg/dtheta`` (``k x k x P``: the
+memory cost that limits SpIN to small networks; only its upper triangle is needed and stored) and uses
+them in place of the batch values in the ``Sigma`` term.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from torch import nn
+from torch.func import functional_call, jacrev
+
+from .._checks import check_positive_int
+from .._utils import progress, seeded_generator
+from ..kernels.base import FeatureKernel, Kernel
+from .nets import eigenfunction_net
+from .neuralef import _moments, diagonal_blocks, rayleigh_quotients
+from .solver import EigenSolver
+
+_MAX_JACOBIAN = 2e8  # entries of the moving-average Jacobian (k (k+1) / 2 x P) before we refuse
+
+
+def cholesky(sigma: torch.Tensor, jitter: float = 1e-7) -> torch.Tensor:
+    """``L = chol(Sigma)``, adding ``jitter * mean(diag Sigma) I`` if ``Sigma`` is numerically singular."""
+    L, info = torch.linalg.cholesky_ex(sigma)
+    if info:
+        eye = torch.eye(len(sigma), dtype=sigma.dtype, device=sigma.device)
+        L = torch.linalg.cholesky(sigma + jitter * sigma.diagonal().mean() * eye)
+    return L
+
+
+def masked_factors(sigma: torch.Tensor, pi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(Lambda, A_Pi, A_Sigma)``: ``Lambda = L^-1 Pi L^-T``, ``A_Pi = L^-T D``, ``A_Sigma = L^-T triu(Lambda D)``."""
+    L = cholesky(sigma)
+    eye = torch.eye(len(sigma), dtype=sigma.dtype, device=sigma.device)
+    L_inv = torch.linalg.solve_triangular(L, eye, upper=False)  # L^-1
+    lam = L_inv @ pi @ L_inv.T  # Lambda = L^-1 Pi L^-T
+    D = torch.diag(L_inv.diagonal())  # D = diag(L^-1)
+    return lam, L_inv.T @ D, L_inv.T @ torch.triu(lam @ D)
+
+
+class SpIN(EigenSolver):
+    """Learn the top-``k`` eigenfunctions of a kernel with a Spectral Inference Network.
+
+    Args:
+        k: number of eigenfunctions.
+        net: a network mapping ``x`` to ``(B, C * k)`` (or an :class:`~ella.eigen.nets.EigenfunctionNet`,
+            whose unnormalised ``raw`` outputs are used); default: as :class:`~ella.eigen.NeuralEF`.
+        model: the network whose architecture the default eigenfunction network copies.
+        steps: optimisation steps (Adam, cosine learning-rate decay).
+        batch_size: inputs per step.
+        lr: Adam learning rate.
+        momentum: EMA coefficient of the moving averages of ``Sigma``, ``Pi`` and ``dSigma/dtheta``.
+        max_seconds: optional wall-clock budget; training stops when it is spent (the cosine schedule then
+            runs on the elapsed fraction of the budget). ``steps_done`` records how far it got.
+        seed: seed of the batches and of the default network's initialisation.
+        progress: show a progress bar.
+    """
+
+    def __init__(self, k: int, net: nn.Module | None = None, model: nn.Module | None = None, steps: int = 2000,
+                 batch_size: int = 256, lr: float = 1e-3, momentum: float = 0.9, max_seconds: float | None = None,
+                 seed: int = 0, progress: bool = True):
+        self.k = check_positive_int(k, "k")
+        self.steps = check_positive_int(steps, "steps")
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        if net is not None and not isinstance(net, nn.Module):
+            raise TypeError(f"`net` must be an nn.Module mapping x to (B, C * k), got {type(net).__name__}")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"`momentum` must lie in [0, 1), got {momentum!r}")
+        if max_seconds is not None and not max_seconds > 0:
+            raise ValueError(f"`max_seconds` must be positive, got {max_seconds!r}")
+        self.net, self.model, self.lr, self.momentum = net, model, lr, momentum
+        self.max_seconds, self.seed, self.progress = max_seconds, seed, progress
+        self.history: list[float] = []
+
+    def _body(self) -> nn.Module:
+        return self.net.body if hasattr(self.net, "raw") else self.net
+
+    def _raw(self, x: torch.Tensor) -> torch.Tensor:
+        """Unnormalised outputs ``u(x)``, shape ``(B, C, k)``."""
+        return self._body()(x).reshape(len(x), self._num_outputs, self.k)
+
+    def fit(self, kernel: Kernel, x: torch.Tensor, num_data: int | None = -1) -> "SpIN":
+        """Train on inputs ``x``; ``num_data`` as in :meth:`~ella.eigen.NeuralEF.fit` (``None``: population)."""
+        C = self._check_fit(kernel, x)
+        N, k = len(x), self.k
+        num_data = N if num_data == -1 else num_data
+        self._num_outputs = C
+        if self.net is None:
+            self.net = eigenfunction_net(self.model, k, x, C, seed=self.seed)
+        body = self._body()
+        names = [n for n, p in body.named_parameters() if p.requires_grad]
+        params = [p for p in body.parameters() if p.requires_grad]
+        P = sum(p.numel() for p in params)
+        if k * (k + 1) / 2 * P > _MAX_JACOBIAN:
+            raise ValueError(f"SpIN's moving-average Jacobian needs k (k+1) / 2 x P = {k * (k + 1) // 2} x {P} "
+                             "entries: use a smaller `k` or a smaller `net`")
+        phi = kernel.features(x) if isinstance(kernel, FeatureKernel) else None
+        blocks = diagonal_blocks(phi) if phi is not None else None
+        B = min(self.batch_size, N)
+        iu = torch.triu_indices(k, k, device=x.device)
+
+        def sigma_sg_upper(theta: dict, xb: torch.Tensor) -> torch.Tensor:
+            # upper triangle of Sigma_sg = sg(u)^T u / rows, as a function of the weights only
+            u = functional_call(body, theta, (xb,)).reshape(-1, k)
+            return (u.detach().T @ u / len(u))[iu[0], iu[1]]
+
+        opt = torch.optim.Adam(params, lr=self.lr)
+        gen = seeded_generator(self.seed)
+        sigma_bar = pi_bar = jac_bar = None
+        order, pos, start = torch.randperm(N, generator=gen), 0, time.perf_counter()
+        body.train()
+        self.steps_done = 0
+        for step in progress(range(self.steps), self.progress, "SpIN"):
+            elapsed = time.perf_counter() - start
+            frac = max(step / self.steps, elapsed / self.max_seconds if self.max_seconds else 0.0)
+            if frac >= 1:
+                break
+            for group in opt.param_groups:  # cosine decay over steps or over the time budget
+                group["lr"] = self.lr * 0.5 * (1 + math.cos(math.pi * frac))
+            if pos + B > N:
+                order, pos = torch.randperm(N, generator=gen), 0
+            idx = order[pos : pos + B].to(x.device)
+            pos += B
+            xb = x[idx]
+            u = self._raw(xb)
+            rows = u.shape[0] * C
+            flat = u.reshape(rows, k)
+            sigma = flat.T @ flat / rows  # Sigma_hat
+            if phi is not None:
+                full, full_sg, diag, diag_sg = _moments(u, phi[idx], None, blocks[idx])
+            else:
+                gram = kernel.gram(xb).to(u.dtype)
+                bl = gram.reshape(B, C, B, C).diagonal(dim1=0, dim2=2).permute(2, 0, 1)
+                full, full_sg, diag, diag_sg = _moments(u, None, gram, bl)
+            pi = rayleigh_quotients(full, diag, B, C, num_data)  # Pi_hat (unbiased, as in NeuralEF)
+            pi_sg = rayleigh_quotients(full_sg, diag_sg, B, C, num_data)  # sg(u)^T K u
+            theta = {n: p.detach() for n, p in zip(names, params)}
+            jac = jacrev(sigma_sg_upper)(theta, xb)  # d Sigma_sg[upper] / d theta
+            jac = torch.cat([jac[n].reshape(len(iu[0]), -1) for n in names], dim=1)
+            m = self.momentum if sigma_bar is not None else 0.0
+            sigma_bar = sigma.detach() if sigma_bar is None else m * sigma_bar + (1 - m) * sigma.detach()
+            pi_bar = pi.detach() if pi_bar is None else m * pi_bar + (1 - m) * pi.detach()
+            jac_bar = jac if jac_bar is None else m * jac_bar + (1 - m) * jac
+            lam, a_pi, a_sigma = masked_factors(sigma_bar, pi_bar)
+            # ascent direction: 2 <A_Pi, dPi_sg> (autograd) - 2 <A_Sigma, dSigma_sg> (moving-average Jacobian)
+            opt.zero_grad(set_to_none=True)
+            (-2 * (a_pi * pi_sg).sum()).backward()
+            correction = 2 * a_sigma[iu[0], iu[1]] @ jac_bar  # (P,)
+            offset = 0
+            for p in params:
+                step_grad = correction[offset : offset + p.numel()].reshape(p.shape)
+                p.grad = step_grad.clone() if p.grad is None else p.grad.add_(step_grad)
+                offset += p.numel()
+            opt.step()
+            self.steps_done += 1
+            self.history.append(lam.trace().item())
+        body.eval()
+        self._refine(kernel, x, phi, num_data)
+        return self
+
+    @torch.no_grad()
+    def _refine(self, kernel: Kernel, x: torch.Tensor, phi: torch.Tensor | None, num_data: int | None,
+                chunk: int = 1024) -> None:
+        """Exact ``Sigma`` and ``Pi`` over all of ``x`` (float64): the whitening ``L^-1`` and ``diag(Lambda)``."""
+        u = torch.cat([self._raw(x[i : i + chunk]) for i in range(0, len(x), chunk)]).double()
+        N, C, k = u.shape
+        flat = u.reshape(N * C, k)
+        sigma = flat.T @ flat / (N * C)
+        if phi is not None:
+            a = sum(p.reshape(-1, p.shape[-1]).double().T @ q.reshape(-1, k)
+                    for p, q in zip(phi.split(chunk), u.split(chunk)))  # Phi^T U over all of x
+            full, blocks = a.T @ a / phi.shape[-1], diagonal_blocks(phi).double()
+        else:
+            full = sum(q1.reshape(-1, k).T @ kernel.gram(x1, x2).double() @ q2.reshape(-1, k)
+                       for x1, q1 in zip(x.split(chunk), u.split(chunk))
+                       for x2, q2 in zip(x.split(chunk), u.split(chunk)))
+            blocks = kernel.diagonal_blocks(x).double()
+        diag = flat.T @ (blocks @ u).reshape(N * C, k)
+        pi = rayleigh_quotients(full, diag, N, C, num_data)
+        lam, _, _ = masked_factors(sigma, pi)
+        self._whitening = torch.linalg.inv(cholesky(sigma))  # L^-1
+        self._eigenvalues = lam.diagonal().to(x.dtype if x.dtype.is_floating_point else torch.float32)
+
+    def state_dict(self) -> dict:
+        """The fitted solver: network weights, whitening ``L^-1`` and eigenvalues."""
+        self._check_fitted()
+        return {"kind": "spin", "k": self.k, "num_outputs": self._num_outputs, "net": self.net.state_dict(),
+                "whitening": self._whitening, "eigenvalues": self._eigenvalues}
+
+    def load_state_dict(self, state: dict) -> "SpIN":
+        """Restore a fitted solver into ``net`` (the same architecture as when it was fitted)."""
+        if self.net is None:
+            raise ValueError("pass the eigenfunction network of the fitted solver as `net` to load its weights")
+        self.net.load_state_dict(state["net"])
+        self._num_outputs, self._whitening = state["num_outputs"], state["whitening"]
+        self._eigenvalues = state["eigenvalues"]
+        return self
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Eigenfunctions ``psi(x) = L^-1 u(x)``, shape ``(B, C, k)``, orthonormal on the training rows."""
+        self._check_fitted()
+        with torch.no_grad():
+            u = self._raw(x)
+            return (u.double() @ self._whitening.T).to(u.dtype)

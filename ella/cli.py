@@ -39,6 +39,20 @@ def _add_eigen(sub) -> None:
     eigen.set_defaults(run=_eigen)
 
 
+def _compare(args) -> int:
+    from .compare import Settings, compare
+
+    settings = Settings(link=args.link, laplace_prior=args.laplace_prior)
+    results = compare(args.dataset, args.model, out=args.out, methods=args.methods, settings=settings,
+                      seed=args.seed, num_test=args.num_test, data_root=args.data_root, threads=args.threads,
+                      progress=not args.no_progress)
+    for key, reason in results["skipped"].items():
+        print(f"skipped {key}: {reason}")
+    if results["models"]:
+        print(f"results written to {args.out}/ (results.json, results.md, figures)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ella", description="Calibrated uncertainty for trained networks.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -48,6 +62,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="seed of the MAP training and of every method")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
     demo.set_defaults(run=_demo)
+    cmp = sub.add_parser("compare", help="every method on the same MAP network: quality, cost, fidelity, shift, OOD")
+    cmp.add_argument("--dataset", required=True, help="mnist1d, digits, toy, or a torchvision data set on disk "
+                     "(mnist, fashionmnist, kmnist, cifar10; see --data-root)")
+    cmp.add_argument("--model", default=None, help="cnn or mlp (default: the data set's first network)")
+    cmp.add_argument("--out", default="ella-compare", help="report folder (default: ella-compare/)")
+    cmp.add_argument("--methods", nargs="+", default=None, help="method names (default: all available)")
+    cmp.add_argument("--link", default="margin", choices=("margin", "probit", "mc"),
+                     help="link of every Gaussian-predictive method (default: margin)")
+    cmp.add_argument("--laplace-prior", default="gridsearch", choices=("gridsearch", "marglik"),
+                     help="prior precision of the laplace-torch KFAC/diag/last-layer baselines")
+    cmp.add_argument("--num-test", type=int, default=10000, help="MNIST-1D / torchvision test points")
+    cmp.add_argument("--data-root", default=None, help="folder with torchvision data set files (never downloaded)")
+    cmp.add_argument("--threads", type=int, default=1, help="torch CPU threads for the whole run (default: 1)")
+    cmp.add_argument("--seed", type=int, default=0, help="seed of the MAP training and of every method")
+    cmp.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    cmp.set_defaults(run=_compare)
     _add_eigen(sub)
     return parser
 

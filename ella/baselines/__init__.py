@@ -1,6 +1,7 @@
 """Baselines that ELLA is compared with: the MAP network and laplace-torch's linearised Laplace
-approximations (all-weights KFAC with ella's fast GLM predictive, and last-layer full), plus the GLM
-predictive they share.
+approximations (all-weights KFAC and diagonal with ella's fast GLM predictive, last-layer full, and
+laplace-torch's own ELLA), temperature scaling, the exact full-GGN LLA of small networks (the ground truth),
+SWA and SWAG, plus the GLM predictive they share.
 
 All methods follow ella's protocol::
 
@@ -11,9 +12,14 @@ All methods follow ella's protocol::
     method.name, method.model, method.likelihood, method.link
 """
 
+from .diag_lla import DiagLLA
+from .exact_lla import ExactLLA
 from .glm import glm_moments
+from .laplace_ella import LaplaceTorchELLA
 from .laplace_torch import KFACLLA, LastLayerLLA
 from .map import MAP
 from .swag import SWA, SWAG
+from .temperature import TemperatureScaling
 
-__all__ = ["MAP", "KFACLLA", "LastLayerLLA", "SWA", "SWAG", "glm_moments"]
+__all__ = ["MAP", "TemperatureScaling", "KFACLLA", "DiagLLA", "LastLayerLLA", "LaplaceTorchELLA", "ExactLLA",
+           "SWA", "SWAG", "glm_moments"]

@@ -319,7 +319,11 @@ class _LaplaceBaseline:
             yc = y[i : i + chunk]
             for k, prec in enumerate(grid):
                 la.prior_precision = prec
-                cov = self._covariance_fn()(Js)
+                try:
+                    cov = self._covariance_fn()(Js)
+                except torch.linalg.LinAlgError:  # posterior not numerically positive definite at this prior
+                    nll[k] = math.inf
+                    continue
                 if self.likelihood == "classification":
                     gen = seeded_generator(self.seed + i)
                     p = link_probs(f, cov, self.link, self.n_samples, gen)

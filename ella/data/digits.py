@@ -59,5 +59,6 @@ def digits(val_fraction: float = 0.15, test_fraction: float = 0.25, seed: int = 
         return TensorDataset(xs, torch.from_numpy(y[ix]))
 
     meta = {"seed": int(seed), "val_fraction": val_fraction, "test_fraction": test_fraction,
-            "normalisation": "per-feature mean/std of the training split"}
+            "normalisation": "per-feature mean/std of the training split",
+            "feature_mean": mean.tolist(), "feature_std": std.tolist()}  # to map inputs back to pixels
     return Splits(make(train_ix), make(val_ix), make(test_ix), 10, (64,), name="digits", meta=meta)

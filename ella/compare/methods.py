@@ -1,0 +1,212 @@
+"""The registry of compared methods: one builder per row of a comparison table.
+
+A builder takes the :class:`~ella.compare.problems.Problem` (the MAP network, its data and recipe), the
+:class:`Settings` and the progress flag, and returns an unfitted method of ella's protocol
+(``fit(train_loader, val_loader)``, ``predict``, ``predictive_moments``, ``name``, ``model``,
+``likelihood``, ``link``). A builder raises :class:`NotApplicable` when the method cannot run on the
+problem by design (e.g. exact LLA on a network too large for a dense GGN); that is reported as such, never
+silently dropped. Any other exception is a failure of the method.
+
+Register another method with::
+
+    @register("my_method")
+    def _(problem, settings, progress):
+        return MyMethod(problem.model, problem.likelihood, ...)
+
+The SGD-trajectory rows (``ella_sgd_trajectory``, ``swa``, ``swag``) come from
+:func:`ella.trajectory.trajectory_methods`, which records one trajectory continuing the MAP training and
+builds all three from it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+from .._utils import num_parameters
+
+__all__ = ["Settings", "NotApplicable", "METHODS", "TRAJECTORY_METHODS", "register", "build"]
+
+
+@dataclass
+class Settings:
+    """Hyperparameters of the compared methods (none of them chosen on test data).
+
+    Attributes:
+        k: eigenfunctions / Nystrom directions of every ELLA variant (ELLA paper: 20).
+        link: the link of every Gaussian-predictive method (``"margin"``, ``"probit"`` or ``"mc"``).
+        prior_grid: ``(log10 min, log10 max, points)`` of the validation grid of ELLA, exact LLA and the
+            laplace-torch baselines' ``prior="gridsearch"``.
+        fold_in: ELLA's number of folded-in training points (``"tune"``: chosen on validation NLL).
+        ntk_estimator, ntk_samples: the NTK random features of ``ella_neuralef``.
+        neuralef_steps, neuralef_lr: NeuralEF optimisation steps and Adam learning rate. The defaults (fd,
+            250 samples, 4000 steps, lr 3e-3) were chosen on the MNIST-1D CNN's validation NLL by
+            ``benchmarks/select_ella.py`` (the cheapest setting within 2 seed-std of the best).
+        nystrom_points: M of ``ella_nystrom`` and ``laplace_torch_ella`` (ELLA paper: 2000).
+        laplace_prior: prior precision of ``kfac_lla``, ``diag_lla``, ``last_layer_lla``: ``"gridsearch"``
+            (validation NLL, like the others) or ``"marglik"`` (Laplace evidence).
+        laplace_torch_grid: grid size of laplace-torch's own ELLA grid search (its default, 100).
+        exact_max_params: the largest network ``exact_lla`` runs on.
+        trajectory: options of :func:`ella.trajectory.trajectory_methods` (k, neuralef_steps, ...).
+    """
+
+    k: int = 20
+    link: str = "margin"
+    prior_grid: tuple = (-4.0, 4.0, 33)
+    fold_in: str | int = "tune"
+    ntk_estimator: str = "fd"
+    ntk_samples: int = 250
+    neuralef_steps: int = 4000
+    neuralef_lr: float = 3e-3
+    nystrom_points: int = 2000
+    laplace_prior: str = "gridsearch"
+    laplace_torch_grid: int = 100
+    exact_max_params: int = 8000
+    trajectory: dict = field(default_factory=lambda: {"k": 10, "neuralef_steps": 2000})
+
+    def grid(self):
+        import torch
+
+        lo, hi, n = self.prior_grid
+        return torch.logspace(lo, hi, int(n), dtype=torch.float64)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class NotApplicable(Exception):
+    """The method does not apply to this problem by design (the reason is reported in its row)."""
+
+
+Builder = Callable[..., object]
+METHODS: dict[str, Builder] = {}
+TRAJECTORY_METHODS = ("ella_sgd_trajectory", "swa", "swag")
+
+
+def register(name: str):
+    """Decorator adding ``builder(problem, settings, progress)`` to :data:`METHODS` under ``name``."""
+
+    def add(builder: Builder) -> Builder:
+        METHODS[name] = builder
+        return builder
+
+    return add
+
+
+def build(name: str, problem, settings: Settings, progress: bool = False):
+    """The unfitted method ``name`` for ``problem``; ``ValueError`` for an unknown name."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; registered: {list(METHODS)}")
+    return METHODS[name](problem, settings, progress)
+
+
+# ------------------------------------------------------------------ builders
+@register("map")
+def _map(problem, settings, progress):
+    from ..baselines import MAP
+
+    sigma = 1.0
+    if problem.likelihood == "regression":  # the training RMSE as the observation noise
+        x, y = problem.splits.train.tensors
+        sigma = (problem.model(x).detach() - y.reshape(len(y), -1)).pow(2).mean().sqrt().item()
+    return MAP(problem.model, problem.likelihood, sigma_noise=sigma)
+
+
+@register("temperature_scaling")
+def _temperature(problem, settings, progress):
+    from ..baselines.temperature import TemperatureScaling
+
+    return TemperatureScaling(problem.model, problem.likelihood)
+
+
+def _laplace(cls, problem, settings, progress):
+    return cls(problem.model, problem.likelihood, prior=settings.laplace_prior, link=settings.link,
+               grid=settings.grid(), seed=problem.seed, progress=progress)
+
+
+@register("last_layer_lla")
+def _last_layer(problem, settings, progress):
+    from ..baselines import LastLayerLLA
+
+    return _laplace(LastLayerLLA, problem, settings, progress)
+
+
+@register("diag_lla")
+def _diag(problem, settings, progress):
+    from ..baselines.diag_lla import DiagLLA
+
+    return _laplace(DiagLLA, problem, settings, progress)
+
+
+@register("kfac_lla")
+def _kfac(problem, settings, progress):
+    from ..baselines import KFACLLA
+
+    try:
+        return _laplace(KFACLLA, problem, settings, progress)
+    except ValueError as e:  # layers laplace-torch's KFAC does not support
+        raise NotApplicable(str(e)) from None
+
+
+@register("laplace_torch_ella")
+def _laplace_torch_ella(problem, settings, progress):
+    from ..baselines.laplace_ella import LaplaceTorchELLA
+
+    return LaplaceTorchELLA(problem.model, problem.likelihood, k=settings.k, subsample_size=settings.nystrom_points,
+                            grid_size=settings.laplace_torch_grid, link=settings.link, seed=problem.seed,
+                            progress=progress)
+
+
+@register("exact_lla")
+def _exact(problem, settings, progress):
+    from ..baselines.exact_lla import ExactLLA
+
+    P = num_parameters(problem.model)
+    if P > settings.exact_max_params:
+        raise NotApplicable(f"P = {P:,} weights > exact_max_params = {settings.exact_max_params:,}: a dense "
+                            f"{P:,} x {P:,} GGN is not formed")
+    return ExactLLA(problem.model, problem.likelihood, prior_grid=settings.grid(), link=settings.link,
+                    max_params=settings.exact_max_params, seed=problem.seed, progress=progress)
+
+
+def _ella(problem, settings, progress, features: str, **kwargs):
+    from ..ella import ELLA
+
+    return ELLA(problem.model, problem.likelihood, k=settings.k, features=features, prior_grid=settings.grid(),
+                fold_in=settings.fold_in, link=settings.link, seed=problem.seed, progress=progress, **kwargs)
+
+
+@register("ella_nystrom")
+def _ella_nystrom(problem, settings, progress):
+    return _ella(problem, settings, progress, "nystrom", feature_kwargs={"num_points": settings.nystrom_points})
+
+
+@register("ella_neuralef")
+def _ella_neuralef(problem, settings, progress):
+    return _ella(problem, settings, progress, "neuralef",
+                 kernel_kwargs={"estimator": settings.ntk_estimator, "num_samples": settings.ntk_samples},
+                 feature_kwargs={"steps": settings.neuralef_steps, "lr": settings.neuralef_lr})
+
+
+def _trajectory(name: str):
+    def builder(problem, settings, progress):
+        if problem.likelihood != "classification":
+            raise NotApplicable("ella.trajectory.trajectory_methods builds classification methods only")
+        if "trajectory_methods" not in problem.cache:  # one recorded trajectory for all three rows
+            from ..trajectory import trajectory_methods
+
+            start = time.perf_counter()
+            methods = trajectory_methods(problem.splits, problem.model, problem.recipe, seed=problem.seed,
+                                         progress=progress, **settings.trajectory)
+            problem.cache["trajectory_methods"] = (methods, time.perf_counter() - start)
+        methods, seconds = problem.cache["trajectory_methods"]
+        method = methods[name]
+        method.setup_seconds = seconds  # recording the trajectory is part of each method's cost
+        return method
+
+    return builder
+
+
+for _name in TRAJECTORY_METHODS:
+    register(_name)(_trajectory(_name))

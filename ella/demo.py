@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from .baselines import KFACLLA, MAP, LastLayerLLA
+from .compare.methods import Settings
 from .data import mnist1d
 from .ella import ELLA
 from .report import environment, markdown_table, run_method, write_report
@@ -24,23 +25,26 @@ TRAINERS = {"cnn": train_mnist1d_cnn, "mlp": train_mnist1d_mlp}
 
 
 def demo_settings(quick: bool) -> dict:
-    """Sizes of the full and the ``--quick`` demo."""
+    """Sizes of the full and the ``--quick`` demo; ELLA's NTK estimator, samples and NeuralEF learning rate
+    are those chosen for the benchmark (:class:`ella.compare.Settings`)."""
+    chosen = Settings()
+    ella = dict(ntk_estimator=chosen.ntk_estimator, ntk_samples=chosen.ntk_samples, neuralef_lr=chosen.neuralef_lr)
     if quick:
-        return dict(num_test=2000, ntk_samples=300, neuralef_steps=600, nystrom_points=500,
-                    laplace_torch_points=20)
-    return dict(num_test=10000, ntk_samples=1000, neuralef_steps=2000, nystrom_points=2000,
-                laplace_torch_points=100)
+        return dict(num_test=2000, neuralef_steps=600, nystrom_points=500, laplace_torch_points=20, **ella)
+    return dict(num_test=10000, neuralef_steps=chosen.neuralef_steps, nystrom_points=chosen.nystrom_points,
+                laplace_torch_points=100, **ella)
 
 
 def methods_for(model, settings: dict, seed: int, progress: bool) -> dict:
     """The compared methods, built on one MAP model (each method is fitted by ``run_method``)."""
     ella_opts = dict(k=20, seed=seed, progress=progress, fold_in="tune")
+    ntk = {"estimator": settings["ntk_estimator"], "num_samples": settings["ntk_samples"]}
+    neuralef = {"steps": settings["neuralef_steps"], "lr": settings["neuralef_lr"]}
     return {
         "map": MAP(model),
         "kfac_lla": KFACLLA(model, "classification", prior="marglik", link="margin", progress=progress),
         "last_layer_lla": LastLayerLLA(model, "classification", prior="marglik", link="margin", progress=progress),
-        "ella_neuralef": ELLA(model, features="neuralef", kernel_kwargs={"num_samples": settings["ntk_samples"]},
-                              feature_kwargs={"steps": settings["neuralef_steps"]}, **ella_opts),
+        "ella_neuralef": ELLA(model, features="neuralef", kernel_kwargs=ntk, feature_kwargs=neuralef, **ella_opts),
         "ella_nystrom": ELLA(model, features="nystrom", feature_kwargs={"num_points": settings["nystrom_points"]},
                              **ella_opts),
     }
@@ -54,9 +58,15 @@ def laplace_torch_predict_seconds(method: KFACLLA, x: torch.Tensor) -> float:
 
 
 def run_demo(out: str = "ella-demo", quick: bool = False, seed: int = 0, models=("cnn", "mlp"),
-             progress: bool = True, log=print) -> dict:
-    """Train the MAP models, fit every method, print one table per model and write the report to ``out``."""
+             progress: bool = True, log=print, **sizes) -> dict:
+    """Train the MAP models, fit every method, print one table per model and write the report to ``out``.
+
+    ``sizes`` override entries of :func:`demo_settings` (``num_test``, ``neuralef_steps``, ...)."""
     settings = demo_settings(quick)
+    unknown = set(sizes) - set(settings)
+    if unknown:
+        raise ValueError(f"unknown demo settings {sorted(unknown)}; known: {sorted(settings)}")
+    settings.update(sizes)
     data = mnist1d(num_test=settings["num_test"])
     train = DataLoader(data.train, batch_size=256)
     val = DataLoader(data.val, batch_size=500)

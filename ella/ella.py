@@ -90,6 +90,8 @@ class ELLA:
             raise ValueError(f"`posterior_update` must be True, False or None, got {posterior_update!r}")
         if not (features in ("neuralef", "nystrom") or isinstance(features, EigenSolver)):
             raise ValueError(f"`features` must be 'neuralef', 'nystrom' or an EigenSolver, got {features!r}")
+        if isinstance(features, EigenSolver) and features.k != self.k:
+            raise ValueError(f"`k` = {self.k} must equal the k = {features.k} of the `features` solver")
         if link not in LINKS:
             raise ValueError(f"`link` must be one of {LINKS}, got {link!r}")
         if prior_precision is not None and not prior_precision > 0:

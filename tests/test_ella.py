@@ -4,6 +4,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from ella import ELLA
+from ella.eigen import Nystrom
 from ella.functional import jacobians
 from ella.predictive import hessian_factor
 
@@ -146,3 +147,5 @@ def test_bad_input_is_rejected_before_work(classifier):
         ELLA(model).predict(x)
     with pytest.raises(ValueError, match="link"):
         ELLA(model, link="softmax")
+    with pytest.raises(ValueError, match="must equal the k = 3 of the `features` solver"):
+        ELLA(model, k=4, features=Nystrom(3))

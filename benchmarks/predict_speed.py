@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from ella import ELLA
 from ella.baselines import KFACLLA, MAP
+from ella.compare import Settings
 from ella.data import mnist1d
 from ella.train import train_mnist1d_cnn, train_mnist1d_mlp
 
@@ -49,11 +50,14 @@ def main(argv=None) -> None:
     train, val = DataLoader(data.train, batch_size=256), DataLoader(data.val, batch_size=500)
     x = data.test.tensors[0]
     results = {}
+    chosen = Settings()  # ELLA's NeuralEF settings of the benchmark (prediction cost does not depend on them)
+    ntk = {"estimator": chosen.ntk_estimator, "num_samples": chosen.ntk_samples}
+    neuralef = {"steps": chosen.neuralef_steps, "lr": chosen.neuralef_lr}
     for name, trainer in (("cnn", train_mnist1d_cnn), ("mlp", train_mnist1d_mlp)):
         model, _ = trainer(data, progress=False)
         methods = {
             "map": MAP(model),
-            "ella_neuralef": ELLA(model, progress=False),
+            "ella_neuralef": ELLA(model, progress=False, kernel_kwargs=ntk, feature_kwargs=neuralef),
             "ella_neuralef_mc": None,
             "ella_nystrom": ELLA(model, features="nystrom", progress=False),
             "kfac_lla": KFACLLA(model, progress=False),

@@ -44,13 +44,21 @@ from .solver import EigenSolver
 _MAX_JACOBIAN = 2e8  # entries of the moving-average Jacobian (k (k+1) / 2 x P) before we refuse
 
 
-def cholesky(sigma: torch.Tensor, jitter: float = 1e-7) -> torch.Tensor:
-    """``L = chol(Sigma)``, adding ``jitter * mean(diag Sigma) I`` if ``Sigma`` is numerically singular."""
-    L, info = torch.linalg.cholesky_ex(sigma)
+def cholesky(sigma: torch.Tensor, jitters=(1e-7, 1e-6, 1e-5, 1e-4, 1e-3)) -> torch.Tensor:
+    """``L = chol(Sigma)`` in float64; if ``Sigma`` is numerically singular (the moving average of a
+    minibatch covariance can lose definiteness), the first ``jitter * mean(diag Sigma) I`` that makes it
+    positive definite is added."""
+    sigma64 = sigma.double()
+    L, info = torch.linalg.cholesky_ex(sigma64)
+    eye = torch.eye(len(sigma), dtype=torch.float64, device=sigma.device)
+    for jitter in jitters:
+        if not info:
+            break
+        L, info = torch.linalg.cholesky_ex(sigma64 + jitter * sigma64.diagonal().mean() * eye)
     if info:
-        eye = torch.eye(len(sigma), dtype=sigma.dtype, device=sigma.device)
-        L = torch.linalg.cholesky(sigma + jitter * sigma.diagonal().mean() * eye)
-    return L
+        raise RuntimeError("SpIN: the moving-average covariance Sigma is not positive definite even with "
+                           f"jitter {jitters[-1]:g} * mean(diag); try a smaller learning rate or a larger batch")
+    return L.to(sigma.dtype)
 
 
 def masked_factors(sigma: torch.Tensor, pi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -8,7 +8,7 @@ from ella.train import train_map
 from ella.trajectory import (Schedule, Trajectory, TrajectoryRecorder, flat_parameters, swa_model, swa_phase,
                              update_bn)
 
-from .conftest import tiny_mlp
+from ..conftest import tiny_mlp
 
 
 def data(n=32, seed=0):

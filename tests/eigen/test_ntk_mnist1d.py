@@ -1,11 +1,10 @@
 """Must show: the top eigenpairs of the exact empirical NTK of a small trained MNIST-1D network.
 
 NeuralEF against the exact eigendecomposition of the 3,000 x 3,000 Gram matrix (300 inputs x 10 classes,
-dense Jacobians), checked on held-out inputs; Nystrom on the same data; SpIN for the same wall-clock budget
-as NeuralEF (reported only). The slowest test of the suite (about a minute on 2 shared cores).
+dense Jacobians), checked on held-out inputs; Nystrom and SpIN (a quarter of the steps: each of its steps
+costs several of NeuralEF's) on the same data, reported only. The solvers' wall-clock comparison is in
+``benchmarks/eigen.py``.
 """
-
-import time
 
 import pytest
 import torch
@@ -19,6 +18,7 @@ from ella.train import train_map
 
 K = 10
 STEPS = 800  # full batches of all 3,000 rows
+SPIN_STEPS = STEPS // 4
 
 
 @pytest.fixture(scope="module")
@@ -42,19 +42,17 @@ def eigenfunction_mlp(seed=0):
 def test_neuralef_recovers_the_exact_ntk_eigenpairs(ntk_problem):
     kernel, x, x_test, exact = ntk_problem
     solver = NeuralEF(K, net=eigenfunction_mlp(), steps=STEPS, batch_size=len(x), lr=3e-3, seed=0, progress=False)
-    start = time.perf_counter()
     solver.fit(kernel, x)
-    seconds = time.perf_counter() - start
     result = compare(solver, exact, x_test)
-    print("\n" + result.table(f"NeuralEF, exact NTK of an MNIST-1D MLP ({seconds:.1f} s)"))
+    print("\n" + result.table("NeuralEF, exact NTK of an MNIST-1D MLP"))
     assert torch.all(result.eigenvalue_error < 0.05), result.table()
     assert torch.all(result.cosine[:5] > 0.9), result.table()
 
     nystrom = Nystrom(K, num_points=len(x), seed=0).fit(kernel, x)  # one class per input: 300 of 3,000 rows
     print(compare(nystrom, exact, x_test).table("Nystrom, M = 300 rows"))
 
-    spin = SpIN(K, net=eigenfunction_mlp(), steps=10**6, batch_size=len(x), lr=3e-3, momentum=0.0,
-                max_seconds=seconds, seed=0, progress=False).fit(kernel, x)
+    spin = SpIN(K, net=eigenfunction_mlp(), steps=SPIN_STEPS, batch_size=len(x), lr=3e-3, momentum=0.0, seed=0,
+                progress=False).fit(kernel, x)
     spin_result = compare(spin, exact, x_test)
-    print(spin_result.table(f"SpIN, same wall-clock budget ({spin.steps_done} steps)"))
+    print(spin_result.table(f"SpIN, {SPIN_STEPS} steps"))
     assert torch.isfinite(spin_result.eigenvalue_error).all()

@@ -15,8 +15,9 @@ All methods follow ella's protocol::
 from .diag_lla import DiagLLA
 from .exact_lla import ExactLLA
 from .glm import glm_moments
+from .kfac_lla import KFACLLA
 from .laplace_ella import LaplaceTorchELLA
-from .laplace_torch import KFACLLA, LastLayerLLA
+from .last_layer_lla import LastLayerLLA
 from .map import MAP
 from .swag import SWA, SWAG
 from .temperature import TemperatureScaling

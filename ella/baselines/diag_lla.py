@@ -18,7 +18,8 @@ from __future__ import annotations
 import torch
 
 from .glm import glm_moments
-from .laplace_torch import KFACLLA, _LaplaceBaseline
+from .kfac_lla import KFACLLA
+from .laplace_torch import _LaplaceBaseline
 
 __all__ = ["DiagLLA"]
 

@@ -1,26 +1,18 @@
-"""Linearised-Laplace baselines built on laplace-torch.
-
-* :class:`KFACLLA`: all weights, Kronecker-factored GGN (laplace-torch ``subset_of_weights="all"``,
-  ``hessian_structure="kron"``). laplace-torch's own GLM predictive computes the Jacobians of a whole batch
-  with one ``jacrev`` (cost quadratic in the batch size), which is far too slow for a 10k-point test set;
-  ``predict``/``predictive_moments`` here use ella's GLM predictive instead: per-sample Jacobians by
-  ``torch.func`` in chunks (:mod:`ella.baselines.glm`) pushed through the fitted posterior's
-  ``posterior_precision.inv_square_form`` (what ``la.functional_variance`` calls). The result is the same
-  GLM predictive; :meth:`KFACLLA.laplace_predict` calls laplace-torch's own for comparison and timing.
-* :class:`LastLayerLLA`: last ``nn.Linear`` layer only, full Hessian (``subset_of_weights="last_layer"``,
-  ``hessian_structure="full"``); its own predictive (closed-form last-layer Jacobians) is fast and used as is.
+"""The shared machinery of ella's laplace-torch baselines (:class:`~ella.baselines.KFACLLA`,
+:class:`~ella.baselines.DiagLLA`, :class:`~ella.baselines.LastLayerLLA`): argument checks, the laplace-torch
+fit, the hyperparameters and the predictive with ella's links.
 
 Hyperparameters: the prior precision by the Laplace marginal likelihood (``prior="marglik"``), by validation
 NLL over a log grid (``prior="gridsearch"``, needs ``val_loader``), or fixed (a positive number); for
 regression the observation noise ``sigma_noise`` by the marginal likelihood too (jointly with the prior
-precision) or fixed.
+precision) or fixed. A subclass names laplace-torch's ``subset_of_weights`` and ``hessian_structure`` and
+provides the latent moments ``_moments``.
 """
 
 from __future__ import annotations
 
 import math
 import time
-import warnings
 
 import torch
 from torch import nn
@@ -28,12 +20,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from .._checks import check_labels, check_likelihood, check_loader, check_model, check_positive_int
 from .._utils import collect, progress, seeded_generator
-from ..functional import jacobians
 from ..predictive import LINKS, moments_probs as link_probs
-from .glm import glm_moments
 from .map import _positive_float, _prepare_input
 
-__all__ = ["KFACLLA", "LastLayerLLA"]
+__all__ = ["_LaplaceBaseline"]
 
 PRIORS = ("marglik", "gridsearch")
 
@@ -75,25 +65,6 @@ def _closed_form_evidence(la, eigenvalues, prior_precision, sigma_noise, likelih
     delta = la.mean - la.prior_mean
     log_det_ratio = log_det_post - la.n_params * torch.log(prior)
     return log_lik - 0.5 * (log_det_ratio + prior * (delta @ delta))
-
-
-_LAST_LAYER_BACKEND = None
-
-
-def _last_layer_ggn_backend():
-    """laplace-torch's CurvlinopsGGN with the dense GGN of ``GGNInterface.full``: ``sum_n J_n^T Lambda_n J_n``
-    from the closed-form last-layer Jacobians. Exactly the same matrix as CurvlinopsGGN's own ``full``, which
-    multiplies curvlinops' GGN operator by a P x P identity (P GGN-vector products over the data: minutes
-    for a 2k-parameter head on 2 cores instead of a fraction of a second)."""
-    global _LAST_LAYER_BACKEND
-    if _LAST_LAYER_BACKEND is None:
-        from laplace.curvature import CurvlinopsGGN, GGNInterface
-
-        class LastLayerGGN(CurvlinopsGGN):
-            full = GGNInterface.full
-
-        _LAST_LAYER_BACKEND = LastLayerGGN
-    return _LAST_LAYER_BACKEND
 
 
 class _LaplaceBaseline:
@@ -385,137 +356,3 @@ class _LaplaceBaseline:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(likelihood={self.likelihood!r}, prior={self.prior!r}, link={self.link!r})"
-
-
-class KFACLLA(_LaplaceBaseline):
-    """All-weights linearised Laplace with a KFAC GGN posterior (laplace-torch), with ella's fast GLM predictive.
-
-    Parameters
-    ----------
-    model : trained ``nn.Module`` in eval mode; its parameterised layers must be ``nn.Linear`` or
-        ``nn.Conv2d`` (laplace-torch's KFAC backend supports only these).
-    likelihood : ``"classification"`` or ``"regression"``.
-    prior : ``"marglik"`` (Laplace evidence, scalar prior precision), ``"gridsearch"`` (validation NLL over
-        ``grid``, needs ``val_loader``) or a positive number.
-    link : ``"margin"``, ``"probit"`` or ``"mc"`` (``n_samples`` samples, seeded by ``seed``); see
-        :mod:`ella.predictive`.
-    sigma_noise : regression only: ``"marglik"`` (default) or a positive number.
-    progress : show progress bars.
-    chunk_size : inputs per chunk of Jacobians (None: automatic, about 16 MiB of float32 per chunk).
-    marglik_steps, marglik_lr : Adam steps and learning rate on the log hyperparameters.
-    grid : prior precisions for ``prior="gridsearch"`` (default ``logspace(-4, 4, 33)``).
-    """
-
-    name = "kfac_lla"
-    _subset_of_weights = "all"
-    _hessian_structure = "kron"
-
-    def _check_architecture(self) -> None:
-        bad = sorted(
-            {
-                f"{name or '<root>'} ({type(m).__name__})"
-                for name, m in self.model.named_modules()
-                if not isinstance(m, (nn.Linear, nn.Conv2d))
-                and any(p.requires_grad for p in m.parameters(recurse=False))
-            }
-        )
-        if bad:
-            raise ValueError(
-                "`model` has trainable parameters in layers that laplace-torch's KFAC cannot handle (only "
-                f"nn.Linear and nn.Conv2d): {', '.join(bad)}; use nn.Conv2d with (1, w) kernels instead of "
-                "Conv1d, or freeze those parameters"
-            )
-
-    def _log_marglik(self, prior_precision: torch.Tensor, sigma_noise: torch.Tensor | None) -> torch.Tensor:
-        """laplace-torch's KronLaplace evidence in closed form from the Kronecker eigenvalues of the GGN. Same
-        value as ``la.log_marginal_likelihood``, whose gradient in ``sigma_noise`` is wrong in laplace-torch
-        0.3 (``KronDecomposed.__mul__`` turns the factor 1/sigma^2 into a Python float, so the log-determinant
-        contributes no gradient)."""
-        la = self._la
-        if la.damping:
-            return la.log_marginal_likelihood(prior_precision=prior_precision, sigma_noise=sigma_noise)
-        return _closed_form_evidence(la, la.H.eigenvalues, prior_precision, sigma_noise, self.likelihood)
-
-    def _optimize_marglik(self, optimize_prior: bool, optimize_sigma: bool) -> None:
-        if optimize_sigma or not optimize_prior:
-            return super()._optimize_marglik(optimize_prior, optimize_sigma)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*link_approx.*")
-            self._la.optimize_prior_precision(
-                pred_type="glm",
-                method="marglik",
-                n_steps=self.marglik_steps,
-                lr=self.marglik_lr,
-                init_prior_prec=1.0,
-                prior_structure="scalar",
-                link_approx="probit",  # unused by the marglik objective
-                progress_bar=self.progress,
-            )
-
-    def _chunk(self, x: torch.Tensor) -> int:
-        if self.chunk_size is not None:
-            return self.chunk_size
-        return max(1, min(256, 2**22 // ((self._la.n_outputs or 1) * self._la.n_params)))
-
-    def _jacobians(self, x):
-        return jacobians(self.model, x, chunk_size=len(x), return_outputs=True)
-
-    def _covariance_fn(self):
-        # la.functional_variance(Js) == la.posterior_precision.inv_square_form(Js); build the decomposed
-        # posterior precision once, not once per chunk.
-        return self._la.posterior_precision.inv_square_form
-
-    def _moments(self, x):
-        return glm_moments(
-            self.model,
-            x,
-            self._covariance_fn(),
-            chunk_size=self._chunk(x),
-            progress_bar=self.progress,
-            desc="KFAC-LLA GLM predictive",
-        )
-
-
-class LastLayerLLA(_LaplaceBaseline):
-    """Last-layer linearised Laplace with a full Hessian (laplace-torch ``subset_of_weights="last_layer"``,
-    ``hessian_structure="full"``); the last layer is the model's last ``nn.Linear``. Same arguments as
-    :class:`KFACLLA`. laplace-torch works on a deep copy of the model."""
-
-    name = "last_layer_lla"
-    _subset_of_weights = "last_layer"
-    _hessian_structure = "full"
-
-    def _backend(self):
-        return _last_layer_ggn_backend()
-
-    def _check_architecture(self) -> None:
-        if not any(isinstance(m, nn.Linear) for m in self.model.modules()):
-            raise ValueError("`model` has no nn.Linear layer: last-layer Laplace needs a linear output layer")
-
-    def _chunk(self, x: torch.Tensor) -> int:
-        return self.chunk_size or 1024
-
-    def _log_marglik(self, prior_precision: torch.Tensor, sigma_noise: torch.Tensor | None) -> torch.Tensor:
-        """laplace-torch's FullLaplace evidence in closed form from the eigenvalues of the GGN, computed once.
-        laplace-torch's own ``log_marginal_likelihood`` takes a P x P ``logdet`` (and its backward) at every
-        optimiser step, 0.5-1 s each for a 2k-parameter head on 2 cores."""
-        la = self._la
-        if getattr(self, "_ggn_eigs", None) is None or self._ggn_eigs[0] is not la.H:
-            self._ggn_eigs = (la.H, torch.linalg.eigvalsh(la.H.detach()))
-        return _closed_form_evidence(la, [[self._ggn_eigs[1]]], prior_precision, sigma_noise, self.likelihood)
-
-    def _jacobians(self, x):
-        Js, f = self._la.backend.last_layer_jacobians(x)
-        return Js.detach(), f.detach()
-
-    def _moments(self, x):
-        la = self._la
-        chunk = self._chunk(x)
-        means, covs = [], []
-        starts = range(0, len(x), chunk)
-        for i in progress(starts, self.progress and len(starts) > 1, "Last-layer LLA predictive", total=len(starts)):
-            # what la._glm_predictive_distribution does: closed-form last-layer Jacobians, full covariance
-            Js, f = self._jacobians(x[i : i + chunk])
-            means.append(f)
-            covs.append(la.functional_variance(Js).detach())
-        return torch.cat(means), torch.cat(covs)

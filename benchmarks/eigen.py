@@ -27,18 +27,12 @@ import torch
 
 from ella import models
 from ella.data import loaders, mnist1d
-from ella.eigen import EigenfunctionNet, ExactEigen, NeuralEF, Nystrom, RBFGaussianEigen, SpIN, compare
-from ella.eigen.experiment import eval_seconds_per_1000
+from ella.eigen import ExactEigen, NeuralEF, Nystrom, RBFGaussianEigen, SpIN, compare
+from ella.eigen.experiment import eval_seconds_per_1000, seeded_net, time_fit
 from ella.eigen.nets import mlp_body
 from ella.eigen.problems import gaussian_quantiles
 from ella.kernels import EmpiricalNTK
 from ella.train import train_map
-
-
-def net(d_in: int, C: int, k: int, width: int, seed: int = 0) -> EigenfunctionNet:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return EigenfunctionNet(mlp_body(d_in, C * k, width=width), C, k)
 
 
 def row(problem: str, name: str, M: int, solver, exact, kernel, x, x_test, seconds: float, **extra) -> dict:
@@ -49,26 +43,21 @@ def row(problem: str, name: str, M: int, solver, exact, kernel, x, x_test, secon
     return out
 
 
-def timed_fit(solver, kernel, x):
-    start = time.perf_counter()
-    solver.fit(kernel, x)
-    return time.perf_counter() - start
-
-
 def rbf_problem(steps: int) -> list[dict]:
     exact = RBFGaussianEigen(5)
     kernel, x_test, rows = exact.kernel, exact.sample(1000, seed=1).float(), []
     for M in (500, 1000):
         x = gaussian_quantiles(M).float()
-        nef = NeuralEF(5, net=net(1, 1, 5, 64), steps=steps, batch_size=M, lr=1e-2, balanced=True, progress=False)
-        t_nef = timed_fit(nef, kernel, x)
+        nef = NeuralEF(5, net=seeded_net(1, 1, 5, 64), steps=steps, batch_size=M, lr=1e-2, balanced=True,
+                       progress=False)
+        t_nef = time_fit(nef, kernel, x)
         rows.append(row("rbf", "neuralef", M, nef, exact, kernel, x, x_test, t_nef, steps=steps))
         spin = SpIN(5, net=mlp_body(1, 5, width=64), steps=10**6, batch_size=M, lr=1e-2, momentum=0.0,
                     max_seconds=t_nef, progress=False)
-        t = timed_fit(spin, kernel, x)
+        t = time_fit(spin, kernel, x)
         rows.append(row("rbf", "spin", M, spin, exact, kernel, x, x_test, t, steps=spin.steps_done))
         nys = Nystrom(5, num_points=M, seed=0)
-        t = timed_fit(nys, kernel, gaussian_quantiles(1000).float())  # M of the 1,000 quantile points
+        t = time_fit(nys, kernel, gaussian_quantiles(1000).float())  # M of the 1,000 quantile points
         rows.append(row("rbf", "nystrom", M, nys, exact, kernel, x, x_test, t))
     return rows
 
@@ -82,16 +71,16 @@ def ntk_problem(steps: int) -> list[dict]:
     start = time.perf_counter()
     exact = ExactEigen(12).fit(kernel, x)
     rows = [{"problem": "ntk", "solver": "exact (3,000 x 3,000 eigh)", "fit_seconds": time.perf_counter() - start}]
-    nef = NeuralEF(10, net=net(40, 10, 10, 256), steps=steps, batch_size=300, lr=3e-3, progress=False)
-    t_nef = timed_fit(nef, kernel, x)
+    nef = NeuralEF(10, net=seeded_net(40, 10, 10, 256), steps=steps, batch_size=300, lr=3e-3, progress=False)
+    t_nef = time_fit(nef, kernel, x)
     rows.append(row("ntk", "neuralef", 300, nef, exact, kernel, x, x_test, t_nef, steps=steps))
     spin = SpIN(10, net=mlp_body(40, 100, width=256), steps=10**6, batch_size=300, lr=3e-3, momentum=0.0,
                 max_seconds=t_nef, progress=False)
-    t = timed_fit(spin, kernel, x)
+    t = time_fit(spin, kernel, x)
     rows.append(row("ntk", "spin", 300, spin, exact, kernel, x, x_test, t, steps=spin.steps_done))
     for M in (100, 300):  # one class per input: M of the 3,000 rows; psi by k JVPs whatever M
         nys = Nystrom(10, num_points=M, seed=0)
-        t = timed_fit(nys, kernel, x)
+        t = time_fit(nys, kernel, x)
         rows.append(row("ntk", "nystrom", M, nys, exact, kernel, x, x_test, t))
     return rows
 

@@ -72,3 +72,12 @@ def check_positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
     return value
+
+
+def check_gram(gram: torch.Tensor, name: str = "kernel", rtol: float = 1e-6) -> None:
+    """Raise a ``ValueError`` if a square Gram matrix is non-finite or not symmetric."""
+    if not torch.isfinite(gram).all():
+        raise ValueError(f"`{name}` gave a Gram matrix with non-finite entries (nan or inf)")
+    asym = (gram - gram.T).abs().max()
+    if asym > rtol * gram.abs().max().clamp_min(torch.finfo(gram.dtype).tiny):
+        raise ValueError(f"`{name}` gave a non-symmetric Gram matrix: max |K - K^T| = {asym.item():.3g}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from typing import Callable, Iterable
 
@@ -57,6 +58,15 @@ def batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_s
 def trainable_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
     """Detached views of the parameters that require grad, keyed by name: theta in the math."""
     return {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def reinitialised(template: nn.Module) -> nn.Module:
+    """A copy of ``template`` with every ``reset_parameters`` called (from the current global RNG)."""
+    net = copy.deepcopy(template)
+    for module in net.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    return net
 
 
 def num_parameters(model: nn.Module) -> int:

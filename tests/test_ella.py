@@ -74,7 +74,7 @@ def test_neuralef_ella_approaches_the_exact_top_k_posterior(classifier):
     J = jacobians(model, x).flatten(0, 1)
     evals, evecs = torch.linalg.eigh(J @ J.T)
     V = J.T @ evecs.flip(1)[:, :k] / evals.flip(0)[:k].sqrt()  # directions with J V = top-k features
-    x_test = torch.randn(10, 3, dtype=torch.float64)
+    x_test = torch.randn(200, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))  # error ~0.07
     psi_exact, psi_train = jacobians(model, x_test) @ V, (J @ V).reshape(len(x), 3, k)
     with torch.no_grad():
         lam = hessian_factor(model(x), "classification")

@@ -19,19 +19,10 @@ import math
 
 import torch
 
-from .._checks import check_positive_int
+from .._checks import check_gram, check_positive_int
 from ..kernels.base import FeatureKernel, Kernel
 from ..kernels.classic import RBF
-from .solver import EigenSolver
-
-
-def check_gram(gram: torch.Tensor, name: str = "kernel", rtol: float = 1e-6) -> None:
-    """Raise a ``ValueError`` if a square Gram matrix is non-finite or not symmetric."""
-    if not torch.isfinite(gram).all():
-        raise ValueError(f"`{name}` gave a Gram matrix with non-finite entries (nan or inf)")
-    asym = (gram - gram.T).abs().max()
-    if asym > rtol * gram.abs().max().clamp_min(torch.finfo(gram.dtype).tiny):
-        raise ValueError(f"`{name}` gave a non-symmetric Gram matrix: max |K - K^T| = {asym.item():.3g}")
+from .solver import EigenSolver, top_eigenpairs
 
 
 class ExactEigen(EigenSolver):
@@ -62,33 +53,27 @@ class ExactEigen(EigenSolver):
                 raise ValueError("`kernel` gave non-finite features (nan or inf)")
             S = phi.shape[1]
             if S < n:  # dual: K = Phi Phi^T / S and Phi^T Phi / S share their non-zero eigenvalues
-                evals, w = self._top(phi.T @ phi / S)
+                evals, w = self._top_pairs(phi.T @ phi / S)
                 # q_j = Phi w_j / sqrt(S e_j); the extension direction Phi^T v_j / (S e_j) is w_j sqrt(n / (S e_j))
                 self._directions = w * (n / (S * evals)).sqrt()
             else:
-                evals, q = self._top(phi @ phi.T / S)
+                evals, q = self._top_pairs(phi @ phi.T / S)
                 self._directions = phi.T @ (q * math.sqrt(n) / evals) / S  # Phi^T v_j / (S n mu_j): (S, k)
             self.train_psi = (phi @ self._directions).reshape(len(x), C, self.k)
         else:
             gram = kernel.gram(x).double()
             check_gram(gram)
-            evals, q = self._top(gram)
+            evals, q = self._top_pairs(gram)
             # v_j = sqrt(n) q_j; psi_j(x) = kappa(x, X) v_j / (n mu_j), with n mu_j = the Gram eigenvalue e_j
             self._x, self._coef = x, q * math.sqrt(n) / evals
             self.train_psi = (q * math.sqrt(n)).reshape(len(x), C, self.k)
         self._eigenvalues = evals / n
         return self
 
-    def _top(self, matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Top-``k`` eigenpairs ``(e, q)`` of a symmetric matrix, decreasing, checked against its rank."""
+    def _top_pairs(self, matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.k > len(matrix):
             raise ValueError(f"`k` = {self.k} exceeds the rank bound {len(matrix)} of the kernel on these inputs")
-        evals, evecs = torch.linalg.eigh(matrix)
-        evals, evecs = evals.flip(0)[: self.k], evecs.flip(1)[:, : self.k]
-        if evals[-1] <= self.rank_tol * evals[0]:
-            rank = int((evals > self.rank_tol * evals[0]).sum())
-            raise ValueError(f"`k` = {self.k} exceeds the numerical rank ({rank}) of the Gram matrix")
-        return evals, evecs
+        return top_eigenpairs(matrix, self.k, self.rank_tol)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """``psi(x)`` of shape ``(B, C, k)`` (float64)."""

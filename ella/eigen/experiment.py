@@ -23,18 +23,21 @@ from .spin import SpIN
 SOLVERS = ("neuralef", "spin", "nystrom")
 
 
-def default_net(problem: EigenProblem, k: int, seed: int = 0) -> EigenfunctionNet:
-    """A seeded 2-hidden-layer SiLU MLP eigenfunction network (width 64 for 1-D/2-D inputs, else 256)."""
-    D, C = problem.x_train[0].numel(), problem.num_outputs
+def seeded_net(in_features: int, num_outputs: int, k: int, width: int, seed: int = 0) -> EigenfunctionNet:
+    """A 2-hidden-layer SiLU MLP eigenfunction network of ``width``, initialised from ``seed``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        body = mlp_body(D, C * k, width=64 if D <= 2 else 256)
-    return EigenfunctionNet(body.to(problem.x_train.dtype), C, k)
+        return EigenfunctionNet(mlp_body(in_features, num_outputs * k, width=width), num_outputs, k)
+
+
+def default_net(problem: EigenProblem, k: int, seed: int = 0) -> EigenfunctionNet:
+    """:func:`seeded_net` of width 64 for 1-D/2-D inputs, else 256."""
+    D = problem.x_train[0].numel()
+    return seeded_net(D, problem.num_outputs, k, 64 if D <= 2 else 256, seed).to(problem.x_train.dtype)
 
 
 def make_solver(name: str, problem: EigenProblem, k: int, steps: int = 3000, seed: int = 0,
-                num_points: int | None = None, max_seconds: float | None = None,
-                progress: bool = False) -> EigenSolver:
+                num_points: int | None = None, progress: bool = False) -> EigenSolver:
     """A solver with the defaults used by ``ella eigen``.
 
     NeuralEF and SpIN train the same network (:func:`default_net`). Problems with at most 4,000 rows
@@ -57,13 +60,13 @@ def make_solver(name: str, problem: EigenProblem, k: int, steps: int = 3000, see
         return NeuralEF(k, net=net, steps=steps, batch_size=batch, lr=lr, seed=seed, progress=progress,
                         balanced=balanced)
     return SpIN(k, net=net, steps=steps, batch_size=batch, lr=lr, momentum=0.0 if full else 0.9, seed=seed,
-                max_seconds=max_seconds, progress=progress)
+                progress=progress)
 
 
-def time_fit(solver: EigenSolver, problem: EigenProblem) -> float:
-    """Fit ``solver`` on the problem's training inputs (empirical measure); returns seconds."""
+def time_fit(solver: EigenSolver, kernel, x: torch.Tensor) -> float:
+    """Fit ``solver`` on the inputs ``x`` (empirical measure); returns seconds."""
     start = time.perf_counter()
-    solver.fit(problem.kernel, problem.x_train)
+    solver.fit(kernel, x)
     return time.perf_counter() - start
 
 
@@ -117,7 +120,7 @@ def run_eigen_experiment(kernel: str = "rbf", solver: str = "neuralef", data: st
 def _run(kernel, solver, data, k, steps, num_points, num_train, out, seed, progress) -> dict:
     problem = make_problem(kernel, data, k, num_train=num_train, seed=seed, progress=progress)
     fitted = make_solver(solver, problem, k, steps, seed, num_points, progress=progress)
-    fit_s = time_fit(fitted, problem)
+    fit_s = time_fit(fitted, problem.kernel, problem.x_train)
     result = compare(fitted, problem.exact, problem.x_test)
     title = f"{problem.name}: {type(fitted).__name__}, k = {k}"
     print(result.table(title))

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
+
+from .._utils import reinitialised
 
 
 class L2BatchNorm(nn.Module):
@@ -59,34 +59,6 @@ def mlp_body(in_features: int, out_features: int, width: int = 256, depth: int =
     return nn.Sequential(*layers, nn.Linear(d, out_features))
 
 
-class ParallelMLP(nn.Module):
-    """``k`` separate ``depth``-hidden-layer SiLU MLPs, one per eigenfunction, evaluated as batched matmuls.
-
-    Network ``j`` maps flattened inputs to ``psi_j(x) in R^C``; the output ``(B, C * k)`` is laid out as
-    :class:`EigenfunctionNet` expects (index ``c * k + j``). Separate networks (as in the NeuralEF paper)
-    give each eigenfunction its own features and its own Adam step sizes, so the small-eigenvalue
-    functions are not starved by the shared body of the large ones. Initialised like ``nn.Linear``.
-    """
-
-    def __init__(self, in_features: int, num_outputs: int, k: int, width: int = 64, depth: int = 2):
-        super().__init__()
-        dims = [in_features] + [width] * depth + [num_outputs]
-        self.weights, self.biases = nn.ParameterList(), nn.ParameterList()
-        for d_in, d_out in zip(dims[:-1], dims[1:]):
-            bound = d_in**-0.5  # nn.Linear's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
-            self.weights.append(nn.Parameter(torch.empty(k, d_in, d_out).uniform_(-bound, bound)))
-            self.biases.append(nn.Parameter(torch.empty(k, 1, d_out).uniform_(-bound, bound)))
-        self.k = k
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.reshape(len(x), -1).unsqueeze(0).expand(self.k, -1, -1)  # (k, B, D): one copy per network
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = torch.baddbmm(b, h, w)  # h_j W_j + b_j for every network j at once
-            if i < len(self.weights) - 1:
-                h = nn.functional.silu(h)
-        return h.permute(1, 2, 0).reshape(len(x), -1)  # (k, B, C) -> (B, C, k) -> (B, C * k)
-
-
 def _last_linear(model: nn.Module, x: torch.Tensor) -> str | None:
     """Name of the ``nn.Linear`` whose output is the model's output, found by tracing one call."""
     calls = []
@@ -122,10 +94,7 @@ def eigenfunction_net(model: nn.Module | None, k: int, x: torch.Tensor, num_outp
             else:
                 body = body.to(device=x.device, dtype=x.dtype if x.dtype.is_floating_point else None)
         else:
-            body = copy.deepcopy(model)
-            for module in body.modules():
-                if hasattr(module, "reset_parameters"):
-                    module.reset_parameters()
+            body = reinitialised(model)
             parent_name, _, attr = name.rpartition(".")
             parent = body.get_submodule(parent_name) if parent_name else body
             old = getattr(parent, attr)

@@ -22,6 +22,7 @@ With ``B = N`` this is exactly ``Psi^T K Psi / (N C)^2``.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -37,6 +38,49 @@ def diagonal_blocks(phi: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
     """``kappa(x_b, x_b) = Phi_b Phi_b^T / S`` for every input, shape ``(N, C, C)``."""
     S = phi.shape[-1]
     return torch.cat([p @ p.transpose(1, 2) / S for p in phi.split(chunk)])
+
+
+def gram_blocks(gram: torch.Tensor, num_outputs: int) -> torch.Tensor:
+    """The diagonal ``C x C`` blocks ``kappa(x_b, x_b)`` of a Gram block ``(B C, B C)``, shape ``(B, C, C)``."""
+    B = len(gram) // num_outputs
+    return gram.reshape(B, num_outputs, B, num_outputs).diagonal(dim1=0, dim2=2).permute(2, 0, 1)
+
+
+def index_batches(num_data: int, batch_size: int, generator: torch.Generator, device,
+                  shuffle: bool = True) -> Iterator[torch.Tensor]:
+    """Endless index batches of ``B`` of the ``N`` inputs, reshuffled every epoch; with ``shuffle=False``
+    and ``B = N``, all of them in order (for a Gram block formed once: the losses do not depend on the order
+    of the rows)."""
+    if not shuffle and batch_size == num_data:
+        idx = torch.arange(num_data, device=device)
+        while True:
+            yield idx
+    order, pos = torch.randperm(num_data, generator=generator), 0
+    while True:
+        if pos + batch_size > num_data:  # a new epoch: reshuffle
+            order, pos = torch.randperm(num_data, generator=generator), 0
+        yield order[pos : pos + batch_size].to(device)
+        pos += batch_size
+
+
+@torch.no_grad()
+def operator_moments(kernel: Kernel, x: torch.Tensor, phi: torch.Tensor | None, psi: torch.Tensor,
+                     chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """Full and diagonal-block parts of ``Psi^T K Psi`` over all of ``x`` in float64, ``(k, k)`` each, for
+    :func:`rayleigh_quotients`: through the features ``phi`` if given, else Gram blocks of ``chunk`` inputs."""
+    N, C, k = psi.shape
+    psi64 = psi.double()
+    if phi is not None:
+        a = sum(p.reshape(-1, p.shape[-1]).double().T @ q.reshape(-1, k)
+                for p, q in zip(phi.split(chunk), psi64.split(chunk)))  # Phi^T Psi over all of x
+        full = a.T @ a / phi.shape[-1]
+        blocks = diagonal_blocks(phi).double()
+    else:
+        full = sum(q1.reshape(-1, k).T @ kernel.gram(x1, x2).double() @ q2.reshape(-1, k)
+                   for x1, q1 in zip(x.split(chunk), psi64.split(chunk))
+                   for x2, q2 in zip(x.split(chunk), psi64.split(chunk)))
+        blocks = kernel.diagonal_blocks(x).double()
+    return full, psi64.reshape(N * C, k).T @ (blocks @ psi64).reshape(N * C, k)
 
 
 def _moments(psi: torch.Tensor, phi: torch.Tensor | None, gram: torch.Tensor | None,
@@ -79,7 +123,7 @@ def neuralef_loss(psi: torch.Tensor, phi: torch.Tensor | None = None, gram: torc
     """
     B, C, k = psi.shape
     if blocks is None:
-        blocks = diagonal_blocks(phi) if phi is not None else gram.reshape(B, C, B, C).diagonal(dim1=0, dim2=2).permute(2, 0, 1)
+        blocks = diagonal_blocks(phi) if phi is not None else gram_blocks(gram, C)
     full, full_sg, diag, diag_sg = _moments(psi, phi, gram, blocks)
     R = rayleigh_quotients(full, diag, B, C, num_data)  # psi_i^T K psi_j
     R_sg = rayleigh_quotients(full_sg, diag_sg, B, C, num_data)  # sg(psi_i)^T K psi_j
@@ -154,20 +198,11 @@ class NeuralEF(EigenSolver):
         full_gram = kernel.gram(x) if phi is None and B == N else None
         opt = torch.optim.Adam(self.net.parameters(), lr=self.lr)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / self.steps)))
-        gen = seeded_generator(self.seed)
+        batches = index_batches(N, B, seeded_generator(self.seed), x.device, shuffle=full_gram is None)
         ema = None
         self.net.train()
         bar = progress(range(self.steps), self.progress, "NeuralEF")
-        order = torch.randperm(N, generator=gen)
-        pos = 0
-        for _ in bar:
-            if full_gram is not None:
-                idx = torch.arange(N, device=x.device)
-            else:
-                if pos + B > N:  # a new epoch: reshuffle
-                    order, pos = torch.randperm(N, generator=gen), 0
-                idx = order[pos : pos + B].to(x.device)
-                pos += B
+        for _, idx in zip(bar, batches):
             psi = self.net(x[idx])
             if phi is not None:
                 loss, eig = neuralef_loss(psi, phi=phi[idx], blocks=blocks[idx], num_data=num_data,
@@ -196,19 +231,8 @@ class NeuralEF(EigenSolver):
         raw = torch.cat([self.net.raw(x[i : i + chunk]) for i in range(0, len(x), chunk)])
         self.net.norm.running_norm.copy_(raw.pow(2).mean(dim=(0, 1)).sqrt())
         psi = raw / self.net.norm.running_norm
-        N, C, k = psi.shape
-        psi64 = psi.double()
-        if phi is not None:
-            a = sum(p.reshape(-1, p.shape[-1]).double().T @ q.reshape(-1, k)
-                    for p, q in zip(phi.split(chunk), psi64.split(chunk)))  # Phi^T Psi over all of x
-            full = a.T @ a / phi.shape[-1]
-            blocks = diagonal_blocks(phi).double()
-        else:
-            full = sum(q1.reshape(-1, k).T @ kernel.gram(x1, x2).double() @ q2.reshape(-1, k)
-                       for x1, q1 in zip(x.split(chunk), psi64.split(chunk))
-                       for x2, q2 in zip(x.split(chunk), psi64.split(chunk)))
-            blocks = kernel.diagonal_blocks(x).double()
-        diag = psi64.reshape(N * C, k).T @ (blocks @ psi64).reshape(N * C, k)
+        full, diag = operator_moments(kernel, x, phi, psi, chunk)
+        N, C, _ = psi.shape
         self._eigenvalues = rayleigh_quotients(full, diag, N, C, num_data).diagonal().to(psi.dtype)
 
     def state_dict(self) -> dict:

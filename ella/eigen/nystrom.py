@@ -20,7 +20,7 @@ import torch
 from .._checks import check_positive_int
 from .._utils import seeded_generator
 from ..kernels.base import Kernel
-from .solver import EigenSolver
+from .solver import EigenSolver, top_eigenpairs
 
 
 class Nystrom(EigenSolver):
@@ -55,11 +55,7 @@ class Nystrom(EigenSolver):
             full = kernel.gram(x[idx]).double()
             sel = torch.arange(M, device=x.device) * C + classes
             gram = full[sel][:, sel]
-        evals, evecs = torch.linalg.eigh(gram)
-        evals, evecs = evals.flip(0)[: self.k], evecs.flip(1)[:, : self.k]
-        if evals[-1] <= self.rank_tol * evals[0]:
-            rank = int((evals > self.rank_tol * evals[0]).sum())
-            raise ValueError(f"`k` = {self.k} exceeds the numerical rank ({rank}) of the Nystrom Gram matrix")
+        evals, evecs = top_eigenpairs(gram, self.k, self.rank_tol, "Nystrom Gram matrix")
         # v_j = sqrt(M) q_j; psi_j(x) = kappa(x, X_M) v_j / (M mu_j) with M mu_j = p_j
         coef = evecs * math.sqrt(M) / evals
         dtype = x.dtype if x.dtype.is_floating_point else torch.get_default_dtype()

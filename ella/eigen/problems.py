@@ -40,7 +40,6 @@ class EigenProblem:
     x_test: torch.Tensor
     exact: EigenSolver
     num_outputs: int
-    model: nn.Module | None = None  # the trained network behind an NTK
 
 
 def gaussian_quantiles(n: int, std: float = 1.0) -> torch.Tensor:
@@ -106,7 +105,7 @@ def make_problem(kernel: str = "rbf", data: str | None = None, k: int = 5, num_t
     if k >= n_train:
         raise ValueError(f"`k` = {k} must be smaller than the number of training inputs ({n_train})")
     x, y, x_test = load_data(data, n_train, n_test, seed)
-    D, model = x[0].numel(), None
+    D = x[0].numel()
     if kernel == "rbf":
         if data == "gaussian-1d":
             exact = RBFGaussianEigen(k + 5, lengthscale=1.0, std=1.0)
@@ -119,11 +118,9 @@ def make_problem(kernel: str = "rbf", data: str | None = None, k: int = 5, num_t
         kern = NNGPKernel(lambda s: models.mlp(D, (128, 128), C, seed=s), num_samples=512, seed=seed,
                           progress=progress)
     else:
-        model = trained_mlp(x, y, seed)
-        kern = EmpiricalNTK(model, "exact", progress=progress)
-    C = kern.infer_num_outputs(x[:1])
+        kern = EmpiricalNTK(trained_mlp(x, y, seed), "exact", progress=progress)
     try:  # a few more than k for the spectrum plot, if the kernel's rank allows
         exact = ExactEigen(k + 5).fit(kern, x)
     except ValueError:
         exact = ExactEigen(k).fit(kern, x)
-    return EigenProblem(f"{kernel}/{data}", kern, x, x_test, exact, C, model)
+    return EigenProblem(f"{kernel}/{data}", kern, x, x_test, exact, exact.num_outputs)

@@ -7,6 +7,18 @@ import torch
 from ..kernels.base import Kernel
 
 
+def top_eigenpairs(matrix: torch.Tensor, k: int, rank_tol: float,
+                   name: str = "Gram matrix") -> tuple[torch.Tensor, torch.Tensor]:
+    """The top-``k`` eigenpairs ``(e, q)`` of a symmetric matrix, decreasing; a ``ValueError`` if ``k``
+    exceeds its numerical rank (eigenvalues above ``rank_tol * e_1``)."""
+    evals, evecs = torch.linalg.eigh(matrix)
+    evals, evecs = evals.flip(0)[:k], evecs.flip(1)[:, :k]
+    if evals[-1] <= rank_tol * evals[0]:
+        rank = int((evals > rank_tol * evals[0]).sum())
+        raise ValueError(f"`k` = {k} exceeds the numerical rank ({rank}) of the {name}")
+    return evals, evecs
+
+
 class EigenSolver:
     """Top-``k`` eigenpairs ``(mu_j, psi_j)`` of a kernel's integral operator on an empirical measure.
 

@@ -35,10 +35,10 @@ from torch import nn
 from torch.func import functional_call, jacrev
 
 from .._checks import check_positive_int
-from .._utils import progress, seeded_generator
+from .._utils import num_parameters, progress, seeded_generator, trainable_parameters, unflatten_like
 from ..kernels.base import FeatureKernel, Kernel
 from .nets import eigenfunction_net
-from .neuralef import _moments, diagonal_blocks, rayleigh_quotients
+from .neuralef import _moments, diagonal_blocks, gram_blocks, index_batches, operator_moments, rayleigh_quotients
 from .solver import EigenSolver
 
 _MAX_JACOBIAN = 2e8  # entries of the moving-average Jacobian (k (k+1) / 2 x P) before we refuse
@@ -121,15 +121,17 @@ class SpIN(EigenSolver):
         if self.net is None:
             self.net = eigenfunction_net(self.model, k, x, C, seed=self.seed)
         body = self._body()
-        names = [n for n, p in body.named_parameters() if p.requires_grad]
+        theta = trainable_parameters(body)  # detached views: the weights as jacrev's input
         params = [p for p in body.parameters() if p.requires_grad]
-        P = sum(p.numel() for p in params)
+        P = num_parameters(body)
         if k * (k + 1) / 2 * P > _MAX_JACOBIAN:
             raise ValueError(f"SpIN's moving-average Jacobian needs k (k+1) / 2 x P = {k * (k + 1) // 2} x {P} "
                              "entries: use a smaller `k` or a smaller `net`")
         phi = kernel.features(x) if isinstance(kernel, FeatureKernel) else None
         blocks = diagonal_blocks(phi) if phi is not None else None
         B = min(self.batch_size, N)
+        # full batches of a Gram-block kernel: the block is the same every step, so form it once
+        full_gram = kernel.gram(x) if phi is None and B == N else None
         iu = torch.triu_indices(k, k, device=x.device)
 
         def sigma_sg_upper(theta: dict, xb: torch.Tensor) -> torch.Tensor:
@@ -138,22 +140,18 @@ class SpIN(EigenSolver):
             return (u.detach().T @ u / len(u))[iu[0], iu[1]]
 
         opt = torch.optim.Adam(params, lr=self.lr)
-        gen = seeded_generator(self.seed)
+        batches = index_batches(N, B, seeded_generator(self.seed), x.device, shuffle=full_gram is None)
         sigma_bar = pi_bar = jac_bar = None
-        order, pos, start = torch.randperm(N, generator=gen), 0, time.perf_counter()
+        start = time.perf_counter()
         body.train()
         self.steps_done = 0
-        for step in progress(range(self.steps), self.progress, "SpIN"):
+        for step, idx in zip(progress(range(self.steps), self.progress, "SpIN"), batches):
             elapsed = time.perf_counter() - start
             frac = max(step / self.steps, elapsed / self.max_seconds if self.max_seconds else 0.0)
             if frac >= 1:
                 break
             for group in opt.param_groups:  # cosine decay over steps or over the time budget
                 group["lr"] = self.lr * 0.5 * (1 + math.cos(math.pi * frac))
-            if pos + B > N:
-                order, pos = torch.randperm(N, generator=gen), 0
-            idx = order[pos : pos + B].to(x.device)
-            pos += B
             xb = x[idx]
             u = self._raw(xb)
             rows = u.shape[0] * C
@@ -162,14 +160,12 @@ class SpIN(EigenSolver):
             if phi is not None:
                 full, full_sg, diag, diag_sg = _moments(u, phi[idx], None, blocks[idx])
             else:
-                gram = kernel.gram(xb).to(u.dtype)
-                bl = gram.reshape(B, C, B, C).diagonal(dim1=0, dim2=2).permute(2, 0, 1)
-                full, full_sg, diag, diag_sg = _moments(u, None, gram, bl)
+                gram = (full_gram if full_gram is not None else kernel.gram(xb)).to(u.dtype)
+                full, full_sg, diag, diag_sg = _moments(u, None, gram, gram_blocks(gram, C))
             pi = rayleigh_quotients(full, diag, B, C, num_data)  # Pi_hat (unbiased, as in NeuralEF)
             pi_sg = rayleigh_quotients(full_sg, diag_sg, B, C, num_data)  # sg(u)^T K u
-            theta = {n: p.detach() for n, p in zip(names, params)}
             jac = jacrev(sigma_sg_upper)(theta, xb)  # d Sigma_sg[upper] / d theta
-            jac = torch.cat([jac[n].reshape(len(iu[0]), -1) for n in names], dim=1)
+            jac = torch.cat([jac[n].reshape(len(iu[0]), -1) for n in theta], dim=1)
             m = self.momentum if sigma_bar is not None else 0.0
             sigma_bar = sigma.detach() if sigma_bar is None else m * sigma_bar + (1 - m) * sigma.detach()
             pi_bar = pi.detach() if pi_bar is None else m * pi_bar + (1 - m) * pi.detach()
@@ -178,12 +174,9 @@ class SpIN(EigenSolver):
             # ascent direction: 2 <A_Pi, dPi_sg> (autograd) - 2 <A_Sigma, dSigma_sg> (moving-average Jacobian)
             opt.zero_grad(set_to_none=True)
             (-2 * (a_pi * pi_sg).sum()).backward()
-            correction = 2 * a_sigma[iu[0], iu[1]] @ jac_bar  # (P,)
-            offset = 0
-            for p in params:
-                step_grad = correction[offset : offset + p.numel()].reshape(p.shape)
+            correction = unflatten_like(2 * a_sigma[iu[0], iu[1]] @ jac_bar, theta)  # (P,) -> per parameter
+            for p, step_grad in zip(params, correction.values()):
                 p.grad = step_grad.clone() if p.grad is None else p.grad.add_(step_grad)
-                offset += p.numel()
             opt.step()
             self.steps_done += 1
             self.history.append(lam.trace().item())
@@ -199,18 +192,8 @@ class SpIN(EigenSolver):
         N, C, k = u.shape
         flat = u.reshape(N * C, k)
         sigma = flat.T @ flat / (N * C)
-        if phi is not None:
-            a = sum(p.reshape(-1, p.shape[-1]).double().T @ q.reshape(-1, k)
-                    for p, q in zip(phi.split(chunk), u.split(chunk)))  # Phi^T U over all of x
-            full, blocks = a.T @ a / phi.shape[-1], diagonal_blocks(phi).double()
-        else:
-            full = sum(q1.reshape(-1, k).T @ kernel.gram(x1, x2).double() @ q2.reshape(-1, k)
-                       for x1, q1 in zip(x.split(chunk), u.split(chunk))
-                       for x2, q2 in zip(x.split(chunk), u.split(chunk)))
-            blocks = kernel.diagonal_blocks(x).double()
-        diag = flat.T @ (blocks @ u).reshape(N * C, k)
-        pi = rayleigh_quotients(full, diag, N, C, num_data)
-        lam, _, _ = masked_factors(sigma, pi)
+        full, diag = operator_moments(kernel, x, phi, u, chunk)
+        lam, _, _ = masked_factors(sigma, rayleigh_quotients(full, diag, N, C, num_data))
         self._whitening = torch.linalg.inv(cholesky(sigma))  # L^-1
         self._eigenvalues = lam.diagonal().to(x.dtype if x.dtype.is_floating_point else torch.float32)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from .._checks import check_positive_int
 from .base import Kernel
 
 
@@ -87,11 +88,9 @@ class Polynomial(Kernel):
     num_outputs = 1
 
     def __init__(self, degree: int = 2, offset: float = 1.0, scale: float = 1.0):
-        if isinstance(degree, bool) or not isinstance(degree, int) or degree < 1:
-            raise ValueError(f"`degree` must be a positive integer, got {degree!r}")
         if isinstance(offset, bool) or not isinstance(offset, (int, float)) or offset < 0:
             raise ValueError(f"`offset` must be a non-negative number, got {offset!r}")
-        self.degree, self.offset, self.scale = degree, float(offset), _positive(scale, "scale")
+        self.degree, self.offset, self.scale = check_positive_int(degree, "degree"), float(offset), _positive(scale, "scale")
 
     def gram(self, x1: torch.Tensor, x2: torch.Tensor | None = None) -> torch.Tensor:
         a = _flat(x1, "x1")

@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from .._checks import check_positive_int
+from .._checks import check_gram, check_positive_int
 from .base import FeatureKernel, Kernel
 
 GramFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -67,12 +67,10 @@ class UserKernel(Kernel):
         if not isinstance(K, torch.Tensor) or tuple(K.shape) != expected:
             got = tuple(K.shape) if isinstance(K, torch.Tensor) else type(K).__name__
             raise ValueError(f"`gram_fn` must return a tensor of shape (B1 C, B2 C) = {expected}, got {got}")
-        if not torch.isfinite(K).all():
-            raise ValueError("`gram_fn` returned a Gram matrix with non-finite entries (nan or inf)")
         if x2 is None:
-            asym = (K - K.T).abs().max()
-            if asym > self.symmetry_rtol * K.abs().max().clamp_min(torch.finfo(K.dtype).tiny):
-                raise ValueError(f"`gram_fn` returned a non-symmetric K(X, X): max |K - K^T| = {asym.item():.3g}")
+            check_gram(K, "gram_fn", self.symmetry_rtol)
+        elif not torch.isfinite(K).all():
+            raise ValueError("`gram_fn` gave a Gram matrix with non-finite entries (nan or inf)")
         return K
 
 

@@ -11,24 +11,14 @@ inputs, any batching) uses the same ``S`` networks.
 
 from __future__ import annotations
 
-import copy
 from typing import Callable
 
 import torch
 from torch import nn
 
 from .._checks import check_positive_int
-from .._utils import progress
+from .._utils import batched, progress, reinitialised
 from .base import FeatureKernel
-
-
-def _reinitialised(template: nn.Module) -> nn.Module:
-    """A copy of ``template`` with every ``reset_parameters`` called (from the current global RNG)."""
-    net = copy.deepcopy(template)
-    for module in net.modules():
-        if hasattr(module, "reset_parameters"):
-            module.reset_parameters()
-    return net
 
 
 class NNGPKernel(FeatureKernel):
@@ -72,7 +62,7 @@ class NNGPKernel(FeatureKernel):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             if isinstance(self.architecture, nn.Module):
-                net = _reinitialised(self.architecture)
+                net = reinitialised(self.architecture)
             else:
                 net = self.architecture(seed)
         if not isinstance(net, nn.Module):
@@ -81,10 +71,8 @@ class NNGPKernel(FeatureKernel):
             self._networks[s] = net.eval()
         return net.eval()
 
-    @torch.no_grad()
     def _outputs(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        out = torch.cat([net(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)])
-        return out.reshape(len(x), -1)
+        return batched(net, x, self.batch_size).reshape(len(x), -1)
 
     def infer_num_outputs(self, x: torch.Tensor) -> int:
         net = self.network(0)

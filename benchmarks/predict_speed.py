@@ -50,14 +50,12 @@ def main(argv=None) -> None:
     train, val = DataLoader(data.train, batch_size=256), DataLoader(data.val, batch_size=500)
     x = data.test.tensors[0]
     results = {}
-    chosen = Settings()  # ELLA's NeuralEF settings of the benchmark (prediction cost does not depend on them)
-    ntk = {"estimator": chosen.ntk_estimator, "num_samples": chosen.ntk_samples}
-    neuralef = {"steps": chosen.neuralef_steps, "lr": chosen.neuralef_lr}
+    chosen = Settings().neuralef_kwargs()  # the benchmark's ELLA settings (prediction cost does not depend on them)
     for name, trainer in (("cnn", train_mnist1d_cnn), ("mlp", train_mnist1d_mlp)):
         model, _ = trainer(data, progress=False)
         methods = {
             "map": MAP(model),
-            "ella_neuralef": ELLA(model, progress=False, kernel_kwargs=ntk, feature_kwargs=neuralef),
+            "ella_neuralef": ELLA(model, progress=False, **chosen),
             "ella_neuralef_mc": None,
             "ella_nystrom": ELLA(model, features="nystrom", progress=False),
             "kfac_lla": KFACLLA(model, progress=False),

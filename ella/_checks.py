@@ -81,3 +81,11 @@ def check_gram(gram: torch.Tensor, name: str = "kernel", rtol: float = 1e-6) -> 
     asym = (gram - gram.T).abs().max()
     if asym > rtol * gram.abs().max().clamp_min(torch.finfo(gram.dtype).tiny):
         raise ValueError(f"`{name}` gave a non-symmetric Gram matrix: max |K - K^T| = {asym.item():.3g}")
+
+
+def check_targets(y: torch.Tensor, num_outputs: int, likelihood: str, name: str) -> None:
+    """Classification: labels in ``[0, C)``; regression: ``C`` target values per input."""
+    if likelihood == "classification":
+        check_labels(y, num_outputs, name)
+    elif y.numel() != len(y) * num_outputs:
+        raise ValueError(f"targets of `{name}` must have {num_outputs} values per input to match the model outputs")

@@ -55,6 +55,11 @@ def batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_s
     return torch.cat([fn(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
+def residual_rms(outputs: torch.Tensor, targets: torch.Tensor) -> float:
+    """``sqrt(mean (y - g(x))^2)``: the training RMSE used as a regression model's observation noise."""
+    return (targets.reshape(outputs.shape) - outputs).pow(2).mean().sqrt().item()
+
+
 def trainable_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
     """Detached views of the parameters that require grad, keyed by name: theta in the math."""
     return {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}

@@ -27,24 +27,21 @@ TRAINERS = {"cnn": train_mnist1d_cnn, "mlp": train_mnist1d_mlp}
 def demo_settings(quick: bool) -> dict:
     """Sizes of the full and the ``--quick`` demo; ELLA's NTK estimator, samples and NeuralEF learning rate
     are those chosen for the benchmark (:class:`ella.compare.Settings`)."""
-    chosen = Settings()
-    ella = dict(ntk_estimator=chosen.ntk_estimator, ntk_samples=chosen.ntk_samples, neuralef_lr=chosen.neuralef_lr)
     if quick:
-        return dict(num_test=2000, neuralef_steps=600, nystrom_points=500, laplace_torch_points=20, **ella)
-    return dict(num_test=10000, neuralef_steps=chosen.neuralef_steps, nystrom_points=chosen.nystrom_points,
-                laplace_torch_points=100, **ella)
+        return dict(num_test=2000, neuralef_steps=600, nystrom_points=500, laplace_torch_points=20)
+    return dict(num_test=10000, neuralef_steps=Settings.neuralef_steps, nystrom_points=Settings.nystrom_points,
+                laplace_torch_points=100)
 
 
 def methods_for(model, settings: dict, seed: int, progress: bool) -> dict:
     """The compared methods, built on one MAP model (each method is fitted by ``run_method``)."""
     ella_opts = dict(k=20, seed=seed, progress=progress, fold_in="tune")
-    ntk = {"estimator": settings["ntk_estimator"], "num_samples": settings["ntk_samples"]}
-    neuralef = {"steps": settings["neuralef_steps"], "lr": settings["neuralef_lr"]}
     return {
         "map": MAP(model),
         "kfac_lla": KFACLLA(model, "classification", prior="marglik", link="margin", progress=progress),
         "last_layer_lla": LastLayerLLA(model, "classification", prior="marglik", link="margin", progress=progress),
-        "ella_neuralef": ELLA(model, features="neuralef", kernel_kwargs=ntk, feature_kwargs=neuralef, **ella_opts),
+        "ella_neuralef": ELLA(model, features="neuralef", **Settings().neuralef_kwargs(settings["neuralef_steps"]),
+                              **ella_opts),
         "ella_nystrom": ELLA(model, features="nystrom", feature_kwargs={"num_points": settings["nystrom_points"]},
                              **ella_opts),
     }

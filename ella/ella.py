@@ -19,15 +19,15 @@ import torch
 from torch import nn
 
 from . import posterior as P
-from ._checks import check_labels, check_likelihood, check_model, check_positive_int
-from ._utils import (batched, collect, model_device_dtype, num_parameters, seeded_generator,
+from ._checks import check_likelihood, check_model, check_positive_int, check_targets
+from ._utils import (batched, collect, model_device_dtype, num_parameters, residual_rms, seeded_generator,
                      weights_fingerprint)
 from .eigen import EigenSolver, NeuralEF, Nystrom
 from .kernels import EmpiricalNTK, Kernel
 from .kernels.sgd_trajectory import SGDTrajectoryKernel
 from .predictive import LINKS, hessian_factor, link_probs
 
-DEFAULT_PRIOR_GRID = torch.logspace(-4, 4, 33, dtype=torch.float64)
+DEFAULT_PRIOR_GRID = P.DEFAULT_PRIOR_GRID
 FORMAT = "ella-posterior"
 FORMAT_VERSION = 2  # 2: the kernel name and `posterior_update` are saved
 KERNELS = ("ntk", "sgd-trajectory")
@@ -115,9 +115,9 @@ class ELLA:
         val = collect(val_loader, "val_loader", device, dtype) if val_loader is not None else None
         outputs = batched(self.model, x).reshape(len(x), -1)  # g(x_i, theta_MAP)
         C = outputs.shape[1]
-        self._check_targets(y, C, "train_loader")
+        check_targets(y, C, self.likelihood, "train_loader")
         if val is not None:
-            self._check_targets(val[1], C, "val_loader")
+            check_targets(val[1], C, self.likelihood, "val_loader")
         self.solver = self._make_solver(len(x), C)
         kernel = self._make_kernel()
 
@@ -125,7 +125,7 @@ class ELLA:
         psi = batched(self.solver.feature_map, x, 512)  # Psi(x_i): (N, C, k)
 
         if self.likelihood == "regression" and self.sigma_noise is None:
-            self.sigma_noise = (y.reshape(outputs.shape) - outputs).pow(2).mean().sqrt().item()
+            self.sigma_noise = residual_rms(outputs, y)
         if self.posterior_update:
             lam = hessian_factor(outputs, self.likelihood, self.sigma_noise or 1.0)
             order = torch.randperm(len(x), generator=seeded_generator(self.seed)).to(device)
@@ -153,12 +153,6 @@ class ELLA:
         self._chol = chol
         scale = self.solver.eigenvalues.double().clamp_min(0).sqrt()
         self._psi_to_factor = (P.inverse_factor(chol) * scale).to(model_device_dtype(self.model)[1])
-
-    def _check_targets(self, y: torch.Tensor, C: int, name: str) -> None:
-        if self.likelihood == "classification":
-            check_labels(y, C, name)
-        elif y.numel() != len(y) * C:
-            raise ValueError(f"targets of `{name}` must have {C} values per input to match the model outputs")
 
     def _make_kernel(self) -> Kernel:
         if isinstance(self.kernel, Kernel):

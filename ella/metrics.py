@@ -239,6 +239,13 @@ def predict_all(method, loader, name: str = "loader", progress: bool = False):
     return np.concatenate(outs), targets, seconds
 
 
+def metrics_of(preds, targets: torch.Tensor, likelihood: str = "classification") -> dict[str, float]:
+    """:func:`classification_metrics` of probabilities, or :func:`regression_metrics` of ``(mean, var)``."""
+    if likelihood == "regression":
+        return regression_metrics(*preds, targets)
+    return classification_metrics(preds, targets)
+
+
 def evaluate(method, loader, ood_loader=None, progress: bool = False) -> dict[str, float]:
     """Metrics of a predictive ``method`` on the ``(x, y)`` batches of ``loader``.
 

@@ -16,6 +16,8 @@ import torch
 
 from .predictive import hessian_factor, link_probs
 
+DEFAULT_PRIOR_GRID = torch.logspace(-4, 4, 33, dtype=torch.float64)  # prior precisions tuned over
+
 
 def curvature(psi: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
     """``sum_i Psi_i^T Lambda_i Psi_i`` in float64, shape ``(k, k)``; ``psi`` ``(N, C, k)``, ``lam`` ``(N, C, C)``."""
@@ -54,16 +56,25 @@ def predictive_factor(psi: torch.Tensor, chol_inv: torch.Tensor) -> torch.Tensor
     return psi @ chol_inv.to(psi.dtype).T
 
 
+def predictive_nll(mean: torch.Tensor, factor: torch.Tensor, targets: torch.Tensor, likelihood: str,
+                   link: str = "margin", sigma_noise: float = 1.0, n_samples: int = 512,
+                   generator: torch.Generator | None = None) -> float:
+    """Mean negative log predictive density of ``targets`` under ``f ~ N(mean, F F^T)``: through the
+    ``link`` for classification, ``N(y; mean, diag(F F^T) + sigma^2)`` for regression."""
+    if likelihood == "classification":
+        probs = link_probs(mean, factor, link, n_samples, generator)
+        return -probs.gather(1, targets.reshape(-1, 1).long()).clamp_min(1e-12).log().mean().item()
+    var = factor.pow(2).sum(-1) + sigma_noise**2
+    normal = torch.distributions.Normal(mean, var.sqrt())
+    return normal.log_prob(targets.reshape(mean.shape).double()).neg().mean().item()
+
+
 def validation_nll(mean: torch.Tensor, psi: torch.Tensor, targets: torch.Tensor, chol: torch.Tensor,
                    likelihood: str, link: str = "margin", sigma_noise: float = 1.0) -> float:
     """Mean negative log predictive density of ``targets`` under the posterior with factor ``chol``."""
     factor = predictive_factor(psi.double(), inverse_factor(chol))
-    mean = mean.double()
-    if likelihood == "classification":
-        probs = link_probs(mean, factor, link, generator=torch.Generator().manual_seed(0))
-        return -probs.gather(1, targets[:, None]).clamp_min(1e-12).log().mean().item()
-    var = factor.pow(2).sum(-1) + sigma_noise**2
-    return torch.distributions.Normal(mean, var.sqrt()).log_prob(targets.double()).neg().mean().item()
+    return predictive_nll(mean.double(), factor, targets, likelihood, link, sigma_noise,
+                          generator=torch.Generator().manual_seed(0))
 
 
 def tune_prior(curvs: torch.Tensor, grid: torch.Tensor, mean: torch.Tensor, psi: torch.Tensor,
@@ -89,5 +100,5 @@ def tune_prior(curvs: torch.Tensor, grid: torch.Tensor, mean: torch.Tensor, psi:
     return t, float(grid[j]), scores
 
 
-__all__ = ["curvature", "cumulative_curvature", "cholesky_precision", "inverse_factor", "predictive_factor", "validation_nll",
-           "tune_prior", "hessian_factor"]
+__all__ = ["curvature", "cumulative_curvature", "cholesky_precision", "inverse_factor", "predictive_factor",
+           "validation_nll", "tune_prior", "hessian_factor", "predictive_nll", "DEFAULT_PRIOR_GRID"]

@@ -9,32 +9,41 @@ from pathlib import Path
 
 import torch
 
-from .metrics import ECE_BINS, classification_metrics, predict_all, regression_metrics, reliability_diagrams
+from .metrics import ECE_BINS, metrics_of, predict_all, reliability_diagrams
 
 COLUMNS = ("acc", "nll", "ece", "mce", "brier", "fit_seconds", "predict_seconds")
 REPORT_VERSION = 1
 
 
-def run_method(method, train_loader, val_loader, test_loader, progress: bool = False):
+def _timed(fn, *args):
+    start = time.perf_counter()
+    result = fn(*args)
+    return result, time.perf_counter() - start, None
+
+
+def run_method(method, train_loader, val_loader, test_loader, progress: bool = False, timer=None):
     """Fit ``method`` (timed), predict on ``test_loader`` (timed) and score it.
 
     Returns ``(row, predictions, targets)``; ``row`` has the metrics plus ``fit_seconds`` (with the
-    method's ``setup_seconds``, if any) and ``predict_seconds`` (time inside ``predict`` only), and the
-    method's ``link`` if it has one.
+    method's ``setup_seconds``, if any), ``predict_seconds`` (time inside ``predict`` only) and ``n``, and the
+    method's ``link``, ``prior_precision``, ``temperature`` and ``num_folded`` where it has them. With
+    ``timer(fn, *args) -> (result, seconds, peak_bytes or None)`` (e.g. :func:`ella.compare.cost.measure`)
+    the calls are timed by it and the row also has ``fit_peak_mb`` and ``predict_peak_mb``.
     """
-    start = time.perf_counter()
-    method.fit(train_loader, val_loader)
-    fit_seconds = time.perf_counter() - start + getattr(method, "setup_seconds", 0.0)  # e.g. a recorded run
+    measure = timer or _timed
+    _, fit_seconds, fit_peak = measure(method.fit, train_loader, val_loader)
     method.predict(next(iter(test_loader))[0][:8])  # warm-up: first-call allocations are not timed
-    preds, targets, predict_seconds = predict_all(method, test_loader, "test_loader", progress)
-    if getattr(method, "likelihood", "classification") == "regression":
-        row = regression_metrics(*preds, targets)
-    else:
-        row = classification_metrics(preds, targets)
-    row.update(fit_seconds=fit_seconds, predict_seconds=predict_seconds, n=len(targets))
-    for extra in ("link", "prior_precision"):
+    (preds, targets, predict_seconds), _, predict_peak = measure(predict_all, method, test_loader, "test_loader",
+                                                                 progress)
+    row = metrics_of(preds, targets, getattr(method, "likelihood", "classification"))
+    row.update(fit_seconds=fit_seconds + getattr(method, "setup_seconds", 0.0),  # e.g. a recorded run
+               predict_seconds=predict_seconds, n=len(targets))
+    if timer is not None:
+        row.update(fit_peak_mb=None if fit_peak is None else fit_peak / 2**20,
+                   predict_peak_mb=None if predict_peak is None else predict_peak / 2**20)
+    for extra in ("link", "prior_precision", "temperature", "num_folded"):
         value = getattr(method, extra, None)
-        if isinstance(value, (int, float, str)):
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
             row[extra] = value
     return row, preds, targets
 
@@ -45,13 +54,19 @@ def markdown_table(rows: dict[str, dict], columns=COLUMNS, baseline: str | None 
     ratio = baseline in rows and "predict_seconds" in columns
     if ratio:
         header.append("predict / map")
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = []
     for name, row in rows.items():
         cells = [name] + [_fmt(c, row.get(c)) for c in columns]
         if ratio:
             cells.append(f"{row['predict_seconds'] / rows[baseline]['predict_seconds']:.1f}x")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        lines.append(cells)
+    return table(header, lines)
+
+
+def table(header: list[str], lines: list[list[str]]) -> str:
+    """A markdown table from a header and rows of cells."""
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(rows + ["| " + " | ".join(cells) + " |" for cells in lines])
 
 
 def _fmt(column: str, value) -> str:

@@ -15,42 +15,20 @@ Hyperparameters as for every laplace-torch baseline here (``prior="marglik"``, `
 
 from __future__ import annotations
 
-import torch
-
-from .glm import glm_moments
-from .kfac_lla import KFACLLA
-from .laplace_torch import _LaplaceBaseline
+from .laplace_torch import _AllWeightsLLA
 
 __all__ = ["DiagLLA"]
 
 
-class DiagLLA(KFACLLA):
+class DiagLLA(_AllWeightsLLA):
     """Diagonal-GGN linearised Laplace over all weights, with ella's fast GLM predictive.
 
     Same arguments as :class:`~ella.baselines.KFACLLA` (``likelihood``, ``prior``, ``link``, ``n_samples``,
     ``sigma_noise``, ``progress``, ``seed``, ``chunk_size``, ``marglik_steps``, ``marglik_lr``, ``grid``);
-    any layer type that laplace-torch's diagonal GGN backend supports is accepted.
+    any layer type that laplace-torch's diagonal GGN backend supports is accepted. The covariance
+    ``J diag(sigma^2) J^T`` and the evidence (differentiable in both hyperparameters) are laplace-torch's own.
     """
 
     name = "diag_lla"
-    _subset_of_weights = "all"
     _hessian_structure = "diag"
-
-    def _check_architecture(self) -> None:
-        pass  # the diagonal GGN backend has no KFAC layer restriction
-
-    def _log_marglik(self, prior_precision, sigma_noise):
-        # laplace-torch's DiagLaplace evidence is differentiable in both hyperparameters as it is
-        return _LaplaceBaseline._log_marglik(self, prior_precision, sigma_noise)
-
-    def _covariance_fn(self):
-        variance = self._la.posterior_variance  # sigma^2 = 1 / (diag(GGN) / sigma_noise^2 + delta): (P,)
-
-        def apply(Js: torch.Tensor) -> torch.Tensor:
-            return (Js * variance) @ Js.transpose(1, 2)  # J diag(sigma^2) J^T: (b, C, C)
-
-        return apply
-
-    def _moments(self, x):
-        return glm_moments(self.model, x, self._covariance_fn(), chunk_size=self._chunk(x),
-                           progress_bar=self.progress, desc="Diag-LLA GLM predictive")
+    _label = "Diag-LLA"

@@ -20,20 +20,19 @@ it is refused for networks with more than ``max_params`` weights.
 
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 
-from .._checks import check_labels, check_likelihood, check_model, check_positive_int
-from .._utils import collect, model_device_dtype, num_parameters, progress, seeded_generator
+from .._checks import check_likelihood, check_model, check_positive_int, check_targets
+from .._utils import batched, collect, model_device_dtype, num_parameters, progress, residual_rms, seeded_generator
 from ..functional import jacobians
+from ..posterior import DEFAULT_PRIOR_GRID, predictive_nll
 from ..predictive import LINKS, hessian_factor, link_probs
 from .map import _positive_float, _prepare_input
 
 __all__ = ["ExactLLA", "ggn_matrix", "MAX_PARAMS"]
 
 MAX_PARAMS = 8000  # a P x P float64 GGN of 8k weights is 512 MB and its eigh takes minutes on 2 cores
-DEFAULT_PRIOR_GRID = torch.logspace(-4, 4, 33, dtype=torch.float64)  # the same grid as ELLA's
 
 
 def _chunk_size(model: nn.Module, num_outputs: int, chunk_size: int | None) -> int:
@@ -117,19 +116,16 @@ class ExactLLA:
         val = collect(val_loader, "val_loader", device, dtype) if val_loader is not None else None
         with torch.no_grad():
             C = self.model(x[:1]).reshape(1, -1).shape[1]
-        self._check_targets(y, C, "train_loader")
+        check_targets(y, C, self.likelihood, "train_loader")
         if val is not None:
-            self._check_targets(val[1], C, "val_loader")
+            check_targets(val[1], C, self.likelihood, "val_loader")
         if self.likelihood == "regression" and self.sigma_noise is None:
-            with torch.no_grad():
-                out = torch.cat([self.model(x[i : i + 1024]) for i in range(0, len(x), 1024)]).reshape(len(x), -1)
-            self.sigma_noise = (y.reshape(out.shape) - out).pow(2).mean().sqrt().item()
+            self.sigma_noise = residual_rms(batched(self.model, x).reshape(len(x), -1), y)
         sigma = self.sigma_noise or 1.0
 
         ggn, _ = ggn_matrix(self.model, x, self.likelihood, sigma, self.chunk_size, self.progress)
         evals, evecs = torch.linalg.eigh(ggn)  # GGN = U diag(lambda) U^T
         self.eigenvalues, self.eigenvectors = evals.clamp_min(0), evecs  # PSD up to round-off
-        self.ggn = ggn
 
         if self.prior_precision is None and val is not None:
             self.prior_precision, self.tuning_scores = self._tune(*val)
@@ -137,12 +133,6 @@ class ExactLLA:
             self.prior_precision = 1.0
         self._set_factor()
         return self
-
-    def _check_targets(self, y: torch.Tensor, C: int, name: str) -> None:
-        if self.likelihood == "classification":
-            check_labels(y, C, name)
-        elif y.numel() != len(y) * C:
-            raise ValueError(f"targets of `{name}` must have {C} values per input to match the model outputs")
 
     def _scaled_basis(self, delta: float) -> torch.Tensor:
         """``W = U diag((lambda + delta)^{-1/2})`` (float64, ``(P, P)``), so that ``Sigma = W W^T``."""
@@ -165,16 +155,9 @@ class ExactLLA:
         scores = torch.empty(len(self.prior_grid), dtype=torch.float64)
         for j, delta in enumerate(progress(self.prior_grid.tolist(), self.progress, "Exact LLA prior grid")):
             factor = JU * (self.eigenvalues + delta).rsqrt()  # F = J U diag((lambda + delta)^{-1/2})
-            scores[j] = self._nll(mean, factor, yv, sigma)
+            scores[j] = predictive_nll(mean, factor, yv, self.likelihood, self.link, sigma, self.n_samples,
+                                       seeded_generator(self.seed))
         return float(self.prior_grid[int(torch.argmin(scores))]), scores
-
-    def _nll(self, mean: torch.Tensor, factor: torch.Tensor, targets: torch.Tensor, sigma: float) -> float:
-        """Mean negative log predictive density of ``targets`` under ``N(mean, F F^T)``."""
-        if self.likelihood == "classification":
-            probs = link_probs(mean, factor, self.link, self.n_samples, seeded_generator(self.seed))
-            return -probs.gather(1, targets.reshape(-1, 1).long()).clamp_min(1e-12).log().mean().item()
-        var = factor.pow(2).sum(-1) + sigma**2
-        return torch.distributions.Normal(mean, var.sqrt()).log_prob(targets.reshape(mean.shape).double()).neg().mean().item()
 
     # ---------------------------------------------------------------- predict
     def _check_fitted(self) -> None:

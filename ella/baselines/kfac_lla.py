@@ -11,19 +11,15 @@ calls laplace-torch's own for comparison and timing.
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import nn
 
-from ..functional import jacobians
-from .glm import glm_moments
-from .laplace_torch import _closed_form_evidence, _LaplaceBaseline
+from .laplace_torch import _AllWeightsLLA, _closed_form_evidence
 
 __all__ = ["KFACLLA"]
 
 
-class KFACLLA(_LaplaceBaseline):
+class KFACLLA(_AllWeightsLLA):
     """All-weights linearised Laplace with a KFAC GGN posterior (laplace-torch), with ella's fast GLM predictive.
 
     Parameters
@@ -43,8 +39,8 @@ class KFACLLA(_LaplaceBaseline):
     """
 
     name = "kfac_lla"
-    _subset_of_weights = "all"
     _hessian_structure = "kron"
+    _label = "KFAC-LLA"
 
     def _check_architecture(self) -> None:
         bad = sorted(
@@ -72,41 +68,7 @@ class KFACLLA(_LaplaceBaseline):
             return la.log_marginal_likelihood(prior_precision=prior_precision, sigma_noise=sigma_noise)
         return _closed_form_evidence(la, la.H.eigenvalues, prior_precision, sigma_noise, self.likelihood)
 
-    def _optimize_marglik(self, optimize_prior: bool, optimize_sigma: bool) -> None:
-        if optimize_sigma or not optimize_prior:
-            return super()._optimize_marglik(optimize_prior, optimize_sigma)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*link_approx.*")
-            self._la.optimize_prior_precision(
-                pred_type="glm",
-                method="marglik",
-                n_steps=self.marglik_steps,
-                lr=self.marglik_lr,
-                init_prior_prec=1.0,
-                prior_structure="scalar",
-                link_approx="probit",  # unused by the marglik objective
-                progress_bar=self.progress,
-            )
-
-    def _chunk(self, x: torch.Tensor) -> int:
-        if self.chunk_size is not None:
-            return self.chunk_size
-        return max(1, min(256, 2**22 // ((self._la.n_outputs or 1) * self._la.n_params)))
-
-    def _jacobians(self, x):
-        return jacobians(self.model, x, chunk_size=len(x), return_outputs=True)
-
     def _covariance_fn(self):
         # la.functional_variance(Js) == la.posterior_precision.inv_square_form(Js); build the decomposed
         # posterior precision once, not once per chunk.
         return self._la.posterior_precision.inv_square_form
-
-    def _moments(self, x):
-        return glm_moments(
-            self.model,
-            x,
-            self._covariance_fn(),
-            chunk_size=self._chunk(x),
-            progress_bar=self.progress,
-            desc="KFAC-LLA GLM predictive",
-        )

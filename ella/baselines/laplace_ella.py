@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .._checks import check_labels, check_likelihood, check_loader, check_model, check_positive_int
-from .._utils import batched, collect, model_device_dtype, seeded_generator
+from .._utils import batched, collect, model_device_dtype, residual_rms, seeded_generator
 from ..predictive import LINKS, moments_probs
 from .laplace_torch import _as_dataloader
 from .map import _prepare_input
@@ -78,7 +78,7 @@ class LaplaceTorchELLA:
             check_labels(y, out.shape[1], "train_loader")
             sigma = 1.0
         else:
-            sigma = self.sigma_noise or (y.reshape(out.shape) - out).pow(2).mean().sqrt().item()
+            sigma = self.sigma_noise or residual_rms(out, y)
         self.sigma_noise = sigma if self.likelihood == "regression" else None
         la = LaplaceELLA(self.model, self.likelihood, subsample_size=min(self.subsample_size, len(x)),
                          n_eigenvalues=self.k, sigma_noise=sigma, seed=self.seed)

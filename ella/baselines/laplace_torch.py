@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 
 import torch
 from torch import nn
@@ -20,10 +21,13 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from .._checks import check_labels, check_likelihood, check_loader, check_model, check_positive_int
 from .._utils import collect, progress, seeded_generator
-from ..predictive import LINKS, moments_probs as link_probs
+from ..functional import jacobians
+from ..predictive import LINKS
+from ..predictive import moments_probs as link_probs
+from .glm import glm_moments
 from .map import _positive_float, _prepare_input
 
-__all__ = ["_LaplaceBaseline"]
+__all__ = ["_LaplaceBaseline", "_AllWeightsLLA"]
 
 PRIORS = ("marglik", "gridsearch")
 
@@ -356,3 +360,40 @@ class _LaplaceBaseline:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(likelihood={self.likelihood!r}, prior={self.prior!r}, link={self.link!r})"
+
+
+class _AllWeightsLLA(_LaplaceBaseline):
+    """All weights (laplace-torch ``subset_of_weights="all"``) with ella's GLM predictive: per-sample
+    ``torch.func`` Jacobians in chunks (:mod:`ella.baselines.glm`) instead of laplace-torch's whole-batch
+    ``jacrev``. Subclasses name the ``_hessian_structure`` and a ``_label`` for the progress bar."""
+
+    _subset_of_weights = "all"
+    _label = "LLA"
+
+    def _optimize_marglik(self, optimize_prior: bool, optimize_sigma: bool) -> None:
+        if optimize_sigma or not optimize_prior:
+            return super()._optimize_marglik(optimize_prior, optimize_sigma)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*link_approx.*")
+            self._la.optimize_prior_precision(
+                pred_type="glm",
+                method="marglik",
+                n_steps=self.marglik_steps,
+                lr=self.marglik_lr,
+                init_prior_prec=1.0,
+                prior_structure="scalar",
+                link_approx="probit",  # unused by the marglik objective
+                progress_bar=self.progress,
+            )
+
+    def _chunk(self, x: torch.Tensor) -> int:
+        if self.chunk_size is not None:
+            return self.chunk_size
+        return max(1, min(256, 2**22 // ((self._la.n_outputs or 1) * self._la.n_params)))
+
+    def _jacobians(self, x):
+        return jacobians(self.model, x, chunk_size=len(x), return_outputs=True)
+
+    def _moments(self, x):
+        return glm_moments(self.model, x, self._covariance_fn(), chunk_size=self._chunk(x),
+                           progress_bar=self.progress, desc=f"{self._label} GLM predictive")

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .._checks import check_labels, check_likelihood, check_model
-from .._utils import batched, collect, model_device_dtype
+from .._utils import batched, collect, model_device_dtype, residual_rms
 from .map import _prepare_input
 
 __all__ = ["TemperatureScaling", "optimal_temperature", "temperature_nll"]
@@ -107,7 +107,7 @@ class TemperatureScaling:
         else:
             if y.numel() != out.numel():
                 raise ValueError(f"targets of `val_loader` must have {out.shape[1]} values per input")
-            self.sigma_noise = (y.reshape(out.shape).double() - out.double()).pow(2).mean().sqrt().item()
+            self.sigma_noise = residual_rms(out.double(), y.double())
         return self
 
     def _check_fitted(self) -> None:

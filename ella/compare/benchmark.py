@@ -17,8 +17,8 @@ import torch
 from ..data.images import DataUnavailable
 from ..report import environment
 from .driver import compare_problem
-from .methods import METHODS, Settings
-from .problems import MODELS, Problem, make_problem
+from .methods import Settings, check_methods
+from .problems import Problem, make_problem, network_name
 from .report import assemble, write_results
 from .shift import digits_rotation_sets, mnist1d_ood_sets, mnist1d_shift_sets
 
@@ -37,17 +37,6 @@ def shift_and_ood_sets(problem: Problem, shift_points: int = 1000, ood_points: i
     if problem.dataset == "digits":
         return {"rotation": digits_rotation_sets(problem.splits)}, {}
     return {}, {}
-
-
-def _check(problems, methods) -> None:
-    for dataset, model in problems:
-        if dataset not in MODELS:
-            raise ValueError(f"`dataset` must be one of {sorted(MODELS)}, got {dataset!r}")
-        if model is not None and model not in MODELS[dataset]:
-            raise ValueError(f"`model` for dataset {dataset!r} must be one of {MODELS[dataset]}, got {model!r}")
-    unknown = [m for m in methods or () if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; registered: {list(METHODS)}")
 
 
 def run_benchmark(problems=ALL_PROBLEMS, out=None, methods=None, settings: Settings | None = None, seed: int = 0,
@@ -77,7 +66,9 @@ def run_benchmark(problems=ALL_PROBLEMS, out=None, methods=None, settings: Setti
         ella.compare.driver.MethodFailed: a method raised (the message names it).
     """
     problems = [(d, m) for d, m in problems]
-    _check(problems, methods)
+    for dataset, model in problems:  # every argument checked before any network trains
+        network_name(dataset, model)
+    check_methods(methods or ())
     settings = settings or Settings()
     before = torch.get_num_threads()
     if threads is not None:
@@ -90,7 +81,7 @@ def run_benchmark(problems=ALL_PROBLEMS, out=None, methods=None, settings: Setti
                 problem = make_problem(dataset, model, seed=seed, num_test=num_test, data_root=data_root,
                                        progress=progress)
             except DataUnavailable as e:
-                skipped[f"{dataset}_{model or MODELS[dataset][0]}"] = str(e)
+                skipped[f"{dataset}_{network_name(dataset, model)}"] = str(e)
                 log(f"[{dataset}] skipped: {e}")
                 continue
             log(f"[{problem.key}] MAP trained in {problem.train_seconds:.0f} s")

@@ -18,14 +18,17 @@ apply by design (:class:`~ella.compare.methods.NotApplicable`) is recorded with 
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import torch
 from torch.utils.data import DataLoader
 
-from ..metrics import classification_metrics, mean_max_prob, ood_auroc, predict_all, regression_metrics
+from .._utils import num_parameters
+from ..metrics import evaluate, mean_max_prob, ood_auroc, predict_all
+from ..report import run_method
 from .cost import measure
 from .fidelity import fidelity, latent_variances
-from .methods import METHODS, NotApplicable, Settings, build
+from .methods import METHODS, NotApplicable, Settings, build, check_methods
 from .problems import Problem
 
 __all__ = ["MethodFailed", "compare_problem", "map_forward_cost"]
@@ -60,52 +63,34 @@ def map_forward_cost(model, x_test: torch.Tensor, x_train: torch.Tensor, batch_s
             "peak_mb": None if peak is None else peak / MB}
 
 
-def _scores(method, loader, name: str, regression: bool):
-    preds, targets, seconds = predict_all(method, loader, name)
-    row = regression_metrics(*preds, targets) if regression else classification_metrics(preds, targets)
-    return row, preds, targets, seconds
-
-
 def _ratio(value, unit):
     return None if value is None or not unit else value / unit
 
 
-def _run_method(name: str, method, problem: Problem, loaders, reference: dict, shift: dict, ood: dict,
-                fidelity_x: torch.Tensor) -> tuple[dict, dict]:
+def _run_method(method, problem: Problem, loaders, reference: dict, shift: dict, ood: dict,
+                fidelity_x: torch.Tensor | None) -> tuple[dict, dict]:
     """Fit, cost, score, shift and OOD for one method. Returns ``(row, extras)``."""
-    train, val, test = loaders
-    regression = problem.likelihood == "regression"
     device = next(problem.model.parameters()).device
-    _, fit_seconds, fit_peak = measure(method.fit, train, val, device=device)
-    fit_seconds += getattr(method, "setup_seconds", 0.0)
-    method.predict(next(iter(test))[0][:8])  # warm-up: first-call allocations are not timed
-    (row, preds, targets, predict_seconds), _, predict_peak = measure(_scores, method, test, "test_loader",
-                                                                      regression, device=device)
-    n = len(targets)
-    row.update(n=n, fit_seconds=fit_seconds, predict_seconds=predict_seconds,
-               predict_seconds_per_1000=predict_seconds * 1000 / n,
-               fit_peak_mb=None if fit_peak is None else fit_peak / MB,
-               predict_peak_mb=None if predict_peak is None else predict_peak / MB)
-    row.update(fit_vs_map_forward=_ratio(fit_seconds, reference["train_pass_seconds"]),
+    row, preds, targets = run_method(method, *loaders, timer=partial(measure, device=device))
+    row["predict_seconds_per_1000"] = row["predict_seconds"] * 1000 / row["n"]
+    row.update(fit_vs_map_forward=_ratio(row["fit_seconds"], reference["train_pass_seconds"]),
                predict_vs_map=_ratio(row["predict_seconds_per_1000"], reference["seconds_per_1000"]),
                fit_memory_vs_map=_ratio(row["fit_peak_mb"], reference["peak_mb"]),
                predict_memory_vs_map=_ratio(row["predict_peak_mb"], reference["peak_mb"]))
-    for extra in ("link", "prior_precision", "temperature", "num_folded"):
-        value = getattr(method, extra, None)
-        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
-            row[extra] = value
-    extras = {"preds": preds, "targets": targets, "variances": latent_variances(method, fidelity_x),
-              "shift": {}, "ood": {}}
+    extras = {"preds": preds, "targets": targets, "shift": {}, "ood": {},
+              "variances": None if fidelity_x is None else latent_variances(method, fidelity_x)}
     for curve, levels in shift.items():
         points = []
         for level, dataset in levels:
-            scores = _scores(method, DataLoader(dataset, batch_size=1000), f"shift {curve}={level}", regression)[0]
+            scores = evaluate(method, DataLoader(dataset, batch_size=1000))
             points.append({"level": level, **{k: scores[k] for k in ("acc", "nll", "ece") if k in scores}})
         extras["shift"][curve] = points
+    if ood:
+        max_prob = mean_max_prob(preds)
     for set_name, dataset in ood.items():
         probs = predict_all(method, DataLoader(dataset, batch_size=1000), f"ood {set_name}")[0]
         extras["ood"][set_name] = {"auroc": ood_auroc(preds, probs), "mean_max_prob": mean_max_prob(probs),
-                                   "in_distribution_mean_max_prob": mean_max_prob(preds)}
+                                   "in_distribution_mean_max_prob": max_prob}
     return row, extras
 
 
@@ -136,24 +121,25 @@ def compare_problem(problem: Problem, methods=None, settings: Settings | None = 
     """
     settings = settings or Settings()
     names = list(METHODS if methods is None else methods)
-    unknown = [m for m in names if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; registered: {list(METHODS)}")
+    check_methods(names)
     shift, ood = shift or {}, ood or {}
     if ood and problem.likelihood == "regression":
         raise ValueError("`ood` sets apply to classification problems only")
     loaders = problem.loaders(batch_size)
     x_train, x_test = problem.splits.train.tensors[0], problem.splits.test.tensors[0]
     reference = map_forward_cost(problem.model, x_test, x_train)
-    fidelity_x = x_test[:fidelity_points]
+    P = num_parameters(problem.model)
+    exact = "exact_lla" in names and P <= settings.exact_max_params  # variances only where they are compared
+    fidelity_x = x_test[:fidelity_points] if exact else None
     rows, not_applicable, variances = {}, {}, {}
     section = {"dataset": problem.dataset, "model": problem.model_name, "likelihood": problem.likelihood,
-               "num_params": sum(p.numel() for p in problem.model.parameters() if p.requires_grad),
+               "num_params": P,
                "num_train": len(problem.splits.train), "num_val": len(problem.splits.val),
                "num_test": len(problem.splits.test), "map_training": {"seconds": problem.train_seconds,
                                                                        "recipe": problem.recipe},
-               "map_forward": reference, "fidelity_points": len(fidelity_x), "shift": {}, "ood": {}}
-    artefacts = {"preds": {}, "targets": None, "regression_grid": None}
+               "map_forward": reference, "fidelity_points": 0 if fidelity_x is None else len(fidelity_x),
+               "shift": {}, "ood": {}}
+    artefacts = {"preds": {}, "targets": None}
     for name in names:
         start = time.perf_counter()
         try:
@@ -166,7 +152,7 @@ def compare_problem(problem: Problem, methods=None, settings: Settings | None = 
             raise MethodFailed(name, problem.key, e) from e
         log(f"[{problem.key}] {name}")
         try:
-            row, extras = _run_method(name, method, problem, loaders, reference, shift, ood, fidelity_x)
+            row, extras = _run_method(method, problem, loaders, reference, shift, ood, fidelity_x)
         except Exception as e:  # noqa: BLE001 - re-raised with the method's name
             raise MethodFailed(name, problem.key, e) from e
         rows[name], variances[name] = row, extras["variances"]

@@ -23,9 +23,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from .._utils import num_parameters
+from .._utils import batched, num_parameters, residual_rms
 
-__all__ = ["Settings", "NotApplicable", "METHODS", "TRAJECTORY_METHODS", "register", "build"]
+__all__ = ["Settings", "NotApplicable", "METHODS", "TRAJECTORY_METHODS", "register", "build", "check_methods"]
 
 
 @dataclass
@@ -70,6 +70,11 @@ class Settings:
         lo, hi, n = self.prior_grid
         return torch.logspace(lo, hi, int(n), dtype=torch.float64)
 
+    def neuralef_kwargs(self, steps: int | None = None) -> dict:
+        """``ELLA(..., **settings.neuralef_kwargs())``: the NTK estimator and the NeuralEF optimisation."""
+        return {"kernel_kwargs": {"estimator": self.ntk_estimator, "num_samples": self.ntk_samples},
+                "feature_kwargs": {"steps": steps or self.neuralef_steps, "lr": self.neuralef_lr}}
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -93,6 +98,13 @@ def register(name: str):
     return add
 
 
+def check_methods(names) -> None:
+    """A ``ValueError`` naming every name in ``names`` that is not registered."""
+    unknown = [m for m in names if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; registered: {list(METHODS)}")
+
+
 def build(name: str, problem, settings: Settings, progress: bool = False):
     """The unfitted method ``name`` for ``problem``; ``ValueError`` for an unknown name."""
     if name not in METHODS:
@@ -108,7 +120,7 @@ def _map(problem, settings, progress):
     sigma = 1.0
     if problem.likelihood == "regression":  # the training RMSE as the observation noise
         x, y = problem.splits.train.tensors
-        sigma = (problem.model(x).detach() - y.reshape(len(y), -1)).pow(2).mean().sqrt().item()
+        sigma = residual_rms(batched(problem.model, x).reshape(len(y), -1), y)
     return MAP(problem.model, problem.likelihood, sigma_noise=sigma)
 
 
@@ -183,9 +195,7 @@ def _ella_nystrom(problem, settings, progress):
 
 @register("ella_neuralef")
 def _ella_neuralef(problem, settings, progress):
-    return _ella(problem, settings, progress, "neuralef",
-                 kernel_kwargs={"estimator": settings.ntk_estimator, "num_samples": settings.ntk_samples},
-                 feature_kwargs={"steps": settings.neuralef_steps, "lr": settings.neuralef_lr})
+    return _ella(problem, settings, progress, "neuralef", **settings.neuralef_kwargs())
 
 
 def _trajectory(name: str):

@@ -11,13 +11,12 @@ __all__ = ["shift_curves", "regression_bands"]
 _METRICS = (("nll", "NLL"), ("ece", "ECE"), ("acc", "accuracy"))
 
 
-def shift_curves(shift: dict, path, title: str = "", xlabels: dict | None = None) -> Path:
+def shift_curves(shift: dict, path, title: str = "") -> Path:
     """One column per shift curve, one row per metric (NLL, ECE, accuracy), one line per method.
 
     Args:
         shift: ``{curve: {method: [{"level", "nll", "ece", "acc"}, ...]}}`` (the ``shift`` section of a result).
         path: the PNG to write.
-        xlabels: ``{curve: axis label}`` (default: the curve's name).
     """
     from matplotlib.figure import Figure
 
@@ -39,7 +38,7 @@ def shift_curves(shift: dict, path, title: str = "", xlabels: dict | None = None
                     axes[i, j].plot(levels, [p[key] for p in points], style, label=name, ms=3, lw=1.2,
                                     color="black" if name == "map" else colour[name])
                     axes[i, j].set_ylabel(label)
-        axes[-1, j].set_xlabel((xlabels or {}).get(curve, curve))
+        axes[-1, j].set_xlabel(curve)
         axes[0, j].set_title(curve)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right upper", fontsize="small")

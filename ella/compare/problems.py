@@ -28,7 +28,7 @@ from ..data.images import IMAGE_DATASETS, image_dataset
 from ..models import digits_mlp, regression_mlp
 from ..train import train_map, train_mnist1d_cnn, train_mnist1d_mlp
 
-__all__ = ["Problem", "make_problem", "MODELS", "image_cnn"]
+__all__ = ["Problem", "make_problem", "network_name", "MODELS", "image_cnn"]
 
 # data set -> the networks it is benchmarked with
 MODELS = {"mnist1d": ("cnn", "mlp"), "digits": ("mlp",), "toy": ("mlp",),
@@ -95,6 +95,16 @@ def _train(model: nn.Module, splits: Splits, recipe: dict, likelihood: str, seed
     return train_map(model, loader, likelihood=likelihood, seed=seed, progress=progress, num_threads=1, **opts)
 
 
+def network_name(dataset: str, model: str | None = None) -> str:
+    """The network ``model`` of ``dataset`` (``None``: its first), checked against :data:`MODELS`."""
+    if dataset not in MODELS:
+        raise ValueError(f"`dataset` must be one of {sorted(MODELS)}, got {dataset!r}")
+    model = MODELS[dataset][0] if model is None else model
+    if model not in MODELS[dataset]:
+        raise ValueError(f"`model` for dataset {dataset!r} must be one of {MODELS[dataset]}, got {model!r}")
+    return model
+
+
 def make_problem(dataset: str, model: str | None = None, seed: int = 0, num_test: int = 10000, data_root=None,
                  progress: bool = True) -> Problem:
     """Build the data and train the MAP network of one benchmark problem.
@@ -111,11 +121,7 @@ def make_problem(dataset: str, model: str | None = None, seed: int = 0, num_test
         ValueError: unknown ``dataset`` or ``model``.
         ella.data.images.DataUnavailable: a torchvision data set whose files are not under ``data_root``.
     """
-    if dataset not in MODELS:
-        raise ValueError(f"`dataset` must be one of {sorted(MODELS)}, got {dataset!r}")
-    model = MODELS[dataset][0] if model is None else model
-    if model not in MODELS[dataset]:
-        raise ValueError(f"`model` for dataset {dataset!r} must be one of {MODELS[dataset]}, got {model!r}")
+    model = network_name(dataset, model)
     start = time.perf_counter()
     likelihood = "regression" if dataset == "toy" else "classification"
     if dataset == "mnist1d":

@@ -14,13 +14,14 @@ import numpy as np
 import torch
 
 from ..metrics import ECE_BINS, reliability_diagrams
-from ..report import environment
+from ..report import environment, markdown_table, table
 from .plots import regression_bands, shift_curves
 
 __all__ = ["assemble", "write_results", "markdown", "headline_table", "RESULTS_VERSION"]
 
 RESULTS_VERSION = 1
 SECTIONS = ("shift", "ood", "fidelity", "not_applicable")
+QUALITY = ("acc", "nll", "ece", "mce", "brier")
 
 
 def assemble(sections: dict[str, dict], settings: dict, env: dict | None = None, **meta) -> dict:
@@ -51,37 +52,26 @@ def _f(value, kind: str = "num") -> str:
     return f"{value:.4f}"
 
 
-def _table(header: list[str], lines: list[list[str]]) -> str:
-    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(rows + ["| " + " | ".join(cells) + " |" for cells in lines])
-
-
-def _quality(rows: dict, regression: bool) -> str:
-    cols = (("nll", "num"), ("rmse", "num")) if regression else (
-        ("acc", "pct"), ("nll", "num"), ("ece", "pct"), ("mce", "pct"), ("brier", "num"))
-    return _table(["method", *[c for c, _ in cols]], [[m, *[_f(r.get(c), k) for c, k in cols]] for m, r in rows.items()])
-
-
 def _cost(rows: dict) -> str:
     cols = (("fit_seconds", "s"), ("fit_vs_map_forward", "x"), ("predict_seconds_per_1000", "s"),
             ("predict_vs_map", "x"), ("fit_peak_mb", "mb"), ("fit_memory_vs_map", "x"), ("predict_peak_mb", "mb"),
             ("predict_memory_vs_map", "x"))
     header = ["method", "fit s", "fit / MAP pass", "predict s / 1000", "predict / MAP", "fit peak MB",
               "fit mem / MAP", "predict peak MB", "predict mem / MAP"]
-    return _table(header, [[m, *[_f(r.get(c), k) for c, k in cols]] for m, r in rows.items()])
+    return table(header, [[m, *[_f(r.get(c), k) for c, k in cols]] for m, r in rows.items()])
 
 
 def _fidelity(fid: dict) -> str:
     lines = [[m, _f(e["nll_gap"]), _f(e["nll_gap_rel"], "pct"), _f(e.get("var_rel_err")), _f(e.get("var_ratio"))]
              for m, e in fid.items()]
-    return _table(["method", "NLL - exact", "NLL gap", "variance rel. error", "variance ratio"], lines)
+    return table(["method", "NLL - exact", "NLL gap", "variance rel. error", "variance ratio"], lines)
 
 
 def _shift(curve: dict, metric: str) -> str:
     methods = list(curve)
     levels = [p["level"] for p in curve[methods[0]]]
     kind = "pct" if metric in ("ece", "acc") else "num"
-    return _table(["method", *[f"{l:g}" for l in levels]], [[m, *[_f(p.get(metric), kind) for p in curve[m]]]
+    return table(["method", *[f"{l:g}" for l in levels]], [[m, *[_f(p.get(metric), kind) for p in curve[m]]]
                                                              for m in methods])
 
 
@@ -91,7 +81,7 @@ def _ood(ood: dict) -> str:
     header = ["method", *[f"AUROC {s}" for s in sets], *[f"max-p {s}" for s in sets], "max-p test"]
     lines = [[m, *[_f(ood[s][m]["auroc"]) for s in sets], *[_f(ood[s][m]["mean_max_prob"]) for s in sets],
               _f(ood[sets[0]][m]["in_distribution_mean_max_prob"])] for m in methods]
-    return _table(header, lines)
+    return table(header, lines)
 
 
 def markdown(results: dict, title: str = "ella compare") -> str:
@@ -107,7 +97,8 @@ def markdown(results: dict, title: str = "ella compare") -> str:
         regression = prob["likelihood"] == "regression"
         parts += [f"## {key}\n", f"P = {prob['num_params']:,} weights; {prob['num_train']:,} train / "
                   f"{prob['num_val']:,} validation / {prob['num_test']:,} test points; MAP trained in "
-                  f"{prob['map_training']['seconds']:.0f} s.\n", _quality(rows, regression), ""]
+                  f"{prob['map_training']['seconds']:.0f} s.\n",
+                  markdown_table(rows, ("nll", "rmse") if regression else QUALITY, baseline=None), ""]
         for name, reason in results["not_applicable"].get(key, {}).items():
             parts.append(f"- `{name}`: not applicable: {reason}")
         parts += ["", "### Cost\n", _cost(rows), ""]
@@ -146,7 +137,7 @@ def headline_table(results: dict) -> str:
                     [_f(e["nll_gap_rel"], "pct"), _f(e.get("var_rel_err"))] if e else ["-", "-"])
             cells += [_f(ood[s][m]["auroc"]) if m in ood[s] else "-" for s in ood]
             lines.append(cells)
-        parts += [f"**{key}** (P = {results['problems'][key]['num_params']:,})\n", _table(header, lines), ""]
+        parts += [f"**{key}** (P = {results['problems'][key]['num_params']:,})\n", table(header, lines), ""]
     return "\n".join(parts)
 
 

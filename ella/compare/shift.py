@@ -61,16 +61,8 @@ def mnist1d_shift_sets(shifts: dict | None = None, num_test: int = 1000,
                              f"({list(MNIST1D_GENERATOR_ARGS)})")
         if not levels:
             raise ValueError(f"shift curve {curve!r} has no levels")
-    cache: dict[tuple, TensorDataset] = {}
-    out = {}
-    for curve, (arg, levels) in shifts.items():
-        out[curve] = []
-        for level in levels:
-            key = (arg, level)
-            if key not in cache:
-                cache[key] = mnist1d(num_test=num_test, test_seed=test_seed, **{arg: level}).test
-            out[curve].append((level, cache[key]))
-    return out
+    return {curve: [(level, mnist1d(num_test=num_test, test_seed=test_seed, **{arg: level}).test) for level in levels]
+            for curve, (arg, levels) in shifts.items()}
 
 
 def mnist1d_ood_sets(num: int = 2000, seed: int = SHIFT_TEST_SEED) -> dict[str, TensorDataset]:

@@ -57,6 +57,7 @@ def main(argv=None) -> None:
             "map": MAP(model),
             "ella_neuralef": ELLA(model, progress=False, **chosen),
             "ella_neuralef_mc": None,
+            "ella_neuralef_residual": ELLA(model, progress=False, residual_samples=Settings().residual_samples, **chosen),
             "ella_nystrom": ELLA(model, features="nystrom", progress=False),
             "kfac_lla": KFACLLA(model, progress=False),
         }

@@ -9,6 +9,10 @@ Pipeline (data flows one way)::
 With the SGD-trajectory kernel (``kernel="sgd-trajectory"``) the default is the predictive of the
 trajectory GP itself, without the likelihood update: ``G = delta I_k``, so ``f(x) ~ N(g(x), Psi Psi^T / delta)``
 with ``delta`` the inverse kernel scale, tuned on validation NLL (``posterior_update=True`` adds the update).
+
+With ``residual_samples = S' > 0`` (NTK kernel) the prior variance the k eigenfunctions leave out is kept:
+``Sigma(x) += (r(x) / delta) I_C`` with ``r(x) = (tr kappa(x, x) - ||Psi(x)||_F^2) / C``, ``tr kappa(x, x)``
+estimated from S' random weight directions (Hutchinson), at S' extra forward passes per prediction.
 """
 
 from __future__ import annotations
@@ -29,10 +33,10 @@ from .predictive import LINKS, hessian_factor, link_probs
 
 DEFAULT_PRIOR_GRID = P.DEFAULT_PRIOR_GRID
 FORMAT = "ella-posterior"
-FORMAT_VERSION = 2  # 2: the kernel name and `posterior_update` are saved
+FORMAT_VERSION = 3  # 2: the kernel name and `posterior_update` are saved; 3: `residual_samples`
 KERNELS = ("ntk", "sgd-trajectory")
 _SAVED = ("likelihood", "k", "link", "n_samples", "seed", "sigma_noise", "prior_precision", "num_folded",
-          "fold_in", "kernel_kwargs", "feature_kwargs")
+          "fold_in", "kernel_kwargs", "feature_kwargs", "residual_samples")
 
 
 class ELLA:
@@ -69,6 +73,10 @@ class ELLA:
         posterior_update: fold the likelihood curvature into ``G`` (the ELLA posterior). ``False`` drops it:
             ``G = delta I_k`` and the predictive covariance is the kernel's ``Psi Psi^T`` scaled by ``1 / delta``.
             Default: ``True``, except for the SGD-trajectory kernel.
+        residual_samples: ``S'``; ``0`` (default) is the ELLA of the paper, whose predictive variance lives in
+            the span of the k eigenfunctions. ``S' > 0`` adds the left-out prior variance ``r(x) / delta`` to
+            every output (see :meth:`residual_variance`), estimated with S' random weight directions by the
+            kernel's estimator; prediction then costs S' more forward passes (or JVPs). NTK kernel only.
     """
 
     def __init__(self, model: nn.Module, likelihood: str = "classification", k: int = 20,
@@ -76,7 +84,8 @@ class ELLA:
                  kernel_kwargs: dict | None = None, feature_kwargs: dict | None = None,
                  prior_precision: float | None = None, prior_grid=None, fold_in: str | int = "all",
                  sigma_noise: float | None = None, link: str = "margin", n_samples: int = 512,
-                 seed: int = 0, progress: bool = True, posterior_update: bool | None = None):
+                 seed: int = 0, progress: bool = True, posterior_update: bool | None = None,
+                 residual_samples: int = 0):
         check_model(model)
         self.likelihood = check_likelihood(likelihood)
         self.k = check_positive_int(k, "k")
@@ -96,6 +105,11 @@ class ELLA:
             raise ValueError(f"`link` must be one of {LINKS}, got {link!r}")
         if prior_precision is not None and not prior_precision > 0:
             raise ValueError(f"`prior_precision` must be positive, got {prior_precision!r}")
+        if not (isinstance(residual_samples, int) and residual_samples >= 0):
+            raise ValueError(f"`residual_samples` must be a non-negative integer, got {residual_samples!r}")
+        if residual_samples and not (kernel == "ntk" or isinstance(kernel, EmpiricalNTK)):
+            raise ValueError("`residual_samples` > 0 needs the NTK kernel (kernel='ntk' or an EmpiricalNTK), "
+                             f"got kernel={kernel!r}")
         if not (fold_in in ("all", "tune") or (isinstance(fold_in, int) and fold_in > 0)):
             raise ValueError(f"`fold_in` must be 'all', 'tune' or a positive integer, got {fold_in!r}")
         self.model, self.kernel, self.features = model, kernel, features
@@ -104,8 +118,10 @@ class ELLA:
         self.prior_grid = DEFAULT_PRIOR_GRID if prior_grid is None else torch.as_tensor(prior_grid, dtype=torch.float64)
         self.fold_in, self.sigma_noise, self.link, self.n_samples = fold_in, sigma_noise, link, n_samples
         self.seed, self.progress, self.posterior_update = seed, progress, posterior_update
+        self.residual_samples = residual_samples
         self.solver: EigenSolver | None = None
         self._chol: torch.Tensor | None = None
+        self._residual_ntk: EmpiricalNTK | None = None
 
     # ---------------------------------------------------------------- fit
     def fit(self, train_loader, val_loader=None) -> "ELLA":
@@ -138,9 +154,10 @@ class ELLA:
             xv, yv = val
             mean_v = batched(self.model, xv).reshape(len(xv), -1)
             psi_v = batched(self.solver.feature_map, xv, 512)
-            t, delta, self.tuning_scores = P.tune_prior(curvs, self.prior_grid, mean_v, psi_v,
-                                                        yv.reshape(mean_v.shape) if self.likelihood == "regression" else yv,
-                                                        self.likelihood, self.link, self.sigma_noise or 1.0)
+            residual_v = self._residual(xv, psi_v) if self.residual_samples else None
+            targets_v = yv.reshape(mean_v.shape) if self.likelihood == "regression" else yv
+            t, delta, self.tuning_scores = P.tune_prior(curvs, self.prior_grid, mean_v, psi_v, targets_v,
+                                                        self.likelihood, self.link, self.sigma_noise or 1.0, residual_v)
         else:
             t, delta = len(counts) - 1, self.prior_precision or 1.0
         self.prior_precision, self.num_folded = delta, counts[t]
@@ -151,8 +168,17 @@ class ELLA:
     def _set_factor(self, chol: torch.Tensor) -> None:
         """Keep ``L`` and the map ``psi(x) -> F(x) = psi(x) diag(sqrt(mu)) L^{-T}`` used at prediction."""
         self._chol = chol
+        dtype = model_device_dtype(self.model)[1]
         scale = self.solver.eigenvalues.double().clamp_min(0).sqrt()
-        self._psi_to_factor = (P.inverse_factor(chol) * scale).to(model_device_dtype(self.model)[1])
+        self._scale = scale.to(dtype)
+        self._psi_to_factor = (P.inverse_factor(chol) * scale).to(dtype)
+
+    def _residual(self, x: torch.Tensor, feature_map: torch.Tensor) -> torch.Tensor:
+        """``r(x)`` from S' random directions of the NTK estimator, seeded apart from the kernel's own."""
+        if self._residual_ntk is None:
+            ntk = self.kernel if isinstance(self.kernel, EmpiricalNTK) else self._make_kernel()
+            self._residual_ntk = ntk.resampled(self.residual_samples, ntk.seed + 1)
+        return P.residual_variance(self._residual_ntk.features(x), feature_map)
 
     def _make_kernel(self) -> Kernel:
         if isinstance(self.kernel, Kernel):
@@ -198,8 +224,28 @@ class ELLA:
         device, dtype = model_device_dtype(self.model)
         x = x.to(device=device, dtype=dtype if x.dtype.is_floating_point else None)
         mean = self.model(x).reshape(len(x), -1)
+        psi = self.solver(x)
         # psi(x) -> Psi(x) = psi sqrt(mu) -> F(x) = Psi L^{-T}, with both maps folded into one k x k matrix
-        return mean, P.predictive_factor(self.solver(x), self._psi_to_factor)
+        factor = P.predictive_factor(psi, self._psi_to_factor)
+        if not self.residual_samples:
+            return mean, factor
+        # F -> [F, sqrt(r / delta) I_C]: the prior variance outside the eigenfunctions' span
+        return mean, P.with_isotropic(factor, self._residual(x, psi * self._scale) / self.prior_precision)
+
+    def residual_variance(self, x: torch.Tensor) -> torch.Tensor:
+        """``r(x) / delta``, shape ``(B,)``: the prior variance the k eigenfunctions leave out, added to every
+        output's predictive variance when ``residual_samples > 0``.
+
+        ``r(x) = max(0, tr kappa(x, x) - ||Psi(x)||_F^2) / C``, with ``tr kappa(x, x)`` estimated by
+        Hutchinson's estimator from ``residual_samples`` random weight directions.
+        """
+        self._check_fitted()
+        if not self.residual_samples:
+            raise ValueError("`residual_variance` needs `residual_samples` > 0")
+        device, dtype = model_device_dtype(self.model)
+        x = x.to(device=device, dtype=dtype if x.dtype.is_floating_point else None)
+        with torch.no_grad():
+            return self._residual(x, self.solver.feature_map(x)) / self.prior_precision
 
     def predictive_moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Latent ``f(x) ~ N(mean, cov)``: mean ``(B, C)`` and covariance ``(B, C, C)``."""
@@ -254,7 +300,8 @@ class ELLA:
         cfg = state["config"]
         kwargs = {name: cfg[name] for name in ("likelihood", "k", "link", "n_samples", "seed", "sigma_noise",
                                                "prior_precision", "fold_in", "kernel_kwargs", "feature_kwargs")}
-        post = cls(model, features=state["features"], progress=False, **kwargs)
+        post = cls(model, features=state["features"], progress=False, residual_samples=cfg.get("residual_samples", 0),
+                   **kwargs)
         post.kernel, post.posterior_update = cfg.get("kernel", "ntk"), cfg.get("posterior_update", True)
         post.num_folded, post.curvature = cfg["num_folded"], state["curvature"]
         if state["features"] == "nystrom":
@@ -289,4 +336,4 @@ class ELLA:
         kind = self.features if isinstance(self.features, str) else type(self.features).__name__.lower()
         if self.kernel == "sgd-trajectory" or isinstance(self.kernel, SGDTrajectoryKernel):
             return "ella_sgd_trajectory" if kind == "neuralef" else f"ella_sgd_trajectory_{kind}"
-        return f"ella_{kind}"
+        return f"ella_{kind}_residual" if self.residual_samples else f"ella_{kind}"

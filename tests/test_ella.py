@@ -85,6 +85,42 @@ def test_neuralef_ella_approaches_the_exact_top_k_posterior(classifier):
     assert torch.allclose(post.eigenvalues, evals.flip(0)[:k] / J.shape[0], rtol=0.1)
 
 
+def test_residual_adds_the_left_out_prior_variance(classifier):
+    model, x, y = classifier
+    x_test = torch.randn(9, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    opts = {"k": 10, "features": "nystrom", "prior_precision": 0.5, "progress": False,
+            "kernel_kwargs": {"estimator": "exact"}, "feature_kwargs": {"num_points": 40}}
+    plain = ELLA(model, **opts).fit(loader(x, y))
+    post = ELLA(model, residual_samples=1, **opts).fit(loader(x, y))
+    assert post.name == "ella_nystrom_residual"
+    # r(x) = tr(J J^T - Psi Psi^T) / C from dense Jacobians, scaled by 1 / delta, on every output
+    J, psi = jacobians(model, x_test), post.feature_map(x_test)
+    r = ((J @ J.transpose(1, 2)).diagonal(dim1=1, dim2=2).sum(-1) - psi.pow(2).sum((1, 2))) / 3
+    assert (r > 0).all()
+    assert torch.allclose(post.residual_variance(x_test), r / 0.5, rtol=1e-8)
+    added = post.predictive_moments(x_test)[1] - plain.predictive_moments(x_test)[1]
+    assert torch.allclose(added, (r / 0.5)[:, None, None] * torch.eye(3, dtype=torch.float64), rtol=1e-8, atol=1e-10)
+    # the total variance moves towards the exact LLA's (the residual over-counts the directions past the top k
+    # that the data still constrain, so it is not exact: 0.35 vs 0.64 mean error here)
+    exact = exact_lla_covariance(model, x, x_test, "classification", 0.5).diagonal(dim1=1, dim2=2).sum(-1)
+
+    def error(p):
+        return (p.predictive_moments(x_test)[1].diagonal(dim1=1, dim2=2).sum(-1) - exact).abs().mean()
+
+    assert error(post) < 0.75 * error(plain)
+
+
+def test_residual_estimate_is_unbiased(classifier):
+    model, x, y = classifier
+    opts = {"k": 4, "features": "nystrom", "prior_precision": 1.0, "progress": False,
+            "feature_kwargs": {"num_points": 40}}
+    exact = ELLA(model, residual_samples=1, kernel_kwargs={"estimator": "exact"}, **opts).fit(loader(x, y))
+    jvp = ELLA(model, residual_samples=4096, kernel_kwargs={"estimator": "jvp"}, **opts).fit(loader(x, y))
+    jvp.solver = exact.solver  # the same Psi, so only the trace estimate differs
+    x_test = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(jvp.residual_variance(x_test), exact.residual_variance(x_test), rtol=0.1)
+
+
 def test_predict_prior_tuning_and_model_untouched(classifier):
     model, x, y = classifier
     before = [p.detach().clone() for p in model.parameters()]
@@ -103,13 +139,15 @@ def test_predict_prior_tuning_and_model_untouched(classifier):
     assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
 
 
-@pytest.mark.parametrize("features", ["neuralef", "nystrom"])
-def test_save_load_round_trip(classifier, tmp_path, features):
+@pytest.mark.parametrize("features, residual", [("neuralef", 0), ("nystrom", 3)])
+def test_save_load_round_trip(classifier, tmp_path, features, residual):
     model, x, y = classifier
     post = ELLA(model, k=4, features=features, progress=False, kernel_kwargs={"num_samples": 32},
-                feature_kwargs={"steps": 20} if features == "neuralef" else {}).fit(loader(x, y))
+                feature_kwargs={"steps": 20} if features == "neuralef" else {},
+                residual_samples=residual).fit(loader(x, y))
     post.save(tmp_path / "post.pt")
     loaded = ELLA.load(tmp_path / "post.pt", model)
+    assert loaded.residual_samples == residual
     assert torch.allclose(loaded.predict(x), post.predict(x), atol=1e-12)
     assert loaded.prior_precision == post.prior_precision
 
@@ -149,3 +187,9 @@ def test_bad_input_is_rejected_before_work(classifier):
         ELLA(model, link="softmax")
     with pytest.raises(ValueError, match="must equal the k = 3 of the `features` solver"):
         ELLA(model, k=4, features=Nystrom(3))
+    with pytest.raises(ValueError, match="`residual_samples` must be a non-negative integer"):
+        ELLA(model, residual_samples=-1)
+    with pytest.raises(ValueError, match="`residual_samples` > 0 needs the NTK kernel"):
+        ELLA(model, kernel="sgd-trajectory", kernel_kwargs={"trajectory": None}, residual_samples=4)
+    with pytest.raises(ValueError, match="`residual_variance` needs `residual_samples` > 0"):
+        ELLA(model, k=2, features="nystrom", progress=False).fit(loader(x, y)).residual_variance(x)

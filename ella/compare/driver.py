@@ -129,7 +129,7 @@ def compare_problem(problem: Problem, methods=None, settings: Settings | None = 
     x_train, x_test = problem.splits.train.tensors[0], problem.splits.test.tensors[0]
     reference = map_forward_cost(problem.model, x_test, x_train)
     P = num_parameters(problem.model)
-    exact = "exact_lla" in names and P <= settings.exact_max_params  # variances only where they are compared
+    exact = "exact_lla" in names and P <= settings.exact_max_params and fidelity_points > 0  # variances where compared
     fidelity_x = x_test[:fidelity_points] if exact else None
     rows, not_applicable, variances = {}, {}, {}
     section = {"dataset": problem.dataset, "model": problem.model_name, "likelihood": problem.likelihood,

@@ -98,6 +98,12 @@ class EmpiricalNTK(FeatureKernel):
         self.num_features = self.num_params if estimator == "exact" else num_samples
         self.device = next(model.parameters()).device
         self._num_outputs = None
+        self._block: tuple[int, torch.Tensor] | None = None  # (index, directions) of the last block drawn
+
+    def resampled(self, num_samples: int, seed: int) -> "EmpiricalNTK":
+        """The same estimator with ``num_samples`` other random directions, drawn from ``seed`` (no progress bar)."""
+        return EmpiricalNTK(self.model, self.estimator, num_samples, self.distribution, self.eps, self.central, seed,
+                            self.batch_size, progress=False)
 
     @property
     def num_outputs(self) -> int:
@@ -142,10 +148,17 @@ class EmpiricalNTK(FeatureKernel):
         num_blocks = math.ceil(S / _BLOCK)
         for block in progress(range(num_blocks), self.progress, f"NTK features ({self.estimator})"):
             lo, hi = block * _BLOCK, min(S, (block + 1) * _BLOCK)
-            v = directions(self.seed, block, self.num_params, self.distribution, self.dtype)[: hi - lo]
-            v = v.to(self.device)
+            v = self._directions(block)[: hi - lo]
             phi[:, :, lo:hi] = self._jvp_block(x, v) if self.estimator == "jvp" else self._fd_block(x, v, base)
         return phi
+
+    def _directions(self, block: int) -> torch.Tensor:
+        """Block ``block`` of directions on the kernel's device; kept, so that a kernel of at most one block
+        (e.g. the few directions of a prediction-time estimate) draws its directions once."""
+        if self._block is None or self._block[0] != block:
+            v = directions(self.seed, block, self.num_params, self.distribution, self.dtype).to(self.device)
+            self._block = (block, v)
+        return self._block[1]
 
     @torch.no_grad()
     def _jvp_block(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -77,7 +77,7 @@ def main(argv=None) -> None:
         results[name] = rows
         print(f"\nMNIST-1D {name}: predict seconds per 1,000 inputs (threads = {torch.get_num_threads()})")
         for method_name, row in rows.items():
-            print(f"  {method_name:18s} {row['seconds_per_1000']:8.4f} s   {row['ratio_to_map']:7.1f}x MAP")
+            print(f"  {method_name:24s} {row['seconds_per_1000']:8.4f} s   {row['ratio_to_map']:7.1f}x MAP")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "predict_speed.json").write_text(json.dumps({"threads": torch.get_num_threads(), "test_points": args.test,

@@ -218,11 +218,15 @@ class ELLA:
         self._check_fitted()
         return self.solver.feature_map(x)
 
+    def _on_model(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` on the model's device, floating inputs in its dtype."""
+        device, dtype = model_device_dtype(self.model)
+        return x.to(device=device, dtype=dtype if x.dtype.is_floating_point else None)
+
     @torch.no_grad()
     def _mean_and_factor(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self._check_fitted()
-        device, dtype = model_device_dtype(self.model)
-        x = x.to(device=device, dtype=dtype if x.dtype.is_floating_point else None)
+        x = self._on_model(x)
         mean = self.model(x).reshape(len(x), -1)
         psi = self.solver(x)
         # psi(x) -> Psi(x) = psi sqrt(mu) -> F(x) = Psi L^{-T}, with both maps folded into one k x k matrix
@@ -232,6 +236,7 @@ class ELLA:
         # F -> [F, sqrt(r / delta) I_C]: the prior variance outside the eigenfunctions' span
         return mean, P.with_isotropic(factor, self._residual(x, psi * self._scale) / self.prior_precision)
 
+    @torch.no_grad()
     def residual_variance(self, x: torch.Tensor) -> torch.Tensor:
         """``r(x) / delta``, shape ``(B,)``: the prior variance the k eigenfunctions leave out, added to every
         output's predictive variance when ``residual_samples > 0``.
@@ -242,10 +247,8 @@ class ELLA:
         self._check_fitted()
         if not self.residual_samples:
             raise ValueError("`residual_variance` needs `residual_samples` > 0")
-        device, dtype = model_device_dtype(self.model)
-        x = x.to(device=device, dtype=dtype if x.dtype.is_floating_point else None)
-        with torch.no_grad():
-            return self._residual(x, self.solver.feature_map(x)) / self.prior_precision
+        x = self._on_model(x)
+        return self._residual(x, self.solver.feature_map(x)) / self.prior_precision
 
     def predictive_moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Latent ``f(x) ~ N(mean, cov)``: mean ``(B, C)`` and covariance ``(B, C, C)``."""

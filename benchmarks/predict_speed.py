@@ -19,9 +19,9 @@ from torch.utils.data import DataLoader
 
 from ella import ELLA
 from ella.baselines import KFACLLA, MAP
-from ella.compare import Settings
-from ella.data import mnist1d
-from ella.train import train_mnist1d_cnn, train_mnist1d_mlp
+from ella.experiments.compare import Settings
+from ella.experiments.data import mnist1d
+from ella.experiments.train import train_mnist1d_cnn, train_mnist1d_mlp
 
 
 def best_time(fn, x: torch.Tensor, repeats: int, batch_size: int = 1000) -> float:

@@ -19,11 +19,11 @@ import sys
 import time
 from pathlib import Path
 
-from ella.compare.benchmark import ALL_PROBLEMS, run_benchmark
-from ella.compare.driver import MethodFailed
-from ella.compare.methods import Settings
-from ella.compare.report import headline_table
-from ella.data.images import IMAGE_DATASETS
+from ella.experiments.compare.benchmark import ALL_PROBLEMS, run_benchmark
+from ella.experiments.compare.driver import MethodFailed
+from ella.experiments.compare.methods import Settings
+from ella.experiments.compare.report import headline_table
+from ella.experiments.data.images import IMAGE_DATASETS
 
 ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- benchmark-table:start -->", "<!-- benchmark-table:end -->"

@@ -1,11 +1,22 @@
 """ella: calibrated uncertainty for trained networks.
 
 Empirical NTK -> NeuralEF eigenfunctions -> the k x k ELLA posterior -> calibrated predictions.
+
+``ella.ELLA`` and ``ella.evaluate`` are imported on first use, so that ``import ella.kernels`` (or the ``ella``
+command's ``--help``) loads only what it needs.
 """
 
-from . import baselines, eigen, kernels, metrics, trajectory
-from .ella import ELLA
-from .metrics import evaluate
-
 __version__ = "0.1.0"
-__all__ = ["ELLA", "evaluate", "metrics", "kernels", "eigen", "baselines", "trajectory", "__version__"]
+__all__ = ["ELLA", "evaluate", "__version__"]
+
+
+def __getattr__(name: str):
+    if name == "ELLA":
+        from .methods.ella import ELLA
+
+        return ELLA
+    if name == "evaluate":
+        from .methods.evaluate import evaluate
+
+        return evaluate
+    raise AttributeError(f"module 'ella' has no attribute {name!r}")

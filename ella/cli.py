@@ -7,13 +7,13 @@ import sys
 
 
 def _demo(args) -> None:
-    from .demo import run_demo
+    from .experiments.demo import run_demo
 
     run_demo(out=args.out, quick=args.quick, seed=args.seed, progress=not args.no_progress)
 
 
 def _eigen(args) -> None:
-    from .eigen.experiment import run_eigen_experiment
+    from .experiments.eigen.experiment import run_eigen_experiment
 
     run_eigen_experiment(kernel=args.kernel, solver=args.solver, data=args.data, k=args.k, steps=args.steps,
                          num_points=args.num_points, num_train=args.num_train, out=args.out, seed=args.seed,
@@ -40,7 +40,7 @@ def _add_eigen(sub) -> None:
 
 
 def _compare(args) -> int:
-    from .compare import Settings, compare
+    from .experiments.compare import Settings, compare
 
     settings = Settings(link=args.link, laplace_prior=args.laplace_prior)
     results = compare(args.dataset, args.model, out=args.out, methods=args.methods, settings=settings,

@@ -1,111 +1,94 @@
-"""Pure ``torch.func`` building blocks: Jacobians, Jacobian-vector products and weight perturbations.
+"""Pure ``torch.func`` building blocks: Jacobians, Jacobian-vector products and perturbed outputs.
 
 Notation: the network is ``g(x, theta)`` in ``R^C`` with ``P`` trainable parameters ``theta``, and
 ``J(x) = dg/dtheta`` in ``R^{C x P}``. Flat parameter vectors follow the order of
-``model.named_parameters()`` restricted to the parameters that require grad.
+``model.named_parameters()`` restricted to the parameters that require grad. Inputs ``x`` are a tensor or a
+dict of tensors (:mod:`ella.batches`). Nothing here modifies the model: every function evaluates it at
+other weights through ``torch.func.functional_call``.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import torch
 from torch import nn
-from torch.func import functional_call, jacrev, jvp, vmap
+from torch.func import jacrev, jvp, vmap
 
-from ._utils import trainable_parameters, unflatten_like
+from . import batches
+from ._utils import num_parameters, trainable_parameters, unflatten_like
 
-
-def _output_fn(model: nn.Module):
-    """``theta, x -> g(x, theta)`` for a batch ``x``, as a pure function of the parameter dict."""
-
-    def g(params, x):
-        out = functional_call(model, params, (x,))
-        return out.reshape(out.shape[0], -1)
-
-    return g
+JACOBIAN_BUDGET = 2**22  # entries of one chunk of dense Jacobians (16 MiB in float32)
 
 
-@torch.no_grad()
-def _num_outputs(model: nn.Module, x: torch.Tensor) -> int:
-    return model(x).reshape(len(x), -1).shape[1]
+def jacobian_chunk(num_outputs: int, num_params: int) -> int:
+    """Inputs per chunk of dense Jacobians: about :data:`JACOBIAN_BUDGET` entries, at most 256 inputs."""
+    return max(1, min(256, JACOBIAN_BUDGET // (num_outputs * num_params)))
 
 
-_JACOBIAN_BUDGET = 2**22  # entries of one chunk of Jacobians (16 MiB in float32) when chunk_size is None
+def _single(x, xb):
+    """One input ``xb`` (a row of ``x``) as a batch of one."""
+    return {k: v.unsqueeze(0) for k, v in xb.items()} if isinstance(x, dict) else xb.unsqueeze(0)
 
 
-def jacobians(model: nn.Module, x: torch.Tensor, chunk_size: int | None = None, return_outputs: bool = False):
+def jacobians(model: nn.Module, x, chunk_size: int | None = None, return_outputs: bool = False):
     """Dense per-sample Jacobians ``J(x_b)`` of shape ``(B, C, P)``; for small networks and GLM predictives.
 
     Computed as ``vmap`` over inputs of reverse-mode ``jacrev`` (cost linear in B), ``chunk_size`` inputs at
-    a time (``None``: as many as fit in about 16 MiB of float32 Jacobians). Parameters that do not require
-    grad are held fixed. With ``return_outputs`` also returns ``g(x)`` ``(B, C)`` from the same pass.
+    a time (``None``: :func:`jacobian_chunk`). Parameters that do not require grad are held fixed. With
+    ``return_outputs`` also returns ``g(x)`` ``(B, C)`` from the same pass.
     """
     params = trainable_parameters(model)
-    g = _output_fn(model)
     if chunk_size is None:
-        num_params = sum(p.numel() for p in params.values())
-        chunk_size = max(1, min(256, _JACOBIAN_BUDGET // (_num_outputs(model, x[:1]) * num_params)))
+        with torch.no_grad():
+            C = batches.call(model, batches.take(x, slice(0, 1))).shape[1]
+        chunk_size = jacobian_chunk(C, num_parameters(model))
 
     def one(xb):  # (J(x) (C, P), g(x) (C,)) for a single input
-        out_fn = lambda p: (lambda o: (o, o))(g(p, xb.unsqueeze(0))[0])
+        def out_fn(p):
+            out = batches.functional(model, p, _single(x, xb))[0]
+            return out, out
+
         jac, out = jacrev(out_fn, has_aux=True)(params)
         return torch.cat([j.reshape(j.shape[0], -1) for j in jac.values()], dim=1), out
 
-    pieces = [vmap(one)(x[i : i + chunk_size]) for i in range(0, len(x), chunk_size)]
+    pieces = [vmap(one)(piece) for piece in batches.chunks(x, chunk_size)]
     J = torch.cat([j for j, _ in pieces]).detach()
     return (J, torch.cat([o for _, o in pieces]).detach()) if return_outputs else J
 
 
-def jacobian_rows(model: nn.Module, x: torch.Tensor, index: torch.Tensor, chunk_size: int = 64) -> torch.Tensor:
+def jacobian_rows(model: nn.Module, x, index: torch.Tensor, chunk_size: int = 64) -> torch.Tensor:
     """Rows ``J_{c_b}(x_b) = d g_{c_b}(x_b) / d theta`` of shape ``(B, P)``: one output per input."""
     params = trainable_parameters(model)
-    g = _output_fn(model)
 
-    def one(xb, eb):  # gradient of the single output c_b at x_b (eb: one-hot of c_b)
-        grad = torch.func.grad(lambda p: g(p, xb.unsqueeze(0))[0] @ eb)(params)
+    def one(xb, cb):  # gradient of the single output c_b at x_b
+        grad = torch.func.grad(lambda p: batches.functional(model, p, _single(x, xb))[0, cb])(params)
         return torch.cat([t.reshape(-1) for t in grad.values()])
 
-    dtype = next(iter(params.values())).dtype
-    onehot = torch.zeros(len(x), _num_outputs(model, x[:1]), dtype=dtype, device=x.device)
-    onehot[torch.arange(len(x)), index] = 1
-    rows = [vmap(one)(x[i : i + chunk_size], onehot[i : i + chunk_size]) for i in range(0, len(x), chunk_size)]
+    rows = [vmap(one)(batches.take(x, slice(i, i + chunk_size)), index[i : i + chunk_size])
+            for i in range(0, batches.num_rows(x), chunk_size)]
     return torch.cat(rows)
 
 
-def jvps(model: nn.Module, x: torch.Tensor, tangents: torch.Tensor) -> torch.Tensor:
+def jvps(model: nn.Module, x, tangents: torch.Tensor) -> torch.Tensor:
     """Forward-mode products ``J(x) v_s`` for flat tangents ``V`` of shape ``(S, P)``; returns ``(B, C, S)``.
 
     One ``torch.func.jvp`` per tangent, vectorised over the S tangents with ``vmap``; no Jacobian is formed.
     """
     params = trainable_parameters(model)
-    g = _output_fn(model)
     tangent_dicts = unflatten_like(tangents.to(next(iter(params.values())).dtype), params)
 
     def one(t):  # v -> J(x) v, shape (B, C)
-        return jvp(lambda p: g(p, x), (params,), (t,))[1]
+        return jvp(lambda p: batches.functional(model, p, x), (params,), (t,))[1]
 
     return vmap(one)(tangent_dicts).permute(1, 2, 0)
 
 
-@contextmanager
-def perturbed(model: nn.Module, direction: torch.Tensor, eps: float):
-    """Temporarily set ``theta <- theta + eps * direction`` in place.
+@torch.no_grad()
+def perturbed_outputs(model: nn.Module, x, direction: torch.Tensor, eps: float) -> torch.Tensor:
+    """``g(x, theta + eps v)`` for a flat direction ``v`` ``(P,)``, shape ``(B, C)``.
 
-    The original weights are copied before the change and copied back afterwards, also when the body
-    raises, so they are restored bit for bit (adding and subtracting ``eps * v`` would not be exact).
+    The perturbed weights are a new parameter dict passed to ``functional_call``: the model's own tensors are
+    never written, so nothing needs restoring, whatever interrupts the call.
     """
-    params = [p for p in model.parameters() if p.requires_grad]
-    saved = [p.detach().clone() for p in params]
-    try:
-        with torch.no_grad():
-            offset = 0
-            for p in params:
-                n = p.numel()
-                p.add_(direction[offset : offset + n].view_as(p).to(p.dtype), alpha=eps)
-                offset += n
-        yield model
-    finally:
-        with torch.no_grad():
-            for p, s in zip(params, saved):
-                p.copy_(s)
+    params = trainable_parameters(model)
+    step = unflatten_like(direction, params)
+    return batches.functional(model, {n: p + eps * step[n].to(p.dtype) for n, p in params.items()}, x)

@@ -1,4 +1,5 @@
-"""Calibration and accuracy metrics, and the reliability diagram.
+"""Calibration and accuracy metrics of predictions (pure functions; the reliability diagram is drawn in
+:mod:`ella.experiments.plots`).
 
 Every function accepts torch tensors or numpy arrays, validates its input (``ValueError`` naming the
 argument) and returns Python floats. Classification metrics take ``probs`` of shape (N, C) (rows sum to 1)
@@ -14,19 +15,14 @@ used even when the labels take at most two distinct values (netcal then switches
 
 from __future__ import annotations
 
-import math
-import time
-from pathlib import Path
-
 import numpy as np
 import torch
 
-from ._checks import check_loader
-from ._utils import progress as _progress
+from .predictive import PROB_FLOOR, class_nll
+from .predictive import gaussian_nll as _gaussian_nll
 
 ECE_BINS = 15
 _SUM_TOL = 1e-3
-_LOG_FLOOR = 1e-12
 
 
 def _np(x, name: str) -> np.ndarray:
@@ -84,13 +80,12 @@ def accuracy(probs, labels) -> float:
 
 
 def nll(probs, labels) -> float:
-    """Negative log-likelihood: ``-(1/N) sum_i log max(p_{i, y_i}, 1e-12)`` (0 gives a large finite value)."""
+    """Negative log-likelihood ``-(1/N) sum_i log max(p_{i, y_i}, PROB_FLOOR)`` (:func:`ella.predictive.class_nll`)."""
     p, y = _check(probs, labels)
-    py = p[np.arange(len(y)), y].astype(np.float64)
-    return float(-np.mean(np.log(np.maximum(py, _LOG_FLOOR))))
+    return float(class_nll(torch.from_numpy(p.astype(np.float64)), torch.from_numpy(y)).mean())
 
 
-def _calibration_bins(probs, labels, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def calibration_bins(probs, labels, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-bin counts ``N_b``, accuracies ``acc(b)`` and mean confidences ``conf(b)`` (0 in empty bins),
     binned as netcal 1.4 does (see the module docstring)."""
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
@@ -112,13 +107,13 @@ def _calibration_bins(probs, labels, bins: int) -> tuple[np.ndarray, np.ndarray,
 def ece(probs, labels, bins: int = ECE_BINS) -> float:
     """Expected calibration error ``sum_b (N_b / N) |acc(b) - conf(b)|`` over ``bins`` equal-width bins of the
     top-label confidence (netcal's ``ECE(bins)``; bins ``[lo, hi)``, last bin closed)."""
-    counts, acc, conf = _calibration_bins(probs, labels, bins)
+    counts, acc, conf = calibration_bins(probs, labels, bins)
     return float(np.sum(counts / counts.sum() * np.abs(acc - conf)))
 
 
 def mce(probs, labels, bins: int = ECE_BINS) -> float:
     """Maximum calibration error ``max_b |acc(b) - conf(b)|`` (empty bins count as 0; netcal's ``MCE(bins)``)."""
-    counts, acc, conf = _calibration_bins(probs, labels, bins)
+    counts, acc, conf = calibration_bins(probs, labels, bins)
     return float(np.max(np.abs(acc - conf)))
 
 
@@ -133,7 +128,7 @@ def brier(probs, labels) -> float:
 def predictive_entropy(probs) -> np.ndarray:
     """Per-point entropy ``H_i = -sum_c p_ic log p_ic`` (with ``0 log 0 = 0``), a float64 array of shape (N,)."""
     p = _check_probs(probs).astype(np.float64)
-    return -np.sum(np.where(p > 0, p * np.log(np.maximum(p, _LOG_FLOOR)), 0.0), axis=1)
+    return -np.sum(np.where(p > 0, p * np.log(np.maximum(p, PROB_FLOOR)), 0.0), axis=1)
 
 
 def mean_max_prob(probs) -> float:
@@ -179,7 +174,7 @@ def gaussian_nll(mean, var, targets) -> float:
     ``var`` is the predictive variance including observation noise; a (N, D, D) covariance is reduced to its
     diagonal."""
     m, t, v = _regression(mean, targets, var)
-    return float(np.mean(0.5 * np.log(2 * math.pi * v) + (t - m) ** 2 / (2 * v)))
+    return float(_gaussian_nll(*(torch.as_tensor(a.copy()) for a in (m, v, t))).mean())
 
 
 def rmse(mean, targets) -> float:
@@ -199,131 +194,8 @@ def regression_metrics(mean, var, targets) -> dict[str, float]:
     return {"nll": gaussian_nll(mean, var, targets), "rmse": rmse(mean, targets)}
 
 
-def predict_all(method, loader, name: str = "loader", progress: bool = False):
-    """Run ``method.predict`` over every batch of ``loader``.
-
-    Returns ``(predictions, targets, seconds)``: probabilities ``(N, C)`` for classification or
-    ``(mean, var)`` for regression (``method.likelihood == "regression"``, var including observation
-    noise; a covariance is reduced to its diagonal); targets (``None`` if the loader yields only x); and
-    the wall-clock seconds spent inside ``predict``. Inputs go to the device of ``method.model``.
-    """
-    if not callable(getattr(method, "predict", None)):
-        raise TypeError(f"`method` must have a `predict(x)` method, got {type(method).__name__}")
-    check_loader(loader, name)
-    regression = getattr(method, "likelihood", "classification") == "regression"
-    model = getattr(method, "model", None)
-    params = list(model.parameters()) if isinstance(model, torch.nn.Module) else []
-    device = params[0].device if params else None
-    outs, ys, seconds = [], [], 0.0
-    total = len(loader) if hasattr(loader, "__len__") else None
-    with torch.no_grad():
-        for batch in _progress(loader, progress, desc=f"evaluate {name}", total=total):
-            x, y = (batch[0], batch[1] if len(batch) > 1 else None) if isinstance(batch, (tuple, list)) else (batch, None)
-            if device is not None and isinstance(x, torch.Tensor):
-                x = x.to(device)
-            start = time.perf_counter()
-            out = method.predict(x)
-            seconds += time.perf_counter() - start
-            if regression:
-                m, v = out
-                v = torch.diagonal(v, dim1=-2, dim2=-1) if v.ndim == 3 else v
-                outs.append((_np(m, "mean"), _np(v, "var")))
-            else:
-                outs.append(_np(out, "probs"))
-            ys.append(None if y is None else _np(y, "labels"))
-    if not outs:
-        raise ValueError(f"`{name}` is empty: it yielded no data")
-    targets = None if any(y is None for y in ys) else np.concatenate(ys)
-    if regression:
-        return (np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])), targets, seconds
-    return np.concatenate(outs), targets, seconds
-
-
 def metrics_of(preds, targets: torch.Tensor, likelihood: str = "classification") -> dict[str, float]:
     """:func:`classification_metrics` of probabilities, or :func:`regression_metrics` of ``(mean, var)``."""
     if likelihood == "regression":
         return regression_metrics(*preds, targets)
     return classification_metrics(preds, targets)
-
-
-def evaluate(method, loader, ood_loader=None, progress: bool = False) -> dict[str, float]:
-    """Metrics of a predictive ``method`` on the ``(x, y)`` batches of ``loader``.
-
-    Classification (default): ``method.predict(x)`` gives probabilities (B, C); returns ``acc``, ``nll``,
-    ``ece``, ``mce``, ``brier``, ``ece_bins`` (= 15, top-label equal-width bins as netcal), ``n`` and
-    ``predict_seconds``. With ``ood_loader`` (batches ``x`` or ``(x, ...)``) also ``mean_max_prob``,
-    ``ood_mean_max_prob`` and ``ood_auroc`` (predictive entropy as the score, OOD positive).
-    Regression (``method.likelihood == "regression"``): ``method.predict(x)`` gives ``(mean, var)`` with
-    var including observation noise; returns ``nll``, ``rmse``, ``n`` and ``predict_seconds``.
-    """
-    regression = getattr(method, "likelihood", "classification") == "regression"
-    if regression and ood_loader is not None:
-        raise ValueError("`ood_loader` is only supported for classification methods")
-    if ood_loader is not None:
-        check_loader(ood_loader, "ood_loader")
-    preds, targets, seconds = predict_all(method, loader, "loader", progress)
-    if targets is None:
-        raise ValueError("`loader` must yield (x, y) batches")
-    if regression:
-        return {**regression_metrics(*preds, targets), "n": len(targets), "predict_seconds": seconds}
-    out = {**classification_metrics(preds, targets), "ece_bins": ECE_BINS, "n": len(preds), "predict_seconds": seconds}
-    if ood_loader is not None:
-        probs_out, _, _ = predict_all(method, ood_loader, "ood_loader", progress)
-        out.update(mean_max_prob=mean_max_prob(preds), ood_mean_max_prob=mean_max_prob(probs_out),
-                   ood_auroc=ood_auroc(preds, probs_out))
-    return out
-
-
-def _draw_reliability(fig, spec, probs, labels, title, bins):
-    counts, acc, conf = _calibration_bins(probs, labels, bins)
-    sub = spec.subgridspec(2, 1, height_ratios=[3, 1], hspace=0.08)
-    ax, axh = fig.add_subplot(sub[0]), fig.add_subplot(sub[1])
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    lo, w, nonempty = edges[:-1], 1.0 / bins, counts > 0
-    ax.bar(lo, acc, width=w, align="edge", color="tab:blue", edgecolor="black", lw=0.5, label="accuracy")
-    ax.bar(lo[nonempty], (conf - acc)[nonempty], bottom=acc[nonempty], width=w, align="edge", color="tab:red",
-           alpha=0.3, edgecolor="tab:red", hatch="//", lw=0.5, label="gap to confidence")
-    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
-    ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy", xticklabels=[])
-    ax.legend(loc="upper left", fontsize="small")
-    e = float(np.sum(counts / counts.sum() * np.abs(acc - conf)))
-    ax.set_title(f"{title + ': ' if title else ''}ECE = {100 * e:.2f}% ({bins} bins)", fontsize="medium")
-    axh.bar(lo, counts, width=w, align="edge", color="gray", edgecolor="black", lw=0.5)
-    axh.set(xlim=(0, 1), xlabel="confidence (top label)", ylabel="count")
-
-
-def reliability_diagrams(results: dict, path, title: str | None = None, bins: int = ECE_BINS) -> Path:
-    """Write a PNG with one reliability diagram per entry of ``results`` (``name -> (probs, labels)``), side by
-    side: per-bin accuracy bars against the diagonal, a histogram of bin counts, and the ECE in each panel
-    title. Uses matplotlib's Agg renderer (no display). Returns the path."""
-    from matplotlib.figure import Figure
-
-    if not isinstance(results, dict) or not results:
-        raise ValueError("`results` must be a non-empty dict mapping names to (probs, labels)")
-    for name, pair in results.items():
-        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-            raise ValueError(f"`results[{name!r}]` must be a (probs, labels) pair")
-        _check(*pair)
-    fig = Figure(figsize=(4.2 * len(results), 4.8), layout="constrained")
-    grid = fig.add_gridspec(1, len(results))
-    for spec, (name, (p, y)) in zip(grid, results.items()):
-        _draw_reliability(fig, spec, p, y, name, bins)
-    if title:
-        fig.suptitle(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=100)
-    return path
-
-
-def reliability_diagram(probs, labels, path, title: str | None = None, bins: int = ECE_BINS) -> Path:
-    """Write a reliability diagram of one method to the PNG ``path`` (see :func:`reliability_diagrams`)."""
-    from matplotlib.figure import Figure
-
-    _check(probs, labels)
-    fig = Figure(figsize=(4.8, 4.8), layout="constrained")
-    _draw_reliability(fig, fig.add_gridspec(1, 1)[0], probs, labels, title, bins)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=100)
-    return path

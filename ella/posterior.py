@@ -1,66 +1,59 @@
-"""The k x k ELLA posterior: pure functions.
+"""The linearised Laplace posterior in a feature space: pure functions.
 
-With the feature map ``Psi(x)`` in ``R^{C x k}`` (``kappa ~= Psi Psi^T``) and the likelihood curvature
-``Lambda(x)`` at the MAP outputs, the linearised Laplace posterior in feature space has precision
+With features ``phi(x)`` in ``R^{C x D}`` (ELLA: ``Psi(x)``, ``D = k``, with ``kappa ~= Psi Psi^T``; exact LLA:
+the Jacobian ``J(x)``, ``D = P``) and the likelihood curvature ``Lambda(x)`` at the MAP outputs, the posterior over
+the ``D`` linear weights has precision
 
-    G = sum_i Psi(x_i)^T Lambda(x_i) Psi(x_i) + delta I_k,
+    G = sum_i phi(x_i)^T Lambda(x_i) phi(x_i) + delta I_D,
 
-and the latent predictive is ``f(x) ~ N(g(x, theta_MAP), Psi(x) G^{-1} Psi(x)^T)``. G is accumulated in
-float64 and only used through its Cholesky factor ``G = L L^T``: the predictive covariance is ``F F^T``
-with ``F(x) = (L^{-1} Psi(x)^T)^T`` of shape ``(C, k)``.
+and the latent predictive is ``f(x) ~ N(g(x, theta_MAP), phi(x) G^{-1} phi(x)^T)``.
 
-The k eigenfunctions carry only part of the kernel: ``kappa(x, x) - Psi(x) Psi(x)^T`` is prior variance that
-the k x k posterior never sees, and it is largest away from the training data. Optionally its trace is kept
+For regression with observation noise ``sigma_c = s rho_c`` (a scale ``s`` times fixed per-output scales
+``rho``) the curvature is ``A / s^2`` with ``A = sum_i phi_i^T diag(1 / rho^2) phi_i`` (classification: ``s = 1``).
+``A`` is accumulated in float64 and eigendecomposed once, ``A = U diag(lambda) U^T``; then for every
+``(delta, s)``
+
+    G^{-1} = W W^T,   W = U diag((lambda / s^2 + delta)^{-1/2}),
+
+so a predictive factor is ``F(x) = phi(x) W`` (``F F^T = phi G^{-1} phi^T``) and a search over the prior and the
+noise only rescales the columns of ``phi(x) U``; ``G`` is never inverted.
+
+The ``k`` eigenfunctions carry only part of the kernel: ``kappa(x, x) - Psi(x) Psi(x)^T`` is prior variance that
+the ``k x k`` posterior never sees, and it is largest away from the training data. Optionally its trace is kept
 as prior variance, an isotropic term (the deterministic-training-conditional correction of sparse Gaussian
-processes; it over-counts the directions past the top k that the data do constrain):
+processes; it over-counts the directions past the top ``k`` that the data do constrain):
 
     r(x) = (tr kappa(x, x) - ||Psi(x)||_F^2) / C,    Sigma(x) = Psi G^{-1} Psi^T + (r(x) / delta) I_C.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from .predictive import hessian_factor, link_probs
 
-DEFAULT_PRIOR_GRID = torch.logspace(-4, 4, 33, dtype=torch.float64)  # prior precisions tuned over
-
-
-def curvature(psi: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-    """``sum_i Psi_i^T Lambda_i Psi_i`` in float64, shape ``(k, k)``; ``psi`` ``(N, C, k)``, ``lam`` ``(N, C, C)``."""
-    psi = psi.double()
-    return torch.einsum("nck,ncd,ndl->kl", psi, lam.double(), psi)
+def curvature(phi: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """``sum_i phi_i^T Lambda_i phi_i`` in float64, shape ``(D, D)``; ``phi`` ``(N, C, D)``, ``lam`` ``(N, C, C)``."""
+    phi = phi.double()
+    return torch.einsum("ncd,nce,nef->df", phi, lam.double(), phi)
 
 
-def cumulative_curvature(psi: torch.Tensor, lam: torch.Tensor, counts: list[int]) -> torch.Tensor:
-    """``sum_{i < n} Psi_i^T Lambda_i Psi_i`` for each ``n`` in ``counts`` (increasing): ``(len(counts), k, k)``."""
-    out, total, start = [], 0, 0
-    for n in counts:
-        total = total + curvature(psi[start:n], lam[start:n])
-        out.append(total)
-        start = n
-    return torch.stack(out)
+def eigen_curvature(curv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(lambda, U)`` with ``curv = U diag(lambda) U^T`` (float64, ``lambda`` clamped at 0 against round-off)."""
+    evals, evecs = torch.linalg.eigh(curv.double())
+    return evals.clamp_min(0), evecs
 
 
-def cholesky_precision(curv: torch.Tensor, prior_precision: float) -> torch.Tensor:
-    """Lower Cholesky factor ``L`` of ``G = curv + delta I`` (float64)."""
-    eye = torch.eye(curv.shape[-1], dtype=curv.dtype, device=curv.device)
-    return torch.linalg.cholesky(curv + prior_precision * eye)
+def scales(evals: torch.Tensor, prior_precision: float, noise_scale: float = 1.0) -> torch.Tensor:
+    """``(lambda / s^2 + delta)^{-1/2}`` ``(D,)``: the column scales of ``W``."""
+    return (evals / noise_scale**2 + prior_precision).rsqrt()
 
 
-def inverse_factor(chol: torch.Tensor) -> torch.Tensor:
-    """``L^{-1}`` by one triangular solve (float64); ``G^{-1} = L^{-T} L^{-1}`` is never formed."""
-    eye = torch.eye(chol.shape[-1], dtype=chol.dtype, device=chol.device)
-    return torch.linalg.solve_triangular(chol, eye, upper=False)
-
-
-def predictive_factor(psi: torch.Tensor, chol_inv: torch.Tensor) -> torch.Tensor:
-    """``F(x) = Psi(x) L^{-T}`` of shape ``(B, C, k)``, so that ``F F^T = Psi G^{-1} Psi^T``.
-
-    ``chol_inv`` is ``L^{-1}`` from :func:`inverse_factor` (or ``L^{-1} diag(s)`` to also scale ``psi`` by
-    ``s``): applying it is one ``(B C, k) x (k, k)`` product.
-    """
-    return psi @ chol_inv.to(psi.dtype).T
+def factor_basis(evals: torch.Tensor, evecs: torch.Tensor, prior_precision: float,
+                 noise_scale: float = 1.0) -> torch.Tensor:
+    """``W = U diag((lambda / s^2 + delta)^{-1/2})`` ``(D, D)`` in float64, so that ``W W^T = G^{-1}``."""
+    return evecs * scales(evals, prior_precision, noise_scale)
 
 
 def residual_variance(phi: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
@@ -76,7 +69,7 @@ def residual_variance(phi: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
 
 
 def with_isotropic(factor: torch.Tensor, variance: torch.Tensor | None) -> torch.Tensor:
-    """``[F, sqrt(v) I_C]`` of shape ``(B, C, k + C)``, whose outer product is ``F F^T + v I_C``; ``variance``
+    """``[F, sqrt(v) I_C]`` of shape ``(B, C, r + C)``, whose outer product is ``F F^T + v I_C``; ``variance``
     is ``(B,)`` (``None`` returns ``factor``). Every link then sees the extra variance unchanged."""
     if variance is None:
         return factor
@@ -84,54 +77,21 @@ def with_isotropic(factor: torch.Tensor, variance: torch.Tensor | None) -> torch
     return torch.cat([factor, variance.to(factor.dtype).sqrt()[:, None, None] * eye], dim=-1)
 
 
-def predictive_nll(mean: torch.Tensor, factor: torch.Tensor, targets: torch.Tensor, likelihood: str,
-                   link: str = "margin", sigma_noise: float = 1.0, n_samples: int = 512,
-                   generator: torch.Generator | None = None) -> float:
-    """Mean negative log predictive density of ``targets`` under ``f ~ N(mean, F F^T)``: through the
-    ``link`` for classification, ``N(y; mean, diag(F F^T) + sigma^2)`` for regression."""
-    if likelihood == "classification":
-        probs = link_probs(mean, factor, link, n_samples, generator)
-        return -probs.gather(1, targets.reshape(-1, 1).long()).clamp_min(1e-12).log().mean().item()
-    var = factor.pow(2).sum(-1) + sigma_noise**2
-    normal = torch.distributions.Normal(mean, var.sqrt())
-    return normal.log_prob(targets.reshape(mean.shape).double()).neg().mean().item()
+def linear_evidence(evals: torch.Tensor, projected: torch.Tensor, sum_squares: float, num_values: int,
+                    prior_precision: float, noise_scale: float) -> float:
+    """Log marginal likelihood of the training residuals under the linear model in feature space.
 
+    The whitened residuals ``r_i = diag(1 / rho) (y_i - g(x_i))`` of ``n`` values in all are modelled as
+    ``r ~ N(0, s^2 I_n + Phi Phi^T / delta)`` with ``Phi`` the stacked whitened features, whose ``D x D`` Gram
+    matrix is ``A = U diag(lambda) U^T``. With ``b = U^T Phi^T r`` (``projected``) and ``c = ||r||^2``
+    (``sum_squares``), by the matrix determinant lemma and Woodbury's identity
 
-def validation_nll(mean: torch.Tensor, psi: torch.Tensor, targets: torch.Tensor, chol: torch.Tensor,
-                   likelihood: str, link: str = "margin", sigma_noise: float = 1.0,
-                   extra_variance: torch.Tensor | None = None) -> float:
-    """Mean negative log predictive density of ``targets`` under the posterior with factor ``chol`` (plus
-    ``extra_variance`` ``(V,)`` on every output, see :func:`with_isotropic`)."""
-    factor = with_isotropic(predictive_factor(psi.double(), inverse_factor(chol)), extra_variance)
-    return predictive_nll(mean.double(), factor, targets, likelihood, link, sigma_noise,
-                          generator=torch.Generator().manual_seed(0))
+        log det(s^2 I + Phi Phi^T / delta) = n log s^2 + sum_j log(1 + lambda_j / (delta s^2)),
+        r^T (s^2 I + Phi Phi^T / delta)^{-1} r = (c - sum_j b_j^2 / (delta s^2 + lambda_j)) / s^2,
 
-
-def tune_prior(curvs: torch.Tensor, grid: torch.Tensor, mean: torch.Tensor, psi: torch.Tensor,
-               targets: torch.Tensor, likelihood: str, link: str = "margin",
-               sigma_noise: float = 1.0, residual: torch.Tensor | None = None) -> tuple[int, float, torch.Tensor]:
-    """Grid search of the prior precision (and of the number of folded-in training points) on validation data.
-
-    Args:
-        curvs: ``(T, k, k)`` curvatures, one per candidate number of folded-in training points.
-        grid: candidate prior precisions ``delta``.
-        mean, psi, targets: MAP outputs ``(V, C)``, features ``(V, C, k)`` and targets of the validation set.
-        residual: ``r(x)`` ``(V,)`` of :func:`residual_variance` (the predictive then adds ``r / delta``), or None.
-
-    Returns:
-        ``(t, delta, scores)``: the best curvature index, the best ``delta`` and the ``(T, len(grid))``
-        table of validation NLLs.
+    and the evidence is ``-(n log 2 pi + log det + quadratic) / 2``.
     """
-    scores = torch.full((len(curvs), len(grid)), float("inf"), dtype=torch.float64)
-    for t, curv in enumerate(curvs):
-        for j, delta in enumerate(grid.tolist()):
-            chol = cholesky_precision(curv, delta)
-            extra = None if residual is None else residual / delta
-            scores[t, j] = validation_nll(mean, psi, targets, chol, likelihood, link, sigma_noise, extra)
-    t, j = divmod(int(torch.argmin(scores)), len(grid))
-    return t, float(grid[j]), scores
-
-
-__all__ = ["curvature", "cumulative_curvature", "cholesky_precision", "inverse_factor", "predictive_factor",
-           "residual_variance", "with_isotropic", "validation_nll", "tune_prior", "hessian_factor", "predictive_nll",
-           "DEFAULT_PRIOR_GRID"]
+    s2 = noise_scale**2
+    log_det = num_values * math.log(s2) + torch.log1p(evals / (prior_precision * s2)).sum()
+    quadratic = (sum_squares - (projected.pow(2) / (prior_precision * s2 + evals)).sum()) / s2
+    return float(-0.5 * (num_values * math.log(2 * math.pi) + log_det + quadratic))

@@ -1,8 +1,8 @@
-"""Likelihood curvature and link approximations for Gaussian function-space predictives.
+"""Likelihood curvature, link approximations and the predictive NLL of Gaussian function-space predictives.
 
-A latent predictive ``f(x) ~ N(m(x), Sigma(x))`` with ``m`` of shape ``(B, C)`` is given either by its
-covariance ``(B, C, C)`` or by a factor ``F`` of shape ``(B, C, r)`` with ``Sigma = F F^T`` (ELLA's
-factor has ``r = k``).
+A latent predictive ``f(x) ~ N(m(x), Sigma(x))`` with ``m`` of shape ``(B, C)`` is given by a factor ``F`` of
+shape ``(B, C, r)`` with ``Sigma = F F^T`` (ELLA's factor has ``r = k``; a method without latent uncertainty has
+``r = 0``) or by its covariance ``(B, C, C)`` (:func:`covariance_factor` turns it into a factor).
 """
 
 from __future__ import annotations
@@ -12,19 +12,25 @@ import math
 import torch
 
 LINKS = ("margin", "probit", "mc")
+PROB_FLOOR = 1e-12  # probabilities are floored here inside every log (NLL of a confidently wrong prediction)
 
 
-def hessian_factor(outputs: torch.Tensor, likelihood: str, sigma_noise: float = 1.0) -> torch.Tensor:
+def noise_tensor(noise, num_outputs: int, like: torch.Tensor) -> torch.Tensor:
+    """Observation noise standard deviations ``sigma`` as a ``(C,)`` tensor (a scalar is shared by all outputs)."""
+    return torch.as_tensor(noise, dtype=like.dtype, device=like.device).expand(num_outputs)
+
+
+def hessian_factor(outputs: torch.Tensor, likelihood: str, noise=1.0) -> torch.Tensor:
     """``Lambda(x)``, the Hessian of the negative log-likelihood in the outputs, shape ``(B, C, C)``.
 
-    Classification: ``diag(p) - p p^T`` with ``p = softmax(g(x))``. Regression: ``I / sigma^2``.
+    Classification: ``diag(p) - p p^T`` with ``p = softmax(g(x))``. Regression: ``diag(1 / sigma_c^2)`` for the
+    observation noise ``sigma`` (a scalar or one value per output).
     """
     B, C = outputs.shape
     if likelihood == "classification":
         p = outputs.softmax(-1)
         return torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
-    eye = torch.eye(C, dtype=outputs.dtype, device=outputs.device)
-    return eye.expand(B, C, C) / sigma_noise**2
+    return torch.diag(noise_tensor(noise, C, outputs).pow(-2)).expand(B, C, C)
 
 
 def covariance_factor(cov: torch.Tensor, jitter: float = 1e-10) -> torch.Tensor:
@@ -59,28 +65,49 @@ def margin_probs(mean: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     return torch.softmax(margin / torch.sqrt(1 + math.pi / 8 * var), dim=-1)
 
 
-def mc_probs(mean: torch.Tensor, factor: torch.Tensor, n_samples: int = 512,
-             generator: torch.Generator | None = None) -> torch.Tensor:
-    """Monte-Carlo average ``(1/S) sum_s softmax(m + F z_s)`` with ``z_s ~ N(0, I_r)``, seeded by ``generator``."""
-    B, C, r = factor.shape
-    z = torch.randn(n_samples, B, r, generator=generator, dtype=factor.dtype, device="cpu").to(factor.device)
-    f = mean + torch.einsum("bcr,sbr->sbc", factor, z)  # samples of f(x): (S, B, C)
+def standard_normals(n_samples: int, width: int, seed: int, like: torch.Tensor) -> torch.Tensor:
+    """``z_s ~ N(0, I_r)``, ``(S, r)``, drawn on the CPU from ``seed`` alone: the same draws for every input."""
+    g = torch.Generator().manual_seed(int(seed))
+    return torch.randn(n_samples, width, generator=g, dtype=like.dtype).to(like.device)
+
+
+def mc_probs(mean: torch.Tensor, factor: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Monte-Carlo average ``(1/S) sum_s softmax(m + F z_s)`` over the common draws ``z`` ``(S, r)``.
+
+    Every input uses the same ``z_s`` (common random numbers), so an input's probabilities depend on that input
+    and the seed alone, not on the other inputs of its batch.
+    """
+    f = mean + torch.einsum("bcr,sr->sbc", factor, z)  # samples of f(x): (S, B, C)
     return f.softmax(-1).mean(0)
 
 
 def link_probs(mean: torch.Tensor, factor: torch.Tensor, link: str = "margin", n_samples: int = 512,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+               seed: int = 0) -> torch.Tensor:
     """Class probabilities of ``N(mean, F F^T)`` under the ``"margin"``, ``"probit"`` or ``"mc"`` link."""
     if link == "margin":
         return margin_probs(mean, factor)
     if link == "probit":
         return probit_probs(mean, factor.pow(2).sum(-1))
     if link == "mc":
-        return mc_probs(mean, factor, n_samples, generator)
+        return mc_probs(mean, factor, standard_normals(n_samples, factor.shape[-1], seed, factor))
     raise ValueError(f"`link` must be one of {LINKS}, got {link!r}")
 
 
-def moments_probs(mean: torch.Tensor, cov: torch.Tensor, link: str = "margin", n_samples: int = 512,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """:func:`link_probs` for a predictive given by its covariance ``(B, C, C)`` instead of a factor."""
-    return link_probs(mean, covariance_factor(cov), link, n_samples, generator)
+def class_nll(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``-log max(p_y, PROB_FLOOR)`` per input, shape ``(B,)``."""
+    return -probs.gather(1, labels.reshape(-1, 1).long())[:, 0].clamp_min(PROB_FLOOR).log()
+
+
+def gaussian_nll(mean: torch.Tensor, var: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``sum_c [log(2 pi v_c) / 2 + (y_c - m_c)^2 / (2 v_c)] / C`` per input, shape ``(B,)``."""
+    return (0.5 * torch.log(2 * math.pi * var) + (targets - mean).pow(2) / (2 * var)).mean(-1)
+
+
+def predictive_nll(mean: torch.Tensor, factor: torch.Tensor, targets: torch.Tensor, likelihood: str,
+                   link: str = "margin", noise=1.0, n_samples: int = 512, seed: int = 0) -> torch.Tensor:
+    """Negative log predictive density of each target under ``f ~ N(mean, F F^T)``, shape ``(B,)``: through the
+    ``link`` for classification, ``N(y; mean, diag(F F^T) + sigma^2)`` for regression."""
+    if likelihood == "classification":
+        return class_nll(link_probs(mean, factor, link, n_samples, seed), targets)
+    var = factor.pow(2).sum(-1) + noise_tensor(noise, mean.shape[1], mean).pow(2)
+    return gaussian_nll(mean, var, targets.reshape(mean.shape).to(mean.dtype))

@@ -7,9 +7,9 @@ import torch
 from torch.utils.data import DataLoader
 
 import ella
-from ella.data import digits
-from ella.models import digits_mlp
-from ella.train import train_map
+from ella.experiments.data import digits
+from ella.experiments.models import digits_mlp
+from ella.experiments.train import train_map
 
 data = digits(seed=0)
 train = DataLoader(data.train, batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(0))

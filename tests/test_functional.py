@@ -3,7 +3,7 @@ import torch
 from torch.autograd.functional import jacobian
 
 from ella._utils import trainable_parameters
-from ella.functional import jacobian_rows, jacobians, jvps, perturbed
+from ella.functional import jacobian_rows, jacobians, jvps, perturbed_outputs
 
 
 def dense_jacobian(model, x):
@@ -49,20 +49,42 @@ def test_jacobian_rows_select_one_output_per_input(mlp, inputs):
                           atol=1e-12)
 
 
-def test_perturbed_shifts_weights_and_restores_them_bitwise(mlp):
-    before = [p.detach().clone() for p in mlp.parameters()]
-    P = sum(p.numel() for p in before)
-    v = torch.randn(P, dtype=torch.float64)
-    with perturbed(mlp, v, 0.1):
-        shifted = torch.cat([p.detach().reshape(-1) for p in mlp.parameters()])
-        assert torch.allclose(shifted, torch.cat([b.reshape(-1) for b in before]) + 0.1 * v)
-    assert all(torch.equal(p, b) for p, b in zip(mlp.parameters(), before))
+def test_perturbed_outputs_evaluate_shifted_weights_without_touching_the_model(mlp, inputs):
+    before = {n: (p.detach().clone(), p._version) for n, p in mlp.named_parameters()}
+    P = sum(p.numel() for p, _ in before.values())
+    v = torch.randn(P, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    out = perturbed_outputs(mlp, inputs, v, 0.1)
+    shifted = {n: p + 0.1 * v[o : o + p.numel()].view_as(p) for (n, (p, _)), o in
+               zip(before.items(), torch.tensor([0] + [p.numel() for p, _ in before.values()]).cumsum(0).tolist())}
+    assert torch.allclose(out, torch.func.functional_call(mlp, shifted, (inputs,)), atol=1e-12)
+    for name, p in mlp.named_parameters():  # the same bits, and no in-place write at all
+        assert torch.equal(p, before[name][0]) and p._version == before[name][1]
 
 
-def test_perturbed_restores_weights_on_exception(mlp):
-    before = [p.detach().clone() for p in mlp.parameters()]
-    P = sum(p.numel() for p in before)
-    with pytest.raises(RuntimeError, match="boom"):
-        with perturbed(mlp, torch.ones(P, dtype=torch.float64), 1.0):
-            raise RuntimeError("boom")
-    assert all(torch.equal(p, b) for p, b in zip(mlp.parameters(), before))
+def test_jacobians_and_jvps_take_dict_inputs():
+    class DictNet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(3, 4).double(), torch.nn.Linear(2, 4).double()
+
+        def forward(self, left, right):
+            return torch.tanh(self.a(left) + self.b(right))
+
+    net = DictNet().eval()
+    g = torch.Generator().manual_seed(0)
+    x = {"left": torch.randn(5, 3, generator=g, dtype=torch.float64),
+         "right": torch.randn(5, 2, generator=g, dtype=torch.float64)}
+    params = trainable_parameters(net)
+    flat = torch.cat([p.reshape(-1) for p in params.values()])
+
+    def g_of_theta(theta):
+        out, offset = {}, 0
+        for name, p in params.items():
+            out[name] = theta[offset : offset + p.numel()].view_as(p)
+            offset += p.numel()
+        return torch.func.functional_call(net, out, (), x)
+
+    J = jacobian(g_of_theta, flat)
+    assert torch.allclose(jacobians(net, x, chunk_size=2), J, atol=1e-12)
+    V = torch.randn(3, J.shape[-1], dtype=torch.float64, generator=g)
+    assert torch.allclose(jvps(net, x, V), torch.einsum("bcp,sp->bcs", J, V), atol=1e-12)

@@ -1,46 +1,35 @@
+import math
+
 import torch
 
 from ella import posterior as P
 
 
-def random_problem(N=30, C=3, k=5, seed=0):
+def random_problem(N=30, C=3, D=5, seed=0):
     g = torch.Generator().manual_seed(seed)
-    psi = torch.randn(N, C, k, generator=g, dtype=torch.float64)
+    phi = torch.randn(N, C, D, generator=g, dtype=torch.float64)
     A = torch.randn(N, C, C, generator=g, dtype=torch.float64)
-    return psi, A @ A.transpose(1, 2)
+    return phi, A @ A.transpose(1, 2)
 
 
-def test_curvature_is_the_sum_of_psi_lambda_psi():
-    psi, lam = random_problem()
-    dense = sum(psi[i].T @ lam[i] @ psi[i] for i in range(len(psi)))
-    assert torch.allclose(P.curvature(psi, lam), dense, atol=1e-10)
-    cum = P.cumulative_curvature(psi, lam, [10, 25, 30])
-    assert torch.allclose(cum[0], P.curvature(psi[:10], lam[:10]))
-    assert torch.allclose(cum[2], dense, atol=1e-10)
+def test_curvature_is_the_sum_of_phi_lambda_phi():
+    phi, lam = random_problem()
+    dense = sum(phi[i].T @ lam[i] @ phi[i] for i in range(len(phi)))
+    assert torch.allclose(P.curvature(phi, lam), dense, atol=1e-10)
 
 
-def test_predictive_factor_gives_psi_ginv_psi():
-    psi, lam = random_problem()
-    curv = P.curvature(psi, lam)
-    chol = P.cholesky_precision(curv, 0.7)
-    G = curv + 0.7 * torch.eye(5, dtype=torch.float64)
-    x_psi = torch.randn(4, 3, 5, dtype=torch.float64)
-    F = P.predictive_factor(x_psi, P.inverse_factor(chol))
-    assert torch.allclose(F @ F.transpose(1, 2), x_psi @ torch.linalg.inv(G) @ x_psi.transpose(1, 2), atol=1e-10)
-
-
-def test_tune_prior_returns_the_grid_minimum():
-    psi, lam = random_problem()
-    curvs = P.cumulative_curvature(psi, lam, [15, 30])
-    mean = torch.randn(20, 3, dtype=torch.float64)
-    val_psi = torch.randn(20, 3, 5, dtype=torch.float64)
-    y = torch.randint(0, 3, (20,))
-    grid = torch.logspace(-2, 2, 9, dtype=torch.float64)
-    t, delta, scores = P.tune_prior(curvs, grid, mean, val_psi, y, "classification")
-    assert scores.shape == (2, 9)
-    assert scores[t, list(grid).index(delta)] == scores.min()
-    expected = P.validation_nll(mean, val_psi, y, P.cholesky_precision(curvs[1], 1.0), "classification")
-    assert abs(scores[1, 4].item() - expected) < 1e-12
+def test_factor_basis_gives_the_inverse_posterior_precision_at_any_prior_and_noise():
+    phi, lam = random_problem()
+    curv = P.curvature(phi, lam)
+    evals, evecs = P.eigen_curvature(curv)
+    for delta, s in ((0.7, 1.0), (3.0, 0.2), (1e-3, 5.0)):
+        G = curv / s**2 + delta * torch.eye(5, dtype=torch.float64)
+        W = P.factor_basis(evals, evecs, delta, s)
+        assert torch.allclose(W @ W.T, torch.linalg.inv(G), rtol=1e-9, atol=1e-12)
+        x_phi = torch.randn(4, 3, 5, dtype=torch.float64)
+        F = x_phi @ W
+        assert torch.allclose(F @ F.transpose(1, 2), x_phi @ torch.linalg.inv(G) @ x_phi.transpose(1, 2), atol=1e-9)
+    assert (P.eigen_curvature(-torch.eye(3, dtype=torch.float64))[0] == 0).all()  # round-off below 0 is clamped
 
 
 def test_residual_variance_is_the_left_out_trace_per_output():
@@ -63,13 +52,14 @@ def test_with_isotropic_adds_variance_to_every_output():
     assert torch.allclose(Fv @ Fv.transpose(1, 2), expected, atol=1e-12)
 
 
-def test_tune_prior_scales_the_residual_by_the_prior():
-    psi, lam = random_problem()
-    curvs = P.cumulative_curvature(psi, lam, [30])
-    mean, val_psi = torch.randn(20, 3, dtype=torch.float64), torch.randn(20, 3, 5, dtype=torch.float64)
-    y, r = torch.randint(0, 3, (20,)), torch.rand(20, dtype=torch.float64)
-    grid = torch.logspace(-2, 2, 9, dtype=torch.float64)
-    _, _, scores = P.tune_prior(curvs, grid, mean, val_psi, y, "classification", residual=r)
-    expected = P.validation_nll(mean, val_psi, y, P.cholesky_precision(curvs[0], grid[2].item()), "classification",
-                                extra_variance=r / grid[2])
-    assert abs(scores[0, 2].item() - expected) < 1e-12
+def test_linear_evidence_is_the_gaussian_log_density_of_the_residuals():
+    g = torch.Generator().manual_seed(2)
+    n, D = 12, 4
+    phi = torch.randn(n, D, generator=g, dtype=torch.float64)  # whitened features of n scalar values
+    r = torch.randn(n, generator=g, dtype=torch.float64)
+    evals, evecs = P.eigen_curvature(phi.T @ phi)
+    for delta, s in ((0.5, 1.0), (4.0, 0.3)):
+        cov = s**2 * torch.eye(n, dtype=torch.float64) + phi @ phi.T / delta
+        exact = torch.distributions.MultivariateNormal(torch.zeros(n, dtype=torch.float64), cov).log_prob(r)
+        value = P.linear_evidence(evals, evecs.T @ (phi.T @ r), float(r @ r), n, delta, s)
+        assert math.isclose(value, float(exact), rel_tol=1e-10)

@@ -4,8 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from ella.predictive import (covariance_factor, hessian_factor, link_probs, margin_probs, mc_probs, moments_probs,
-                             probit_probs)
+from ella.predictive import (covariance_factor, gaussian_nll, hessian_factor, link_probs, margin_probs, mc_probs,
+                             predictive_nll, probit_probs, standard_normals)
+
+
+def moments_probs(mean, cov, link, n_samples=512, seed=0):
+    return link_probs(mean, covariance_factor(cov), link, n_samples, seed)
 
 
 def random_gaussian(B=6, C=4, r=3, seed=0, scale=1.0):
@@ -38,15 +42,14 @@ def test_probit_formula_and_small_variance_limit():
     var = factor.pow(2).sum(-1)
     assert torch.allclose(probit_probs(mean, var), torch.softmax(mean / torch.sqrt(1 + math.pi / 8 * var), -1))
     for link in ("margin", "probit", "mc"):
-        probs = link_probs(mean, factor * 1e-6, link, n_samples=16, generator=torch.Generator().manual_seed(0))
+        probs = link_probs(mean, factor * 1e-6, link, n_samples=16, seed=0)
         assert torch.allclose(probs, mean.softmax(-1), atol=1e-5)
 
 
 def test_mc_link_is_seeded_and_matches_quadrature_for_two_classes():
     mean, factor = random_gaussian(B=3, C=2, r=2)
-    a = mc_probs(mean, factor, 20000, torch.Generator().manual_seed(1))
-    b = mc_probs(mean, factor, 20000, torch.Generator().manual_seed(1))
-    assert torch.equal(a, b)
+    a = link_probs(mean, factor, "mc", 20000, seed=1)
+    assert torch.equal(a, link_probs(mean, factor, "mc", 20000, seed=1))
     # E[sigmoid(d)], d ~ N(m, s^2), by Gauss-Hermite quadrature
     t, w = np.polynomial.hermite.hermgauss(80)
     d = (mean[:, 1] - mean[:, 0]).numpy()[:, None]
@@ -83,12 +86,11 @@ def test_mc_link_follows_a_correlated_covariance():
     mean = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.5]], dtype=torch.float64)
     A = torch.tensor([[2.0, 0.0, 0.0], [1.9, 0.6, 0.0], [-1.0, 2.0, 0.3]], dtype=torch.float64)
     cov = torch.stack([A @ A.T, A.T @ A])
-    ours = moments_probs(mean, cov, "mc", 20_000, torch.Generator().manual_seed(0))
+    ours = moments_probs(mean, cov, "mc", 20_000)
     f = torch.distributions.MultivariateNormal(mean, cov).sample((100_000,))
     ref = torch.softmax(f, -1).mean(0)
     assert torch.allclose(ours, ref, atol=0.01)
-    diag = moments_probs(mean, torch.diag_embed(cov.diagonal(dim1=1, dim2=2)), "mc", 20_000,
-                         torch.Generator().manual_seed(0))
+    diag = moments_probs(mean, torch.diag_embed(cov.diagonal(dim1=1, dim2=2)), "mc", 20_000)
     assert not torch.allclose(diag, ref, atol=0.03)
 
 
@@ -97,7 +99,36 @@ def test_links_handle_singular_and_zero_covariances():
     v = torch.tensor([1.0, -1.0, 0.0], dtype=torch.float64)
     for cov in (torch.outer(v, v)[None], torch.zeros(1, 3, 3, dtype=torch.float64)):
         for link in ("margin", "probit", "mc"):
-            p = moments_probs(mean, cov, link, 500, torch.Generator().manual_seed(0))
+            p = moments_probs(mean, cov, link, 500)
             assert torch.isfinite(p).all() and torch.allclose(p.sum(1), torch.ones(1, dtype=torch.float64))
     assert torch.allclose(moments_probs(mean, torch.zeros(1, 3, 3, dtype=torch.float64), "mc", 10),
                           mean.softmax(-1), atol=1e-7)
+
+
+def test_mc_link_gives_each_input_the_same_answer_whatever_its_batch_mates():
+    mean, factor = random_gaussian(B=7, C=4, r=3)
+    whole = link_probs(mean, factor, "mc", 256, seed=3)
+    alone = torch.cat([link_probs(mean[i : i + 1], factor[i : i + 1], "mc", 256, seed=3) for i in range(7)])
+    assert torch.allclose(whole, alone, rtol=0, atol=1e-14)  # the same draws; only the summation order differs
+    z = standard_normals(256, 3, 3, mean)
+    assert torch.equal(mc_probs(mean, factor, z), whole)
+
+
+def test_hessian_factor_takes_one_noise_per_output():
+    outputs = torch.zeros(2, 3, dtype=torch.float64)
+    lam = hessian_factor(outputs, "regression", torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64))
+    assert torch.allclose(lam[1], torch.diag(torch.tensor([1.0, 0.25, 4.0], dtype=torch.float64)))
+
+
+def test_predictive_nll_is_the_gaussian_and_categorical_log_density():
+    mean, factor = random_gaussian(B=5, C=2, r=3)
+    y = torch.randn(5, 2, dtype=torch.float64)
+    noise = torch.tensor([0.3, 0.7], dtype=torch.float64)
+    var = factor.pow(2).sum(-1) + noise**2
+    exact = -torch.distributions.Normal(mean, var.sqrt()).log_prob(y).mean(-1)
+    assert torch.allclose(predictive_nll(mean, factor, y, "regression", noise=noise), exact, atol=1e-12)
+    assert torch.allclose(gaussian_nll(mean, var, y), exact, atol=1e-12)
+    labels = torch.tensor([0, 1, 1, 0, 1])
+    probs = margin_probs(mean, factor)
+    assert torch.allclose(predictive_nll(mean, factor, labels, "classification"),
+                          -probs.gather(1, labels[:, None])[:, 0].log(), atol=1e-12)

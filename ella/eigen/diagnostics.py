@@ -89,7 +89,7 @@ def compare(solver: EigenSolver, exact: EigenSolver, x_test: torch.Tensor,
             inputs, or an :class:`~ella.eigen.RBFGaussianEigen` (closed form); it must hold at least as
             many eigenpairs as ``solver``.
         x_test: held-out inputs ``(n, ...)``.
-        kernel: the kernel for the reconstruction error; default ``exact.kernel``.
+        kernel: the kernel for the reconstruction error; default ``exact.kernel_``.
 
     Returns:
         An :class:`EigenComparison`; ``print`` it for the table.
@@ -100,7 +100,7 @@ def compare(solver: EigenSolver, exact: EigenSolver, x_test: torch.Tensor,
     if len(mu_exact) < k:
         raise ValueError(f"`exact` holds {len(mu_exact)} eigenpairs but `solver` has k = {k}: fit the "
                          f"exact reference with k >= {k}")
-    kernel = kernel if kernel is not None else getattr(exact, "kernel", None)
+    kernel = kernel if kernel is not None else getattr(exact, "kernel_", None)
     if not isinstance(kernel, Kernel):
         raise ValueError("`kernel` is needed for the reconstruction error (the exact reference has none)")
     if not isinstance(x_test, torch.Tensor) or len(x_test) == 0:

@@ -19,7 +19,8 @@ import math
 
 import torch
 
-from .._checks import check_gram, check_positive_int
+from .. import batches
+from .._checks import check_float, check_gram, check_positive_int
 from ..kernels.base import FeatureKernel, Kernel
 from ..kernels.classic import RBF
 from .solver import EigenSolver, top_eigenpairs
@@ -36,53 +37,75 @@ class ExactEigen(EigenSolver):
     Args:
         k: number of eigenpairs kept.
         rank_tol: eigenvalues below ``rank_tol * mu_1`` count as zero; asking for them is an error.
+
+    Fitted attributes: ``eigenvalues_``, ``kernel_``, ``train_psi_`` (``psi`` on the training rows), and either
+    ``directions_`` ``(S, k)`` (a feature kernel) or ``train_x_`` with ``coef_`` (a Gram-block kernel).
     """
+
+    kind = "exact"
 
     def __init__(self, k: int, rank_tol: float = 1e-10):
         self.k = check_positive_int(k, "k")
-        self.rank_tol = rank_tol
+        self.rank_tol = check_float(rank_tol, "rank_tol")
 
-    def fit(self, kernel: Kernel, x: torch.Tensor) -> "ExactEigen":
+    def fit(self, kernel: Kernel, x) -> "ExactEigen":
         """Form the Gram matrix on ``x`` (float64), check it, eigendecompose it."""
         C = self._check_fit(kernel, x)
-        self.kernel, self.num_outputs = kernel, C
-        n = len(x) * C  # N C rows
+        N = batches.num_rows(x)
+        n = N * C  # N C rows
+        self.kernel_, self.num_outputs_ = kernel, C
+        self.directions_ = self.train_x_ = self.coef_ = None
         if isinstance(kernel, FeatureKernel):
             phi = kernel.features(x).double().flatten(0, 1)  # (n, S)
             if not torch.isfinite(phi).all():
                 raise ValueError("`kernel` gave non-finite features (nan or inf)")
             S = phi.shape[1]
             if S < n:  # dual: K = Phi Phi^T / S and Phi^T Phi / S share their non-zero eigenvalues
-                evals, w = self._top_pairs(phi.T @ phi / S)
+                evals, w = top_eigenpairs(phi.T @ phi / S, self.k, self.rank_tol)
                 # q_j = Phi w_j / sqrt(S e_j); the extension direction Phi^T v_j / (S e_j) is w_j sqrt(n / (S e_j))
-                self._directions = w * (n / (S * evals)).sqrt()
+                self.directions_ = w * (n / (S * evals)).sqrt()
             else:
-                evals, q = self._top_pairs(phi @ phi.T / S)
-                self._directions = phi.T @ (q * math.sqrt(n) / evals) / S  # Phi^T v_j / (S n mu_j): (S, k)
-            self.train_psi = (phi @ self._directions).reshape(len(x), C, self.k)
+                evals, q = top_eigenpairs(phi @ phi.T / S, self.k, self.rank_tol)
+                self.directions_ = phi.T @ (q * math.sqrt(n) / evals) / S  # Phi^T v_j / (S n mu_j): (S, k)
+            self.train_psi_ = (phi @ self.directions_).reshape(N, C, self.k)
         else:
             gram = kernel.gram(x).double()
             check_gram(gram)
-            evals, q = self._top_pairs(gram)
+            evals, q = top_eigenpairs(gram, self.k, self.rank_tol)
             # v_j = sqrt(n) q_j; psi_j(x) = kappa(x, X) v_j / (n mu_j), with n mu_j = the Gram eigenvalue e_j
-            self._x, self._coef = x, q * math.sqrt(n) / evals
-            self.train_psi = (q * math.sqrt(n)).reshape(len(x), C, self.k)
-        self._eigenvalues = evals / n
+            self.train_x_, self.coef_ = x, q * math.sqrt(n) / evals
+            self.train_psi_ = (q * math.sqrt(n)).reshape(N, C, self.k)
+        self.eigenvalues_ = evals / n
         return self
 
-    def _top_pairs(self, matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.k > len(matrix):
-            raise ValueError(f"`k` = {self.k} exceeds the rank bound {len(matrix)} of the kernel on these inputs")
-        return top_eigenpairs(matrix, self.k, self.rank_tol)
+    def state_dict(self) -> dict:
+        """The fitted solver: eigenvalues and the extension (feature directions, or the training inputs)."""
+        self._check_fitted()
+        extension = ({"directions": self.directions_} if self.directions_ is not None else
+                     {"train_x": self.train_x_, "coef": self.coef_})
+        return {"kind": self.kind, "k": self.k, "num_outputs": self.num_outputs_, "eigenvalues": self.eigenvalues_,
+                **extension}
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def load_state_dict(self, state: dict, kernel: Kernel) -> "ExactEigen":
+        """Restore a fitted solver, extended to new inputs through ``kernel`` (the kernel it was fitted with)."""
+        state = self._check_state(state)
+        if not isinstance(kernel, Kernel):
+            raise TypeError(f"ExactEigen needs its `kernel` to evaluate new inputs, got {type(kernel).__name__}")
+        self.kernel_, self.num_outputs_ = kernel, state["num_outputs"]
+        self.directions_, self.train_x_, self.coef_ = state.get("directions"), state.get("train_x"), state.get("coef")
+        if (self.directions_ is None) == (self.coef_ is None):
+            raise ValueError("the ExactEigen state holds neither feature directions nor training inputs")
+        self.eigenvalues_, self.train_psi_ = state["eigenvalues"], None
+        return self
+
+    def __call__(self, x) -> torch.Tensor:
         """``psi(x)`` of shape ``(B, C, k)`` (float64)."""
         self._check_fitted()
         with torch.no_grad():
-            if hasattr(self, "_directions"):
-                return self.kernel.features(x).double() @ self._directions
-            cross = self.kernel.gram(x, self._x).double()  # kappa(x, X): (B C, N C)
-            return (cross @ self._coef).reshape(len(x), self.num_outputs, self.k)
+            if self.directions_ is not None:
+                return self.kernel_.features(x).double() @ self.directions_
+            cross = self.kernel_.gram(x, self.train_x_).double()  # kappa(x, X): (B C, N C)
+            return (cross @ self.coef_).reshape(batches.num_rows(x), self.num_outputs_, self.k)
 
 
 def rbf_gaussian_eigenvalues(k: int, lengthscale: float = 1.0, std: float = 1.0,
@@ -117,16 +140,17 @@ class RBFGaussianEigen(EigenSolver):
     """Closed-form eigenpairs of ``RBF(lengthscale, variance)`` under the density ``N(0, std^2)`` on R.
 
     Already "fitted": ``eigenvalues`` and ``psi(x)`` (shape ``(B, 1, k)``) are available at once, and
-    ``kernel`` is the matching :class:`~ella.kernels.RBF`. Sample training inputs with :meth:`sample`.
+    ``kernel_`` is the matching :class:`~ella.kernels.RBF`. Sample training inputs with :meth:`sample`.
     """
+
+    kind = "rbf-gaussian"
 
     def __init__(self, k: int, lengthscale: float = 1.0, std: float = 1.0, variance: float = 1.0):
         self.k = check_positive_int(k, "k")
-        self.kernel = RBF(lengthscale, variance)
-        if not std > 0:
-            raise ValueError(f"`std` must be positive, got {std!r}")
-        self.lengthscale, self.std, self.variance = float(lengthscale), float(std), float(variance)
-        self._eigenvalues = rbf_gaussian_eigenvalues(k, lengthscale, std, variance)
+        self.kernel_ = RBF(lengthscale, variance)
+        self.lengthscale, self.variance = self.kernel_.lengthscale, self.kernel_.variance
+        self.std = check_float(std, "std")
+        self.eigenvalues_ = rbf_gaussian_eigenvalues(k, lengthscale, std, variance)
 
     def sample(self, n: int, seed: int = 0, dtype=torch.float64) -> torch.Tensor:
         """``n`` seeded draws from ``N(0, std^2)``, shape ``(n, 1)``."""
@@ -135,6 +159,18 @@ class RBFGaussianEigen(EigenSolver):
 
     def fit(self, kernel: Kernel | None = None, x: torch.Tensor | None = None) -> "RBFGaussianEigen":
         """Nothing to fit: the answer is known in closed form."""
+        return self
+
+    def state_dict(self) -> dict:
+        """The closed form's parameters (its eigenpairs follow from them)."""
+        return {"kind": self.kind, "k": self.k, "lengthscale": self.lengthscale, "std": self.std,
+                "variance": self.variance}
+
+    def load_state_dict(self, state: dict, kernel: Kernel | None = None) -> "RBFGaussianEigen":
+        """Nothing to restore but a check that ``state`` holds this closed form's parameters."""
+        state = self._check_state(state)
+        if (state["lengthscale"], state["std"], state["variance"]) != (self.lengthscale, self.std, self.variance):
+            raise ValueError("the state holds another RBF kernel or input density")
         return self
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .. import batches
 from .._utils import reinitialised
 
 
@@ -42,9 +43,9 @@ class EigenfunctionNet(nn.Module):
         self.body, self.num_outputs, self.k = body, num_outputs, k
         self.norm = L2BatchNorm(k)
 
-    def raw(self, x: torch.Tensor) -> torch.Tensor:
+    def raw(self, x) -> torch.Tensor:
         """Unnormalised outputs, shape ``(B, C, k)``."""
-        return self.body(x).reshape(len(x), self.num_outputs, self.k)
+        return batches.call(self.body, x).reshape(-1, self.num_outputs, self.k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.raw(x))
@@ -59,23 +60,23 @@ def mlp_body(in_features: int, out_features: int, width: int = 256, depth: int =
     return nn.Sequential(*layers, nn.Linear(d, out_features))
 
 
-def _last_linear(model: nn.Module, x: torch.Tensor) -> str | None:
+def _last_linear(model: nn.Module, x) -> str | None:
     """Name of the ``nn.Linear`` whose output is the model's output, found by tracing one call."""
     calls = []
     hooks = [m.register_forward_hook(lambda mod, i, o, name=name: calls.append((name, o)))
              for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     try:
         with torch.no_grad():
-            out = model(x)
+            out = batches.call(model, x)
     finally:
         for h in hooks:
             h.remove()
-    if calls and calls[-1][1].shape == out.shape and torch.equal(calls[-1][1], out):
+    if calls and calls[-1][1].numel() == out.numel() and torch.equal(calls[-1][1].reshape(out.shape), out):
         return calls[-1][0]
     return None
 
 
-def eigenfunction_net(model: nn.Module | None, k: int, x: torch.Tensor, num_outputs: int,
+def eigenfunction_net(model: nn.Module | None, k: int, x, num_outputs: int,
                       seed: int = 0) -> EigenfunctionNet:
     """The default eigenfunction network for ``k`` eigenfunctions of a kernel with ``num_outputs`` outputs.
 
@@ -85,8 +86,11 @@ def eigenfunction_net(model: nn.Module | None, k: int, x: torch.Tensor, num_outp
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        name = _last_linear(model, x[:2]) if model is not None else None
+        name = _last_linear(model, batches.take(x, slice(0, 2))) if model is not None else None
         if name is None:
+            if not isinstance(x, torch.Tensor):
+                raise ValueError("the default eigenfunction network of a model that does not end in nn.Linear is an "
+                                 "MLP on tensor inputs: pass `net` for these inputs")
             body = mlp_body(x[0].numel(), num_outputs * k)
             if model is not None:
                 p = next(model.parameters())

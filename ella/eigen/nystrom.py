@@ -17,9 +17,11 @@ import math
 
 import torch
 
-from .._checks import check_positive_int
+from .. import batches
+from .._checks import check_float, check_int, check_positive_int
 from .._utils import seeded_generator
 from ..kernels.base import Kernel
+from ..kernels.ntk import EmpiricalNTK
 from .solver import EigenSolver, top_eigenpairs
 
 
@@ -31,60 +33,80 @@ class Nystrom(EigenSolver):
         num_points: M, the number of sampled ``(x, c)`` rows (capped at the number of inputs).
         seed: seed of the sampled rows.
         rank_tol: eigenvalues below ``rank_tol * mu_1`` count as zero; asking for them is an error.
+
+    Fitted attributes: ``eigenvalues_``, ``kernel_``, and either ``directions_`` ``(P, k)`` (an
+    :class:`~ella.kernels.EmpiricalNTK`: ``psi(x) = J(x) W``) or the sampled rows ``rows_x_``, ``rows_c_`` with
+    the coefficients ``coef_`` (any other kernel: ``psi(x) = kappa(x, X_M) coef``).
     """
+
+    kind = "nystrom"
 
     def __init__(self, k: int, num_points: int = 2000, seed: int = 0, rank_tol: float = 1e-10):
         self.k = check_positive_int(k, "k")
         self.num_points = check_positive_int(num_points, "num_points")
-        self.seed, self.rank_tol = seed, rank_tol
+        self.seed, self.rank_tol = check_int(seed, "seed", 0), check_float(rank_tol, "rank_tol")
 
-    def fit(self, kernel: Kernel, x: torch.Tensor) -> "Nystrom":
+    def fit(self, kernel: Kernel, x) -> "Nystrom":
         """Sample the rows, eigendecompose their Gram matrix (float64) and set up the extension."""
         C = self._check_fit(kernel, x)
-        M = min(self.num_points, len(x))
+        N = batches.num_rows(x)
+        M = min(self.num_points, N)
         if self.k > M:
             raise ValueError(f"`k` = {self.k} is larger than the number of Nystrom rows M = {M}")
         gen = seeded_generator(self.seed)
-        idx = torch.randperm(len(x), generator=gen)[:M].to(x.device)
-        classes = torch.randint(0, C, (M,), generator=gen).to(x.device)
-        self.kernel, self.num_outputs = kernel, C
-        if hasattr(kernel, "jacobian_rows"):
-            rows = kernel.jacobian_rows(x[idx], classes)  # J_M: (M, P)
+        device = batches.device(x)
+        idx = torch.randperm(N, generator=gen)[:M].to(device)
+        classes = torch.randint(0, C, (M,), generator=gen).to(device)
+        xm = batches.take(x, idx)
+        ntk = isinstance(kernel, EmpiricalNTK)
+        if ntk:
+            rows = kernel.jacobian_rows(xm, classes)  # J_M: (M, P)
             gram = rows.double() @ rows.double().T
         else:
-            full = kernel.gram(x[idx]).double()
-            sel = torch.arange(M, device=x.device) * C + classes
-            gram = full[sel][:, sel]
+            sel = torch.arange(M, device=device) * C + classes
+            gram = kernel.gram(xm)[sel][:, sel]
+            dtype, gram = gram.dtype, gram.double()
         evals, evecs = top_eigenpairs(gram, self.k, self.rank_tol, "Nystrom Gram matrix")
         # v_j = sqrt(M) q_j; psi_j(x) = kappa(x, X_M) v_j / (M mu_j) with M mu_j = p_j
         coef = evecs * math.sqrt(M) / evals
-        dtype = x.dtype if x.dtype.is_floating_point else torch.get_default_dtype()
-        if hasattr(kernel, "jacobian_rows"):
-            self._directions = (rows.double().T @ coef).to(rows.dtype)  # w_j = J_M^T v_j / (M mu_j): (P, k)
+        self.kernel_, self.num_outputs_ = kernel, C
+        self.directions_ = self.rows_x_ = self.rows_c_ = self.coef_ = None
+        if ntk:
+            self.directions_ = (rows.double().T @ coef).to(rows.dtype)  # w_j = J_M^T v_j / (M mu_j): (P, k)
+            dtype = rows.dtype
         else:
-            self._x, self._classes, self._coef = x[idx], classes, coef.to(dtype)
-        self._eigenvalues = (evals / M).to(dtype)
+            self.rows_x_, self.rows_c_, self.coef_ = xm, classes, coef.to(dtype)
+        self.eigenvalues_ = (evals / M).to(dtype)
         return self
 
     def state_dict(self) -> dict:
-        """The fitted solver; only the Jacobian (NTK) form can be saved, since it needs no kernel object."""
+        """The fitted solver: eigenvalues and the extension (NTK directions, or the sampled rows)."""
         self._check_fitted()
-        if not hasattr(self, "_directions"):
-            raise ValueError("only a Nystrom solver fitted to an EmpiricalNTK can be saved")
-        return {"kind": "nystrom", "k": self.k, "eigenvalues": self._eigenvalues, "directions": self._directions}
+        extension = ({"directions": self.directions_} if self.directions_ is not None else
+                     {"rows_x": self.rows_x_, "rows_c": self.rows_c_, "coef": self.coef_})
+        return {"kind": self.kind, "k": self.k, "num_outputs": self.num_outputs_, "eigenvalues": self.eigenvalues_,
+                **extension}
 
     def load_state_dict(self, state: dict, kernel: Kernel) -> "Nystrom":
-        """Restore a fitted NTK Nystrom solver on ``kernel`` (an EmpiricalNTK of the same model)."""
-        self.kernel, self._directions, self._eigenvalues = kernel, state["directions"], state["eigenvalues"]
+        """Restore a fitted solver, extended to new inputs through ``kernel`` (the kernel it was fitted with)."""
+        state = self._check_state(state)
+        if not isinstance(kernel, Kernel):
+            raise TypeError(f"Nystrom needs its `kernel` to evaluate new inputs, got {type(kernel).__name__}")
+        self.kernel_, self.num_outputs_ = kernel, state["num_outputs"]
+        self.directions_ = state.get("directions")
+        self.rows_x_, self.rows_c_, self.coef_ = state.get("rows_x"), state.get("rows_c"), state.get("coef")
+        if (self.directions_ is None) == (self.coef_ is None):
+            raise ValueError("the Nystrom state holds neither NTK directions nor sampled rows")
+        self.eigenvalues_ = state["eigenvalues"]
         return self
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x) -> torch.Tensor:
         """``psi(x)``, shape ``(B, C, k)``."""
         self._check_fitted()
         with torch.no_grad():
-            if hasattr(self, "_directions"):
-                return self.kernel.jvp(x, self._directions)  # J(x) w_j
-            M, C = len(self._x), self.num_outputs
-            cross = self.kernel.gram(x, self._x).reshape(len(x), C, M, C)
-            cross = cross[:, :, torch.arange(M, device=x.device), self._classes]  # kappa(x, x_m)[:, c_m]
-            return cross.to(self._coef.dtype) @ self._coef
+            if self.directions_ is not None:
+                return self.kernel_.jvp(x, self.directions_)  # J(x) w_j
+            M, C, B = len(self.rows_c_), self.num_outputs_, batches.num_rows(x)
+            cross = self.kernel_.gram(x, self.rows_x_).reshape(B, C, M, C)
+            cross = cross[:, :, torch.arange(M, device=cross.device), self.rows_c_]  # kappa(x, x_m)[:, c_m]
+            return cross.to(self.coef_.dtype) @ self.coef_

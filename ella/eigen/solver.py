@@ -1,9 +1,18 @@
-"""The shape every eigen-solver shares: ``fit(kernel, x)``, ``psi = solver(x)``, ``solver.eigenvalues``."""
+"""The contract every eigen-solver keeps: ``fit(kernel, x)``, ``psi = solver(x)``, ``eigenvalues``,
+``state_dict()`` and ``load_state_dict(state, kernel)``.
+
+Configuration (the constructor's arguments) is never changed by ``fit``; what ``fit`` learns lives in
+attributes with a trailing underscore (``eigenvalues_``, a trained network ``net_``, ...), all set anew by each
+``fit``, so fitting twice with the same seed gives the same solver as fitting once.
+"""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 
+from .. import batches
 from ..kernels.base import Kernel
 
 
@@ -11,6 +20,8 @@ def top_eigenpairs(matrix: torch.Tensor, k: int, rank_tol: float,
                    name: str = "Gram matrix") -> tuple[torch.Tensor, torch.Tensor]:
     """The top-``k`` eigenpairs ``(e, q)`` of a symmetric matrix, decreasing; a ``ValueError`` if ``k``
     exceeds its numerical rank (eigenvalues above ``rank_tol * e_1``)."""
+    if k > len(matrix):
+        raise ValueError(f"`k` = {k} exceeds the rank of the {name}, at most its size {len(matrix)}")
     evals, evecs = torch.linalg.eigh(matrix)
     evals, evecs = evals.flip(0)[:k], evecs.flip(1)[:, :k]
     if evals[-1] <= rank_tol * evals[0]:
@@ -19,7 +30,7 @@ def top_eigenpairs(matrix: torch.Tensor, k: int, rank_tol: float,
     return evals, evecs
 
 
-class EigenSolver:
+class EigenSolver(ABC):
     """Top-``k`` eigenpairs ``(mu_j, psi_j)`` of a kernel's integral operator on an empirical measure.
 
     Conventions: ``psi(x)`` has shape ``(B, C, k)`` with unit mean square over the training rows
@@ -27,38 +38,61 @@ class EigenSolver:
     decreasing order, so that ``kappa(x, x') ~= sum_j mu_j psi_j(x) psi_j(x')^T``.
     """
 
+    #: the name this solver is saved under (``state_dict()["kind"]``).
+    kind: str
     k: int
-    _eigenvalues: torch.Tensor | None = None
+    eigenvalues_: torch.Tensor | None = None
 
-    def _check_fit(self, kernel: Kernel, x: torch.Tensor) -> int:
+    @abstractmethod
+    def fit(self, kernel: Kernel, x) -> "EigenSolver":
+        """Learn the top-``k`` eigenpairs of ``kernel`` on the inputs ``x`` ``(N, ...)``; returns ``self``."""
+
+    @abstractmethod
+    def __call__(self, x) -> torch.Tensor:
+        """Eigenfunctions ``psi(x)`` of shape ``(B, C, k)``."""
+
+    @abstractmethod
+    def state_dict(self) -> dict:
+        """The fitted state: tensors (and nested dicts of them) plus JSON-ready values, with ``"kind"``."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict, kernel: Kernel) -> "EigenSolver":
+        """Restore a fitted state written by :meth:`state_dict`, evaluated with ``kernel`` where the solver needs
+        one at prediction (Nystrom, exact); returns ``self``."""
+
+    def _check_fit(self, kernel: Kernel, x) -> int:
         """Validate the arguments of ``fit`` and return C, the kernel's number of outputs."""
         if not isinstance(kernel, Kernel):
             raise TypeError(f"`kernel` must be an ella.kernels.Kernel, got {type(kernel).__name__}")
-        if not isinstance(x, torch.Tensor) or x.ndim < 1 or len(x) == 0:
-            raise ValueError("`x` must be a non-empty tensor of inputs (N, ...)")
+        if batches.check_inputs(x, "x") == 0:
+            raise ValueError("`x` must be a non-empty batch of inputs (N, ...)")
         kernel.check(x)
-        C = kernel.infer_num_outputs(x[:1])
-        if self.k > len(x) * C:
-            raise ValueError(f"`k` = {self.k} is larger than the number of rows N * C = {len(x) * C}")
+        C = kernel.infer_num_outputs(batches.take(x, slice(0, 1)))
+        rows = batches.num_rows(x) * C
+        if self.k > rows:
+            raise ValueError(f"`k` = {self.k} is larger than the number of rows N * C = {rows}")
         rank = getattr(kernel, "max_rank", None)  # a kernel of known finite rank, e.g. the SGD-trajectory one
         if rank is not None and self.k > rank:
             raise ValueError(f"`k` = {self.k} is larger than the rank of the kernel ({type(kernel).__name__} has "
                              f"rank at most {rank})")
         return C
 
+    def _check_state(self, state) -> dict:
+        if not isinstance(state, dict) or state.get("kind") != self.kind or state.get("k") != self.k:
+            found = (state.get("kind"), state.get("k")) if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"the state is not that of a {type(self).__name__} with k = {self.k} (found {found})")
+        return state
+
     def _check_fitted(self) -> None:
-        if self._eigenvalues is None:
+        if self.eigenvalues_ is None:
             raise RuntimeError(f"{type(self).__name__} is not fitted: call `fit(kernel, x)` first")
 
     @property
     def eigenvalues(self) -> torch.Tensor:
         """``mu`` of shape ``(k,)``: eigenvalues of the integral operator."""
         self._check_fitted()
-        return self._eigenvalues
+        return self.eigenvalues_
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+    def feature_map(self, x) -> torch.Tensor:
         """``Psi(x) = psi(x) diag(sqrt(mu))``, shape ``(B, C, k)``, so that ``kappa ~= Psi Psi^T``."""
         return self(x) * self.eigenvalues.clamp_min(0).sqrt()

@@ -27,18 +27,21 @@ them in place of the batch values in the ``Sigma`` term.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 
 import torch
 from torch import nn
-from torch.func import functional_call, jacrev
+from torch.func import jacrev
 
-from .._checks import check_positive_int
+from .. import batches
+from .._checks import check_bool, check_float, check_int, check_positive_int
 from .._utils import num_parameters, progress, seeded_generator, trainable_parameters, unflatten_like
 from ..kernels.base import FeatureKernel, Kernel
 from .nets import eigenfunction_net
-from .neuralef import _moments, diagonal_blocks, gram_blocks, index_batches, operator_moments, rayleigh_quotients
+from .rayleigh import (batch_moments, diagonal_blocks, gram_blocks, index_batches, operator_moments,
+                       rayleigh_quotients)
 from .solver import EigenSolver
 
 _MAX_JACOBIAN = 2e8  # entries of the moving-average Jacobian (k (k+1) / 2 x P) before we refuse
@@ -87,40 +90,53 @@ class SpIN(EigenSolver):
             runs on the elapsed fraction of the budget). ``steps_done`` records how far it got.
         seed: seed of the batches and of the default network's initialisation.
         progress: show a progress bar.
+        population: unbiased quotients for the population operator (as :class:`~ella.eigen.NeuralEF`).
+
+    Fitted attributes: ``net_`` (the trained network), ``whitening_`` (``L^-1``), ``eigenvalues_``,
+    ``history_`` (``Tr Lambda`` per step), ``steps_done_``.
     """
+
+    kind = "spin"
 
     def __init__(self, k: int, net: nn.Module | None = None, model: nn.Module | None = None, steps: int = 2000,
                  batch_size: int = 256, lr: float = 1e-3, momentum: float = 0.9, max_seconds: float | None = None,
-                 seed: int = 0, progress: bool = True):
+                 seed: int = 0, progress: bool = True, population: bool = False):
         self.k = check_positive_int(k, "k")
         self.steps = check_positive_int(steps, "steps")
         self.batch_size = check_positive_int(batch_size, "batch_size")
-        if net is not None and not isinstance(net, nn.Module):
-            raise TypeError(f"`net` must be an nn.Module mapping x to (B, C * k), got {type(net).__name__}")
-        if not 0 <= momentum < 1:
+        for name, value in (("net", net), ("model", model)):
+            if value is not None and not isinstance(value, nn.Module):
+                raise TypeError(f"`{name}` must be an nn.Module, got {type(value).__name__}")
+        self.momentum = check_float(momentum, "momentum", inclusive=True)
+        if self.momentum >= 1:
             raise ValueError(f"`momentum` must lie in [0, 1), got {momentum!r}")
-        if max_seconds is not None and not max_seconds > 0:
-            raise ValueError(f"`max_seconds` must be positive, got {max_seconds!r}")
-        self.net, self.model, self.lr, self.momentum = net, model, lr, momentum
-        self.max_seconds, self.seed, self.progress = max_seconds, seed, progress
-        self.history: list[float] = []
+        self.max_seconds = None if max_seconds is None else check_float(max_seconds, "max_seconds")
+        self.net, self.model, self.lr = net, model, check_float(lr, "lr")
+        self.seed, self.progress = check_int(seed, "seed", 0), check_bool(progress, "progress")
+        self.population = check_bool(population, "population")
 
-    def _body(self) -> nn.Module:
-        return self.net.body if hasattr(self.net, "raw") else self.net
+    def _initial_net(self, x, num_outputs: int, kernel: Kernel | None) -> nn.Module:
+        if self.net is not None:
+            return copy.deepcopy(self.net)
+        template = self.model if self.model is not None else getattr(kernel, "model", None)
+        return eigenfunction_net(template, self.k, x, num_outputs, seed=self.seed)
 
-    def _raw(self, x: torch.Tensor) -> torch.Tensor:
-        """Unnormalised outputs ``u(x)``, shape ``(B, C, k)``."""
-        return self._body()(x).reshape(len(x), self._num_outputs, self.k)
+    @staticmethod
+    def _body(net: nn.Module) -> nn.Module:
+        return net.body if hasattr(net, "raw") else net
 
-    def fit(self, kernel: Kernel, x: torch.Tensor, num_data: int | None = -1) -> "SpIN":
-        """Train on inputs ``x``; ``num_data`` as in :meth:`~ella.eigen.NeuralEF.fit` (``None``: population)."""
+    def _raw(self, x) -> torch.Tensor:
+        """Unnormalised outputs ``u(x)`` of the fitted network, shape ``(B, C, k)``."""
+        return batches.call(self._body(self.net_), x).reshape(-1, self.num_outputs_, self.k)
+
+    def fit(self, kernel: Kernel, x) -> "SpIN":
+        """Train on inputs ``x`` (the empirical measure over them, uniform over outputs)."""
         C = self._check_fit(kernel, x)
-        N, k = len(x), self.k
-        num_data = N if num_data == -1 else num_data
-        self._num_outputs = C
-        if self.net is None:
-            self.net = eigenfunction_net(self.model, k, x, C, seed=self.seed)
-        body = self._body()
+        N, k = batches.num_rows(x), self.k
+        num_data = None if self.population else N
+        self.net_, self.num_outputs_ = self._initial_net(x, C, kernel), C
+        self.input_spec_ = batches.spec(x)
+        body = self._body(self.net_)
         theta = trainable_parameters(body)  # detached views: the weights as jacrev's input
         params = [p for p in body.parameters() if p.requires_grad]
         P = num_parameters(body)
@@ -132,36 +148,36 @@ class SpIN(EigenSolver):
         B = min(self.batch_size, N)
         # full batches of a Gram-block kernel: the block is the same every step, so form it once
         full_gram = kernel.gram(x) if phi is None and B == N else None
-        iu = torch.triu_indices(k, k, device=x.device)
+        iu = torch.triu_indices(k, k, device=batches.device(x))
 
-        def sigma_sg_upper(theta: dict, xb: torch.Tensor) -> torch.Tensor:
+        def sigma_sg_upper(theta: dict, xb) -> torch.Tensor:
             # upper triangle of Sigma_sg = sg(u)^T u / rows, as a function of the weights only
-            u = functional_call(body, theta, (xb,)).reshape(-1, k)
+            u = batches.functional(body, theta, xb).reshape(-1, k)
             return (u.detach().T @ u / len(u))[iu[0], iu[1]]
 
         opt = torch.optim.Adam(params, lr=self.lr)
-        batches = index_batches(N, B, seeded_generator(self.seed), x.device, shuffle=full_gram is None)
+        order = index_batches(N, B, seeded_generator(self.seed), batches.device(x), shuffle=full_gram is None)
         sigma_bar = pi_bar = jac_bar = None
         start = time.perf_counter()
         body.train()
-        self.steps_done = 0
-        for step, idx in zip(progress(range(self.steps), self.progress, "SpIN"), batches):
+        self.steps_done_, self.history_ = 0, []
+        for step, idx in zip(progress(range(self.steps), self.progress, "SpIN"), order):
             elapsed = time.perf_counter() - start
             frac = max(step / self.steps, elapsed / self.max_seconds if self.max_seconds else 0.0)
             if frac >= 1:
                 break
             for group in opt.param_groups:  # cosine decay over steps or over the time budget
                 group["lr"] = self.lr * 0.5 * (1 + math.cos(math.pi * frac))
-            xb = x[idx]
+            xb = batches.take(x, idx)
             u = self._raw(xb)
             rows = u.shape[0] * C
             flat = u.reshape(rows, k)
             sigma = flat.T @ flat / rows  # Sigma_hat
             if phi is not None:
-                full, full_sg, diag, diag_sg = _moments(u, phi[idx], None, blocks[idx])
+                full, full_sg, diag, diag_sg = batch_moments(u, phi[idx], None, blocks[idx])
             else:
                 gram = (full_gram if full_gram is not None else kernel.gram(xb)).to(u.dtype)
-                full, full_sg, diag, diag_sg = _moments(u, None, gram, gram_blocks(gram, C))
+                full, full_sg, diag, diag_sg = batch_moments(u, None, gram, gram_blocks(gram, C))
             pi = rayleigh_quotients(full, diag, B, C, num_data)  # Pi_hat (unbiased, as in NeuralEF)
             pi_sg = rayleigh_quotients(full_sg, diag_sg, B, C, num_data)  # sg(u)^T K u
             jac = jacrev(sigma_sg_upper)(theta, xb)  # d Sigma_sg[upper] / d theta
@@ -178,43 +194,49 @@ class SpIN(EigenSolver):
             for p, step_grad in zip(params, correction.values()):
                 p.grad = step_grad.clone() if p.grad is None else p.grad.add_(step_grad)
             opt.step()
-            self.steps_done += 1
-            self.history.append(lam.trace().item())
+            self.steps_done_ += 1
+            self.history_.append(lam.trace().item())
         body.eval()
         self._refine(kernel, x, phi, num_data)
         return self
 
     @torch.no_grad()
-    def _refine(self, kernel: Kernel, x: torch.Tensor, phi: torch.Tensor | None, num_data: int | None,
+    def _refine(self, kernel: Kernel, x, phi: torch.Tensor | None, num_data: int | None,
                 chunk: int = 1024) -> None:
         """Exact ``Sigma`` and ``Pi`` over all of ``x`` (float64): the whitening ``L^-1`` and ``diag(Lambda)``."""
-        u = torch.cat([self._raw(x[i : i + chunk]) for i in range(0, len(x), chunk)]).double()
+        raw = torch.cat([self._raw(piece) for piece in batches.chunks(x, chunk)])
+        u = raw.double()
         N, C, k = u.shape
         flat = u.reshape(N * C, k)
         sigma = flat.T @ flat / (N * C)
         full, diag = operator_moments(kernel, x, phi, u, chunk)
         lam, _, _ = masked_factors(sigma, rayleigh_quotients(full, diag, N, C, num_data))
-        self._whitening = torch.linalg.inv(cholesky(sigma))  # L^-1
-        self._eigenvalues = lam.diagonal().to(x.dtype if x.dtype.is_floating_point else torch.float32)
+        self.whitening_ = torch.linalg.inv(cholesky(sigma))  # L^-1
+        self.eigenvalues_ = lam.diagonal().to(raw.dtype)
 
     def state_dict(self) -> dict:
         """The fitted solver: network weights, whitening ``L^-1`` and eigenvalues."""
         self._check_fitted()
-        return {"kind": "spin", "k": self.k, "num_outputs": self._num_outputs, "net": self.net.state_dict(),
-                "whitening": self._whitening, "eigenvalues": self._eigenvalues}
+        return {"kind": self.kind, "k": self.k, "num_outputs": self.num_outputs_, "net": self.net_.state_dict(),
+                "whitening": self.whitening_, "eigenvalues": self.eigenvalues_, "input_spec": self.input_spec_}
 
-    def load_state_dict(self, state: dict) -> "SpIN":
-        """Restore a fitted solver into ``net`` (the same architecture as when it was fitted)."""
-        if self.net is None:
-            raise ValueError("pass the eigenfunction network of the fitted solver as `net` to load its weights")
-        self.net.load_state_dict(state["net"])
-        self._num_outputs, self._whitening = state["num_outputs"], state["whitening"]
-        self._eigenvalues = state["eigenvalues"]
+    def load_state_dict(self, state: dict, kernel: Kernel | None = None) -> "SpIN":
+        """Restore a fitted solver into a copy of ``net``, or the default network (as :class:`NeuralEF`)."""
+        state = self._check_state(state)
+        template = next(m for m in (self.model, getattr(kernel, "model", None), self.net, nn.Linear(1, 1))
+                        if m is not None)
+        net = self._initial_net(batches.example(state["input_spec"], template), state["num_outputs"], kernel)
+        try:
+            net.load_state_dict(state["net"])
+        except RuntimeError as e:
+            raise ValueError(f"the saved eigenfunction network does not fit this SpIN's network: {e}") from None
+        self.net_, self.num_outputs_, self.input_spec_ = net.eval(), state["num_outputs"], state["input_spec"]
+        self.whitening_, self.eigenvalues_, self.history_ = state["whitening"], state["eigenvalues"], []
         return self
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x) -> torch.Tensor:
         """Eigenfunctions ``psi(x) = L^-1 u(x)``, shape ``(B, C, k)``, orthonormal on the training rows."""
         self._check_fitted()
         with torch.no_grad():
             u = self._raw(x)
-            return (u.double() @ self._whitening.T).to(u.dtype)
+            return (u.double() @ self.whitening_.T).to(u.dtype)

@@ -18,6 +18,8 @@ from abc import ABC, abstractmethod
 
 import torch
 
+from .. import batches
+
 
 class Kernel(ABC):
     """A matrix-valued positive semi-definite kernel ``kappa(x, x')`` in ``R^{C x C}``."""
@@ -31,7 +33,7 @@ class Kernel(ABC):
 
     def infer_num_outputs(self, x: torch.Tensor) -> int:
         """C, read off the kernel evaluated on the inputs ``x``."""
-        return self.gram(x).shape[0] // len(x)
+        return self.gram(x).shape[0] // batches.num_rows(x)
 
     def check(self, x: torch.Tensor) -> None:
         """Validate the kernel on (a few of) the inputs ``x`` before a long computation; raise a
@@ -40,7 +42,8 @@ class Kernel(ABC):
     def diagonal_blocks(self, x: torch.Tensor) -> torch.Tensor:
         """The ``C x C`` blocks ``kappa(x_b, x_b)``, shape ``(B, C, C)``."""
         C = self.num_outputs
-        return torch.stack([self.gram(xb.unsqueeze(0)).reshape(C, C) for xb in x])
+        return torch.stack([self.gram(batches.take(x, slice(b, b + 1))).reshape(C, C)
+                            for b in range(batches.num_rows(x))])
 
     def __call__(self, x1: torch.Tensor, x2: torch.Tensor | None = None) -> torch.Tensor:
         return self.gram(x1, x2)

@@ -8,14 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import check_positive_int
+from .._checks import check_float, check_positive_int
 from .base import Kernel
-
-
-def _positive(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"`{name}` must be a positive number, got {value!r}")
-    return float(value)
 
 
 def _flat(x: torch.Tensor, name: str) -> torch.Tensor:
@@ -56,8 +50,8 @@ class RBF(Kernel):
     num_outputs = 1
 
     def __init__(self, lengthscale: float = 1.0, variance: float = 1.0):
-        self.lengthscale = _positive(lengthscale, "lengthscale")
-        self.variance = _positive(variance, "variance")
+        self.lengthscale = check_float(lengthscale, "lengthscale")
+        self.variance = check_float(variance, "variance")
 
     def gram(self, x1: torch.Tensor, x2: torch.Tensor | None = None) -> torch.Tensor:
         a = _flat(x1, "x1")
@@ -88,9 +82,8 @@ class Polynomial(Kernel):
     num_outputs = 1
 
     def __init__(self, degree: int = 2, offset: float = 1.0, scale: float = 1.0):
-        if isinstance(offset, bool) or not isinstance(offset, (int, float)) or offset < 0:
-            raise ValueError(f"`offset` must be a non-negative number, got {offset!r}")
-        self.degree, self.offset, self.scale = check_positive_int(degree, "degree"), float(offset), _positive(scale, "scale")
+        self.degree, self.scale = check_positive_int(degree, "degree"), check_float(scale, "scale")
+        self.offset = check_float(offset, "offset", inclusive=True)
 
     def gram(self, x1: torch.Tensor, x2: torch.Tensor | None = None) -> torch.Tensor:
         a = _flat(x1, "x1")

@@ -16,8 +16,9 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .. import batches
 from .._checks import check_positive_int
-from .._utils import batched, progress, reinitialised
+from .._utils import progress, reinitialised
 from .base import FeatureKernel
 
 
@@ -26,7 +27,7 @@ class NNGPKernel(FeatureKernel):
 
     Args:
         architecture: an ``nn.Module`` (its initialisation is redrawn by ``reset_parameters``) or a factory
-            ``seed -> nn.Module`` such as ``lambda seed: ella.models.mnist1d_mlp(seed=seed)``. Outputs
+            ``seed -> nn.Module`` such as ``lambda seed: ella.experiments.models.mnist1d_mlp(seed=seed)``. Outputs
             ``(B, C)``; evaluated in eval mode.
         num_samples: S, the number of random initialisations.
         seed: seed of the initialisations.
@@ -72,7 +73,7 @@ class NNGPKernel(FeatureKernel):
         return net.eval()
 
     def _outputs(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return batched(net, x, self.batch_size).reshape(len(x), -1)
+        return batches.outputs(net, x, self.batch_size)
 
     def infer_num_outputs(self, x: torch.Tensor) -> int:
         net = self.network(0)

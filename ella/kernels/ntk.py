@@ -20,9 +20,10 @@ import math
 import torch
 from torch import nn
 
-from .._checks import check_model, check_positive_int
+from .. import batches
+from .._checks import check_bool, check_choice, check_float, check_int, check_model, check_positive_int
 from .._utils import num_parameters, progress, seeded_generator
-from ..functional import jacobians, jacobian_rows, jvps, perturbed
+from ..functional import jacobian_rows, jacobians, jvps, perturbed_outputs
 from .base import FeatureKernel
 
 ESTIMATORS = ("exact", "jvp", "fd")
@@ -62,7 +63,7 @@ class EmpiricalNTK(FeatureKernel):
 
     Args:
         model: network ``g(x, theta)`` with outputs of shape ``(B, C)``; used in eval mode, never modified
-            (weight perturbations are undone exactly).
+            (perturbed weights are evaluated through ``functional_call``).
         estimator: ``"jvp"`` (default), ``"fd"`` or ``"exact"``.
         num_samples: S, the number of random directions (ignored by ``"exact"``).
         distribution: ``"rademacher"`` or ``"gaussian"`` directions.
@@ -76,34 +77,31 @@ class EmpiricalNTK(FeatureKernel):
     def __init__(self, model: nn.Module, estimator: str = "jvp", num_samples: int = 1000,
                  distribution: str = "rademacher", eps: float | None = None, central: bool = False,
                  seed: int = 0, batch_size: int = 512, progress: bool = True):
-        check_model(model)
-        if estimator not in ESTIMATORS:
-            raise ValueError(f"`estimator` must be one of {ESTIMATORS}, got {estimator!r}")
-        if distribution not in DISTRIBUTIONS:
-            raise ValueError(f"`distribution` must be one of {DISTRIBUTIONS}, got {distribution!r}")
-        check_positive_int(num_samples, "num_samples")
-        check_positive_int(batch_size, "batch_size")
-        if eps is not None and not eps > 0:
-            raise ValueError(f"`eps` must be a positive float, got {eps!r}")
-        self.model = model
-        self.estimator = estimator
-        self.distribution = distribution
-        self.central = central
-        self.seed = seed
-        self.batch_size = batch_size
-        self.progress = progress
+        self.model = check_model(model)
+        self.estimator = check_choice(estimator, "estimator", ESTIMATORS)
+        self.distribution = check_choice(distribution, "distribution", DISTRIBUTIONS)
+        self.central = check_bool(central, "central")
+        self.seed = check_int(seed, "seed", 0)
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        self.progress = check_bool(progress, "progress")
+        self.num_samples = check_positive_int(num_samples, "num_samples")
         self.num_params = num_parameters(model)
         self.dtype = next(model.parameters()).dtype
-        self.eps = default_eps(self.dtype, central) if eps is None else float(eps)
+        self.eps = default_eps(self.dtype, central) if eps is None else check_float(eps, "eps")
         self.num_features = self.num_params if estimator == "exact" else num_samples
         self.device = next(model.parameters()).device
         self._num_outputs = None
         self._block: tuple[int, torch.Tensor] | None = None  # (index, directions) of the last block drawn
 
+    @property
+    def config(self) -> dict:
+        """The constructor's arguments (all but ``model`` and ``progress``), JSON-ready: what rebuilds this kernel."""
+        return {"estimator": self.estimator, "num_samples": self.num_samples, "distribution": self.distribution,
+                "eps": self.eps, "central": self.central, "seed": self.seed, "batch_size": self.batch_size}
+
     def resampled(self, num_samples: int, seed: int) -> "EmpiricalNTK":
         """The same estimator with ``num_samples`` other random directions, drawn from ``seed`` (no progress bar)."""
-        return EmpiricalNTK(self.model, self.estimator, num_samples, self.distribution, self.eps, self.central, seed,
-                            self.batch_size, progress=False)
+        return EmpiricalNTK(self.model, **{**self.config, "num_samples": num_samples, "seed": seed}, progress=False)
 
     @property
     def num_outputs(self) -> int:
@@ -111,14 +109,12 @@ class EmpiricalNTK(FeatureKernel):
             raise AttributeError("num_outputs is known after the first evaluation of the kernel")
         return self._num_outputs
 
-    def infer_num_outputs(self, x: torch.Tensor) -> int:
-        return self.outputs(x.to(self.device)).shape[1]
+    def infer_num_outputs(self, x) -> int:
+        return self.outputs(batches.to_model(x, self.model)).shape[1]
 
-    @torch.no_grad()
-    def outputs(self, x: torch.Tensor) -> torch.Tensor:
+    def outputs(self, x) -> torch.Tensor:
         """``g(x, theta)`` flattened to ``(B, C)``, in batches."""
-        out = torch.cat([self.model(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)])
-        out = out.reshape(len(x), -1)
+        out = batches.outputs(self.model, x, self.batch_size)
         self._num_outputs = out.shape[1]
         return out
 
@@ -132,19 +128,18 @@ class EmpiricalNTK(FeatureKernel):
 
     def jvp(self, x: torch.Tensor, tangents: torch.Tensor) -> torch.Tensor:
         """``J(x) V`` for ``V`` of shape ``(P, k)``, by k forward-mode JVPs; returns ``(B, C, k)``."""
-        out = [jvps(self.model, x[i : i + self.batch_size], tangents.T) for i in range(0, len(x), self.batch_size)]
-        return torch.cat(out)
+        return torch.cat([jvps(self.model, piece, tangents.T) for piece in batches.chunks(x, self.batch_size)])
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Features ``Phi(x)`` of shape ``(B, C, S)`` with ``kappa ~= Phi Phi^T / S``."""
-        x = x.to(self.device)
+        x = batches.to_model(x, self.model)
         if self.estimator == "exact":
             jac = self.jacobian(x)
             self._num_outputs = jac.shape[1]
             return jac * math.sqrt(self.num_params)
         base = self.outputs(x)  # g(x, theta): (B, C)
         S, C = self.num_features, base.shape[1]
-        phi = torch.empty(len(x), C, S, dtype=base.dtype, device=base.device)
+        phi = torch.empty(len(base), C, S, dtype=base.dtype, device=base.device)
         num_blocks = math.ceil(S / _BLOCK)
         for block in progress(range(num_blocks), self.progress, f"NTK features ({self.estimator})"):
             lo, hi = block * _BLOCK, min(S, (block + 1) * _BLOCK)
@@ -163,28 +158,27 @@ class EmpiricalNTK(FeatureKernel):
     @torch.no_grad()
     def _jvp_block(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         # v_s -> J(x) v_s for the whole block, batch by batch: (B, C, s)
-        return torch.cat([jvps(self.model, x[i : i + self.batch_size], v) for i in range(0, len(x), self.batch_size)])
+        return torch.cat([jvps(self.model, piece, v) for piece in batches.chunks(x, self.batch_size)])
 
     @torch.no_grad()
     def _fd_block(self, x: torch.Tensor, v: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         cols = []
         for vs in v:
-            # theta + eps v -> g(x, theta + eps v); the weights are restored on leaving the block
-            with perturbed(self.model, vs, self.eps):
-                plus = self.outputs(x)
+            plus = self._perturbed(x, vs, self.eps)  # g(x, theta + eps v)
             if self.central:
-                with perturbed(self.model, vs, -self.eps):
-                    minus = self.outputs(x)
-                cols.append((plus - minus) / (2 * self.eps))
+                cols.append((plus - self._perturbed(x, vs, -self.eps)) / (2 * self.eps))
             else:
                 cols.append((plus - base) / self.eps)
         return torch.stack(cols, dim=-1)
 
+    def _perturbed(self, x, v: torch.Tensor, eps: float) -> torch.Tensor:
+        return torch.cat([perturbed_outputs(self.model, piece, v, eps) for piece in batches.chunks(x, self.batch_size)])
+
     def gram(self, x1: torch.Tensor, x2: torch.Tensor | None = None) -> torch.Tensor:
         if self.estimator == "exact":
             # K = J_1 J_2^T over the flattened (b, c) rows
-            j1 = self.jacobian(x1.to(self.device)).flatten(0, 1)
-            j2 = j1 if x2 is None else self.jacobian(x2.to(self.device)).flatten(0, 1)
-            self._num_outputs = len(j1) // len(x1)
+            j1 = self.jacobian(batches.to_model(x1, self.model)).flatten(0, 1)
+            j2 = j1 if x2 is None else self.jacobian(batches.to_model(x2, self.model)).flatten(0, 1)
+            self._num_outputs = len(j1) // batches.num_rows(x1)
             return j1 @ j2.T
         return super().gram(x1, x2)

@@ -50,6 +50,11 @@ class SGDTrajectoryKernel(FeatureKernel):
         self._num_outputs = trajectory.anchor.shape[1] if trajectory.has_functions else None
 
     @property
+    def model(self):
+        """The recorded architecture (a default eigenfunction network copies it)."""
+        return self.trajectory.model
+
+    @property
     def max_rank(self) -> int:
         """``M - 1``: the features are centred over the M snapshots."""
         return self.num_features - 1

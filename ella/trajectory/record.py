@@ -29,7 +29,7 @@ from torch import nn
 from torch.func import functional_call
 
 from .._checks import check_positive_int
-from .._utils import collect
+from ..batches import collect
 from .moments import WeightMoments
 from .snapshots import SnapshotFiles, check_snapshot, flat_parameters, model_state, read_checkpoint, save_snapshot
 from .store import Trajectory

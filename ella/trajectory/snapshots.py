@@ -5,9 +5,9 @@ name and shape and must be finite; every error names the snapshot (its index and
 ``theta`` of a snapshot follows the order of ``model.named_parameters()`` restricted to the parameters that
 require grad, as everywhere in ella.
 
-Files written here carry a format name and version, checked on load. Checkpoints a user already has can be
-read too: a plain ``state_dict`` file, or a dict holding one under ``"state_dict"``, ``"model_state_dict"``
-or ``"model"``.
+Files written here are :mod:`ella.files` files (versioned, checksummed, no pickled code). Checkpoints a user
+already has can be read too, with ``weights_only=True``: a plain ``state_dict`` file, or a dict holding one under
+``"state_dict"``, ``"model_state_dict"`` or ``"model"``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .. import files
+
 SNAPSHOT_FORMAT = "ella-snapshot"
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # 2: an ella.files file
 _NESTED_KEYS = ("state_dict", "model_state_dict", "model")
 
 
@@ -70,32 +72,25 @@ def with_parameters(state: dict[str, torch.Tensor], theta: torch.Tensor, model: 
 
 
 def save_snapshot(path, state: dict[str, torch.Tensor], step: int, index: int) -> None:
-    """Write one snapshot file (format name and version, step, index, state_dict on the CPU)."""
-    torch.save({"format": SNAPSHOT_FORMAT, "version": SNAPSHOT_VERSION, "step": int(step), "index": int(index),
-                "state_dict": {k: v.detach().cpu() for k, v in state.items()}}, path)
+    """Write one snapshot file (its step and index, the state_dict on the CPU)."""
+    files.write(path, SNAPSHOT_FORMAT, SNAPSHOT_VERSION, {"step": int(step), "index": int(index)},
+                {"state_dict": dict(state)})
 
 
 def read_checkpoint(path, model: nn.Module, name: str) -> tuple[dict[str, torch.Tensor], int | None]:
     """``(state_dict, step)`` of an ella snapshot file or of a user's checkpoint, checked against ``model``."""
-    if not Path(path).is_file():
-        raise ValueError(f"{name}: no such file {str(path)!r}")
-    device = next(model.parameters()).device
-    try:
-        obj = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise ValueError(f"{name} ({path}) is not a readable torch checkpoint: {e}") from e
+    where = f"{name} ({path})"
+    obj = files.load(path, map_location=next(model.parameters()).device)
     step = None
     if isinstance(obj, dict) and obj.get("format") == SNAPSHOT_FORMAT:
-        if obj.get("version", 0) > SNAPSHOT_VERSION:
-            raise ValueError(f"{name} ({path}) has snapshot format version {obj['version']}; this ella reads up "
-                             f"to {SNAPSHOT_VERSION}")
-        obj, step = obj["state_dict"], obj["step"]
+        _, meta, tensors = files.parse(obj, SNAPSHOT_FORMAT, SNAPSHOT_VERSION, where)
+        obj, step = files.require(tensors, "state_dict", dict, where), files.require(meta, "step", int, where)
     elif isinstance(obj, dict):
         for key in _NESTED_KEYS:
             if isinstance(obj.get(key), dict):
                 obj = obj[key]
                 break
-    return check_snapshot(obj, model, f"{name} ({path})"), step
+    return check_snapshot(obj, model, where), step
 
 
 class SnapshotFiles:

@@ -9,7 +9,8 @@ What a trajectory can hold (at least one of the first two):
   which ``g(x, theta_m)`` is available at any ``x``.
 * always: the streaming SWA/SWAG moments of the weights (:class:`~ella.trajectory.moments.WeightMoments`).
 
-Saved trajectories carry a format name and version and the model's parameter count, checked on load.
+Saved trajectories are :mod:`ella.files` files (tensors and JSON metadata, checksummed, never unpickled code)
+carrying the model's parameter count, checked on load.
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from .. import files
 from .._utils import num_parameters, progress
 from .moments import WeightMoments
 from .snapshots import SnapshotFiles, check_snapshot, flat_parameters, with_parameters
 
 TRAJECTORY_FORMAT = "ella-trajectory"
-TRAJECTORY_VERSION = 1
+TRAJECTORY_VERSION = 2  # 2: tensors and JSON metadata in an ella.files file
 
 
 class Trajectory:
@@ -184,36 +186,54 @@ class Trajectory:
 
     def save(self, path) -> None:
         """Write the trajectory to one file: functions, moments, steps, and the weight snapshots if they are
-        in memory (snapshots on disk are referenced by their directory)."""
+        in memory (snapshots on disk are referenced by their paths)."""
         on_disk = isinstance(self.snapshots, SnapshotFiles)
-        weights = None if not self.has_weights or on_disk else [
-            {k: v.cpu() for k, v in s.items()} for s in self.snapshots]
-        torch.save({"format": TRAJECTORY_FORMAT, "version": TRAJECTORY_VERSION,
-                    "num_params": num_parameters(self.model), "steps": self.steps,
-                    "moments": self.moments.state_dict(), "inputs": self.inputs, "anchor": self.anchor,
-                    "deviations": self.deviations, "snapshots": weights,
-                    "snapshot_files": [str(p) for p in self.snapshots.paths] if on_disk else None,
-                    "meta": self.meta}, path)
+        moments = self.moments.state_dict()
+        tensors = {"moments": {"mean": moments["mean"], "sq_mean": moments["sq_mean"],
+                               "deviations": moments["deviations"]}}
+        if self.has_functions:
+            tensors.update(inputs=self.inputs, anchor=self.anchor, deviations=self.deviations)
+        if self.has_weights and not on_disk:
+            tensors["snapshots"] = list(self.snapshots)
+        meta = {"num_params": num_parameters(self.model), "steps": self.steps, "rank": moments["rank"],
+                "count": moments["count"], "meta": _json_ready(self.meta),
+                "snapshot_files": [str(p) for p in self.snapshots.paths] if on_disk else None}
+        files.write(path, TRAJECTORY_FORMAT, TRAJECTORY_VERSION, meta, tensors)
 
     @classmethod
     def load(cls, path, model: nn.Module) -> "Trajectory":
-        """Read a trajectory written by :meth:`save` for ``model``'s architecture (format, version and
-        parameter count are checked)."""
-        state = torch.load(path, map_location=next(model.parameters()).device, weights_only=False)
-        if not isinstance(state, dict) or state.get("format") != TRAJECTORY_FORMAT:
-            raise ValueError(f"{path} is not a saved ella trajectory")
-        if state["version"] > TRAJECTORY_VERSION:
-            raise ValueError(f"{path} has trajectory format version {state['version']}; this ella reads up to "
-                             f"{TRAJECTORY_VERSION}")
-        if state["num_params"] != num_parameters(model):
-            raise ValueError(f"`model` has {num_parameters(model)} parameters but the trajectory in {path} was "
-                             f"recorded for a model with {state['num_params']}")
-        snapshots = state["snapshots"]
-        if snapshots is not None:
-            for m, s in enumerate(snapshots):
-                check_snapshot(s, model, f"snapshot {m} of {path}")
-        elif state["snapshot_files"] is not None:
-            snapshots = SnapshotFiles(Path(state["snapshot_files"][0]).parent, model,
-                                      [Path(p) for p in state["snapshot_files"]])
-        return cls(model, state["steps"], WeightMoments.from_state_dict(state["moments"]), inputs=state["inputs"],
-                   anchor=state["anchor"], deviations=state["deviations"], snapshots=snapshots, meta=state["meta"])
+        """Read a trajectory written by :meth:`save` for ``model``'s architecture; format, version, checksum,
+        parameter count and every snapshot are checked, and any problem is one ``ValueError`` naming the file."""
+        _, meta, tensors = files.read(path, TRAJECTORY_FORMAT, TRAJECTORY_VERSION,
+                                      map_location=next(model.parameters()).device)
+        where = str(path)
+        num_params = files.require(meta, "num_params", int, where)
+        if num_params != num_parameters(model):
+            raise ValueError(f"`model` has {num_parameters(model)} parameters but the trajectory in {where} was "
+                             f"recorded for a model with {num_params}")
+        steps = files.require(meta, "steps", list, where)
+        moments = files.require(tensors, "moments", dict, where)
+        try:
+            moments = WeightMoments.from_state_dict({"rank": files.require(meta, "rank", int, where),
+                                                     "count": files.require(meta, "count", int, where), **moments})
+            snapshots = tensors.get("snapshots")
+            if snapshots is not None:
+                snapshots = [check_snapshot(s, model, f"snapshot {m} of {where}") for m, s in enumerate(snapshots)]
+            elif meta.get("snapshot_files"):
+                paths = [Path(p) for p in meta["snapshot_files"]]
+                snapshots = SnapshotFiles(paths[0].parent, model, paths)
+            return cls(model, steps, moments, inputs=tensors.get("inputs"), anchor=tensors.get("anchor"),
+                       deviations=tensors.get("deviations"), snapshots=snapshots, meta=meta.get("meta"))
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"{where} is malformed: {type(e).__name__}: {e}") from None
+
+
+def _json_ready(value):
+    """``value`` with tuples as lists and anything JSON cannot hold as its ``repr``."""
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)

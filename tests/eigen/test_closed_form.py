@@ -5,7 +5,7 @@ import torch
 
 from ella.eigen import EigenfunctionNet, NeuralEF, RBFGaussianEigen, compare
 from ella.eigen.nets import mlp_body
-from ella.eigen.problems import gaussian_quantiles
+from ella.experiments.eigen.problems import gaussian_quantiles
 
 
 def test_neuralef_recovers_the_closed_form_rbf_eigenpairs_in_order():
@@ -18,7 +18,7 @@ def test_neuralef_recovers_the_closed_form_rbf_eigenpairs_in_order():
     net = EigenfunctionNet(mlp_body(1, 5, width=64), 1, 5)
     # balanced: the plain objective leaves psi_5 (mu_5 / mu_1 = 0.02) mixed with psi_2..4 (see NeuralEF)
     solver = NeuralEF(5, net=net, steps=3000, batch_size=500, lr=1e-2, seed=0, progress=False, balanced=True)
-    solver.fit(reference.kernel, x)
+    solver.fit(reference.kernel_, x)
     # Held-out inputs: 4,000 quantile points (none is a training point). psi_5^2 is heavy-tailed (7% of its
     # mass beyond |x| = 2.9), so the cosine over 2,000 random draws scatters by +-0.005 from draw to draw;
     # the dense quadrature gives the population cosine itself. The random draws are printed for reference.

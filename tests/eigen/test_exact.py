@@ -2,10 +2,10 @@ import pytest
 import torch
 
 from ella.eigen import ExactEigen, RBFGaussianEigen
-from ella.eigen.problems import gaussian_quantiles
+from ella.experiments.eigen.problems import gaussian_quantiles
 from ella.kernels import RBF, EmpiricalNTK, Kernel
 
-from ..conftest import tiny_mlp
+from tests.conftest import tiny_mlp
 
 
 def density_quadrature(std, n=3001):
@@ -27,12 +27,12 @@ def test_closed_form_solves_the_eigen_equation_under_the_density(lengthscale, st
     K = RBF(lengthscale, variance).gram(x[:, None])
     assert torch.allclose(K @ (psi * w[:, None]), psi * ref.eigenvalues, atol=1e-10)
     assert torch.all(ref.eigenvalues[:-1] > ref.eigenvalues[1:])
-    assert ref.kernel.lengthscale == lengthscale and ref.kernel.variance == variance
+    assert ref.kernel_.lengthscale == lengthscale and ref.kernel_.variance == variance
 
 
 def test_quantile_grid_reproduces_the_closed_form():
     ref = RBFGaussianEigen(5)
-    exact = ExactEigen(5).fit(ref.kernel, gaussian_quantiles(1000))
+    exact = ExactEigen(5).fit(ref.kernel_, gaussian_quantiles(1000))
     assert torch.allclose(exact.eigenvalues, ref.eigenvalues, rtol=5e-3)
     x_test = ref.sample(500, seed=1)
     a, b = exact(x_test)[:, 0], ref(x_test)[:, 0]
@@ -64,7 +64,7 @@ def test_exact_eigen_matches_eigh_and_extends_consistently(ntk):
         assert torch.allclose(exact.eigenvalues, evals.flip(0)[:6] / n, rtol=1e-10)
         psi = exact(x).reshape(n, 6)  # the extension reproduces the eigenvectors on the training rows
         assert torch.allclose(psi.abs(), (evecs.flip(1)[:, :6] * n**0.5).abs(), atol=1e-8)
-        assert torch.allclose(psi, exact.train_psi.reshape(n, 6), atol=1e-8)
+        assert torch.allclose(psi, exact.train_psi_.reshape(n, 6), atol=1e-8)
     x_new = torch.randn(5, 3, dtype=torch.float64)
     sign = torch.sign((dual(x) * primal(x)).sum(dim=(0, 1)))
     assert torch.allclose(dual(x_new) * sign, primal(x_new), atol=1e-8)

@@ -5,7 +5,7 @@ from ella.eigen import NeuralEF, neuralef_loss
 from ella.eigen.nets import L2BatchNorm, eigenfunction_net
 from ella.kernels import EmpiricalNTK
 
-from ..conftest import tiny_mlp
+from tests.conftest import tiny_mlp
 
 
 def exact_eigenpairs(K, k):

@@ -4,7 +4,7 @@ import torch
 from ella.eigen import Nystrom
 from ella.kernels import EmpiricalNTK, Kernel
 
-from ..conftest import tiny_mlp
+from tests.conftest import tiny_mlp
 
 
 class GramOnly(Kernel):

@@ -5,11 +5,11 @@ from torch.utils.data import DataLoader, TensorDataset
 from ella import ELLA
 from ella.eigen import RBFGaussianEigen, SpIN, compare
 from ella.eigen.nets import mlp_body
-from ella.eigen.problems import gaussian_quantiles
+from ella.experiments.eigen.problems import gaussian_quantiles
 from ella.eigen.spin import masked_factors
 from ella.kernels import EmpiricalNTK
 
-from ..conftest import tiny_mlp
+from tests.conftest import tiny_mlp
 
 
 def test_masked_gradient_trains_each_function_on_its_own_rayleigh_quotient():
@@ -48,13 +48,13 @@ def test_spin_recovers_the_closed_form_rbf_eigenfunctions_in_order():
     x = gaussian_quantiles(300).float()
     torch.manual_seed(0)
     spin = SpIN(4, net=mlp_body(1, 4, width=32), steps=300, batch_size=300, lr=1e-2, momentum=0.0,
-                seed=0, progress=False).fit(ref.kernel, x)
+                seed=0, progress=False).fit(ref.kernel_, x)
     result = compare(spin, ref, ref.sample(500, seed=1).float())
     assert torch.all(result.eigenvalue_error < 0.02), result.table()
     assert torch.all(result.cosine > 0.99), result.table()
     psi = spin(x).double().reshape(-1, 4)  # whitened: exactly orthonormal on the training rows
     assert torch.allclose(psi.T @ psi / len(psi), torch.eye(4, dtype=torch.float64), atol=1e-5)
-    assert spin.steps_done == 300
+    assert spin.steps_done_ == 300
     restored = SpIN(4, net=mlp_body(1, 4, width=32)).load_state_dict(spin.state_dict())
     assert torch.equal(restored(x), spin(x)) and torch.equal(restored.eigenvalues, spin.eigenvalues)
 
@@ -65,23 +65,10 @@ def test_minibatch_spin_with_moving_averages_and_a_time_budget():
     kernel = EmpiricalNTK(model, "exact", progress=False)
     spin = SpIN(3, steps=10**6, batch_size=16, lr=3e-3, momentum=0.9, max_seconds=0.5, seed=0, progress=False)
     spin.fit(kernel, x)
-    assert 0 < spin.steps_done < 10**6 and spin(x).shape == (64, 2, 3)
+    assert 0 < spin.steps_done_ < 10**6 and spin(x).shape == (64, 2, 3)
     assert torch.all(spin.eigenvalues > 0) and torch.isfinite(spin.eigenvalues).all()
     again = SpIN(3, steps=20, batch_size=16, seed=3, progress=False).fit(kernel, x)
     assert torch.equal(again(x), SpIN(3, steps=20, batch_size=16, seed=3, progress=False).fit(kernel, x)(x))
-
-
-def test_ella_runs_with_a_spin_feature_map():
-    model = tiny_mlp(in_features=3, hidden=6, out_features=3, seed=0)
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(48, 3, dtype=torch.float64, generator=g)
-    y = torch.randint(0, 3, (48,), generator=g)
-    solver = SpIN(4, steps=40, batch_size=16, seed=0, progress=False)
-    post = ELLA(model, k=4, features=solver, prior_precision=1.0, progress=False)
-    post.fit(DataLoader(TensorDataset(x, y), batch_size=16))
-    probs = post.predict(x[:5])
-    assert probs.shape == (5, 3) and torch.allclose(probs.sum(1), torch.ones(5, dtype=probs.dtype))
-    assert post.solver is solver and post.eigenvalues.shape == (4,)
 
 
 def test_errors():

@@ -7,7 +7,7 @@ from torch import nn
 from ella.kernels import EmpiricalNTK
 from ella.kernels.ntk import directions
 
-from ..conftest import tiny_mlp
+from tests.conftest import tiny_mlp
 
 
 def exact_gram(model, x):

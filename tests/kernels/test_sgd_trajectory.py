@@ -5,10 +5,11 @@ from torch.utils.data import DataLoader, TensorDataset
 from ella import ELLA
 from ella.eigen import NeuralEF, Nystrom
 from ella.kernels.sgd_trajectory import SGDTrajectoryKernel
-from ella.train import train_map
-from ella.trajectory import TrajectoryRecorder, swa_model
+from ella.experiments.train import train_map
+from ella.methods import swa_model
+from ella.trajectory import TrajectoryRecorder
 
-from ..conftest import tiny_mlp
+from tests.conftest import tiny_mlp
 
 
 def record(out_features=3, n=30, steps=20, every=2, storage_dtype=None, store="both", seed=0):
@@ -78,52 +79,6 @@ def test_rank_is_at_most_m_minus_1_and_solvers_respect_it(recorded):
             solver.fit(kernel, x)
     loader = DataLoader(TensorDataset(x, y), batch_size=10)
     with pytest.raises(ValueError, match="rank"):
-        ELLA(tiny_mlp(), k=M, kernel="sgd-trajectory", kernel_kwargs={"trajectory": traj}, progress=False).fit(loader)
+        ELLA(tiny_mlp(), k=M, kernel=kernel, progress=False).fit(loader)
     Nystrom(M - 1, num_points=len(x)).fit(kernel, x)  # k = M - 1 is fine
 
-
-def test_ella_without_update_is_the_trajectory_gp_scaled_by_one_over_delta():
-    traj, x, y = record(out_features=1)
-    M = traj.num_snapshots
-    model = swa_model(traj)
-    post = ELLA(model, "regression", k=M - 1, kernel="sgd-trajectory", kernel_kwargs={"trajectory": traj},
-                features="nystrom", feature_kwargs={"num_points": len(x)}, prior_precision=2.0, sigma_noise=0.1,
-                progress=False).fit(DataLoader(TensorDataset(x, y), batch_size=10))
-    assert not post.posterior_update and post.name == "ella_sgd_trajectory_nystrom"
-    mean, cov = post.predictive_moments(x)
-    K = direct_covariance(traj, x, x)  # C = 1: Nystrom on all N rows is the exact eigendecomposition
-    assert torch.allclose(cov[:, 0, 0], K.diagonal() / 2.0, rtol=1e-8, atol=1e-14)
-    assert torch.allclose(mean, model(x).detach())
-    # with the update: Psi (Psi^T Lambda Psi + delta I)^{-1} Psi^T, Lambda = I / sigma^2
-    upd = ELLA(model, "regression", k=M - 1, kernel="sgd-trajectory", kernel_kwargs={"trajectory": traj},
-               features="nystrom", feature_kwargs={"num_points": len(x)}, prior_precision=2.0, sigma_noise=0.1,
-               progress=False, posterior_update=True).fit(DataLoader(TensorDataset(x, y), batch_size=10))
-    psi = upd.feature_map(x)[:, 0, :]
-    G = psi.T @ psi / 0.01 + 2.0 * torch.eye(M - 1, dtype=torch.float64)
-    exact = (psi @ torch.linalg.solve(G, psi.T)).diagonal()
-    assert torch.allclose(upd.predictive_moments(x)[1][:, 0, 0], exact, rtol=1e-8)
-
-
-def test_ella_sgd_trajectory_tunes_the_scale_and_round_trips(recorded, tmp_path):
-    traj, x, y = recorded
-    model = swa_model(traj)
-    loader = DataLoader(TensorDataset(x, y), batch_size=10)
-    post = ELLA(model, k=4, kernel="sgd-trajectory", kernel_kwargs={"trajectory": traj},
-                feature_kwargs={"steps": 300, "batch_size": 30, "lr": 3e-3}, progress=False).fit(loader, loader)
-    assert post.name == "ella_sgd_trajectory" and post.num_folded == 0
-    assert torch.equal(post.curvature, torch.zeros(4, 4, dtype=torch.float64))
-    assert post.tuning_scores.shape == (1, len(post.prior_grid))
-    assert post.tuning_scores[0].min() == post.tuning_scores[0, post.prior_grid.tolist().index(post.prior_precision)]
-    # NeuralEF finds the top eigenvalues of the trajectory kernel
-    exact = torch.linalg.eigvalsh(SGDTrajectoryKernel(traj).gram(x)).flip(0)[:4] / (len(x) * 3)
-    assert torch.allclose(post.eigenvalues[:2], exact[:2], rtol=0.1)
-    post.save(tmp_path / "post.pt")
-    back = ELLA.load(tmp_path / "post.pt", model)
-    assert back.kernel == "sgd-trajectory" and back.posterior_update is False
-    assert torch.allclose(back.predict(x), post.predict(x), atol=1e-12)
-    with pytest.raises(ValueError, match="trajectory"):
-        ELLA(model, kernel="sgd-trajectory")
-    with pytest.raises(ValueError, match="posterior_update"):
-        ELLA(model, posterior_update="yes")
-    with pytest.raises(TypeError, match="Trajectory"):
-        SGDTrajectoryKernel(x)

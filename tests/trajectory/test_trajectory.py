@@ -4,11 +4,11 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from ella.kernels.sgd_trajectory import SGDTrajectoryKernel
-from ella.train import train_map
-from ella.trajectory import (Schedule, Trajectory, TrajectoryRecorder, flat_parameters, swa_model, swa_phase,
-                             update_bn)
+from ella.experiments.train import train_map
+from ella.methods import swa_model
+from ella.trajectory import Schedule, Trajectory, TrajectoryRecorder, flat_parameters
 
-from ..conftest import tiny_mlp
+from tests.conftest import tiny_mlp
 
 
 def data(n=32, seed=0):
@@ -112,7 +112,7 @@ def test_save_load_round_trip_and_checks(tmp_path):
     with pytest.raises(ValueError, match="parameters"):
         Trajectory.load(tmp_path / "traj.pt", tiny_mlp(hidden=5))
     torch.save({"format": "other"}, tmp_path / "bad.pt")
-    with pytest.raises(ValueError, match="not a saved ella trajectory"):
+    with pytest.raises(ValueError, match="not an ella-trajectory file"):
         Trajectory.load(tmp_path / "bad.pt", model)
 
 
@@ -161,32 +161,3 @@ def test_bad_recordings_are_rejected_naming_the_snapshot():
     with pytest.raises(ValueError, match="storage_dtype"):
         TrajectoryRecorder(x, storage_dtype=torch.int8)
 
-
-def test_swa_phase_leaves_the_model_alone_and_is_seeded():
-    x, y = data()
-    model = tiny_mlp()
-    before = [p.detach().clone() for p in model.parameters()]
-    kwargs = dict(steps=12, lr=1e-2, optimizer="adam", every=3, progress=False)
-    a, b = swa_phase(model, loader(x, y), **kwargs), swa_phase(model, loader(x, y), **kwargs)
-    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before))
-    assert a.num_snapshots == 4 and torch.equal(a.deviations, b.deviations)
-    assert a.meta["phase"]["optimizer"] == "adam"
-    with pytest.raises(ValueError, match="at least 2"):
-        swa_phase(model, loader(x, y), steps=3, lr=1e-2, every=2)
-
-
-def test_batch_norm_statistics_are_recomputed_for_the_swa_weights():
-    x, y = data(64)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        net = nn.Sequential(nn.Linear(3, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Linear(6, 3)).double()
-    rec = TrajectoryRecorder(store="weights", every=2)
-    train_map(net, loader(x, y, 16), steps=10, lr=0.1, optimizer="sgd", callback=rec, progress=False)
-    with pytest.raises(ValueError, match="batch norm"):
-        swa_model(rec.trajectory)
-    swa = swa_model(rec.trajectory, DataLoader(TensorDataset(x, y), batch_size=16))
-    # one pass, equal averages of the batch statistics of the SWA network's pre-norm activations
-    h = swa[0](x).detach().reshape(4, 16, 6)
-    assert torch.allclose(swa[1].running_mean, h.mean(1).mean(0), atol=1e-12)
-    assert torch.allclose(swa[1].running_var, h.var(1, unbiased=True).mean(0), atol=1e-12)
-    assert update_bn(tiny_mlp(), loader(x, y)) is not None  # a no-op without batch norm

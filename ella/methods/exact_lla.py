@@ -1,0 +1,68 @@
+"""The exact linearised Laplace approximation (full GGN over all weights): the ground truth for small nets.
+
+Around the MAP weights the network is linearised, ``f(x) ~= g(x, theta_MAP) + J(x) (theta - theta_MAP)``,
+and the weight posterior is Gaussian with the full generalised Gauss-Newton precision
+
+    H = GGN + delta I_P,    GGN = sum_i J(x_i)^T Lambda(x_i) J(x_i),
+
+with ``Lambda = diag(p) - p p^T`` (classification) or ``diag(1 / sigma^2)`` (regression). This is
+:class:`~ella.methods.linearised.LinearisedLaplace` with the Jacobian ``J(x)`` as the features (``D = P``): the
+GGN is accumulated densely (float64) over the training loader and eigendecomposed once, so every ``delta`` (and
+noise) of the search is a rescaling, and the latent predictive factor is ``F(x) = J(x) W`` (``C x P``).
+
+Cost: ``O(N C P^2)`` for the GGN, ``O(P^3)`` for its eigendecomposition and ``O(C P^2)`` per prediction, so
+it is refused for networks with more than ``max_params`` weights.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .._checks import check_positive_int
+from .._utils import num_parameters
+from ..functional import jacobians
+from .linearised import LinearisedLaplace
+
+MAX_PARAMS = 8000  # a P x P float64 GGN of 8k weights is 512 MB and its eigh takes minutes on 2 cores
+
+
+class ExactLLA(LinearisedLaplace):
+    """Linearised Laplace with the full GGN over all weights, eigendecomposed once.
+
+    Args:
+        model: the trained network (eval mode) with outputs ``(B, C)``; never modified.
+        likelihood: ``"classification"`` or ``"regression"``.
+        max_params: refuse networks with more weights than this (the GGN is ``P x P``).
+        prior_precision, prior_grid, sigma_noise, noise_grid, fold_in, link, n_samples, seed, batch_size,
+        progress: as for :class:`~ella.methods.linearised.LinearisedLaplace`.
+
+    Raises:
+        ValueError: at construction, if the network has more than ``max_params`` weights.
+    """
+
+    name = "exact_lla"
+
+    def __init__(self, model: nn.Module, likelihood: str = "classification", *, max_params: int = MAX_PARAMS,
+                 prior_precision: float | None = None, prior_grid=None, sigma_noise=None, noise_grid=None,
+                 fold_in="all", link: str = "margin", n_samples: int = 512, seed: int = 0, batch_size: int = 256,
+                 progress: bool = True):
+        super().__init__(model, likelihood, prior_precision=prior_precision, prior_grid=prior_grid,
+                         sigma_noise=sigma_noise, noise_grid=noise_grid, fold_in=fold_in, link=link,
+                         n_samples=n_samples, seed=seed, batch_size=batch_size, progress=progress)
+        self.max_params = check_positive_int(max_params, "max_params")
+        P = num_parameters(model)
+        if P > self.max_params:
+            raise ValueError(f"`model` has P = {P:,} weights: exact LLA forms a dense P x P GGN and is limited to "
+                             f"`max_params` = {self.max_params:,} (raise it if you have the memory and time)")
+        self.num_params = P
+
+    def _num_features(self) -> int:
+        return self.num_params
+
+    def _features(self, x) -> tuple[torch.Tensor, torch.Tensor]:
+        J, out = jacobians(self.model, x, return_outputs=True)  # (B, C, P), (B, C)
+        return out, J
+
+    def __repr__(self) -> str:
+        return f"ExactLLA(likelihood={self.likelihood!r}, P={self.num_params}, link={self.link!r})"

@@ -1,0 +1,82 @@
+"""laplace-torch's own ELLA feature map (``laplace.ELLA``: a Nystrom basis), with ella's posterior machinery.
+
+What laplace-torch does: ``M = subsample_size`` training inputs, each with one output index drawn at random,
+give Jacobian rows ``J_M`` (``M x P``); the top ``k`` eigenpairs ``(p_j, q_j)`` of ``J_M J_M^T`` give parameter
+directions ``V = J_M^T q / sqrt(p)``; the features are ``Psi(x) = J(x) V``; and ``G = sum_i Psi_i^T Lambda_i
+Psi_i + delta I_k`` is accumulated over the whole training loader. This method lets laplace-torch fit all of that,
+then treats its features like every other :class:`~ella.methods.linearised.LinearisedLaplace`: the prior (and
+noise) by the one search, predictions with ella's links. So it compares laplace-torch's ELLA feature map with
+ella's, everything else equal.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .. import batches
+from .._checks import check_positive_int
+from .laplace_torch import _as_dataloader
+from .linearised import LinearisedLaplace
+from .survey import Survey
+
+
+class LaplaceTorchELLA(LinearisedLaplace):
+    """laplace-torch's ``ELLA`` feature map (Nystrom) inside ella's linearised Laplace.
+
+    Args:
+        model: the trained network (eval mode) with outputs ``(B, C)``.
+        likelihood: ``"classification"`` or ``"regression"``.
+        k: ``n_eigenvalues``, the number of Nystrom directions.
+        subsample_size: ``M``, training inputs behind the Nystrom basis (capped at the training set size;
+            2000 as in the ELLA paper).
+        prior_precision, prior_grid, sigma_noise, noise_grid, link, n_samples, seed, batch_size, progress: as for
+            :class:`~ella.methods.linearised.LinearisedLaplace`; ``seed`` is also laplace-torch's.
+
+    Fitted: besides the base class's, ``la_`` (the fitted ``laplace.ELLA``).
+    """
+
+    name = "laplace_torch_ella"
+
+    def __init__(self, model: nn.Module, likelihood: str = "classification", k: int = 20, *,
+                 subsample_size: int = 2000, prior_precision: float | None = None, prior_grid=None,
+                 sigma_noise=None, noise_grid=None, link: str = "margin", n_samples: int = 512, seed: int = 0,
+                 batch_size: int = 512, progress: bool = True):
+        super().__init__(model, likelihood, prior_precision=prior_precision, prior_grid=prior_grid,
+                         sigma_noise=sigma_noise, noise_grid=noise_grid, link=link, n_samples=n_samples, seed=seed,
+                         batch_size=batch_size, progress=progress)
+        self.k = check_positive_int(k, "k")
+        self.subsample_size = check_positive_int(subsample_size, "subsample_size")
+        if self.k > self.subsample_size:
+            raise ValueError(f"`k` = {k} must be at most `subsample_size` = {subsample_size}")
+
+    def _num_features(self) -> int:
+        return self.k
+
+    def _prepare(self, data: Survey, train_loader) -> None:
+        from laplace import ELLA as LaplaceELLA
+
+        la = LaplaceELLA(self.model, self.likelihood, subsample_size=min(self.subsample_size, data.num_train),
+                         n_eigenvalues=self.k, seed=self.seed)
+        la.fit(_as_dataloader(train_loader, "train_loader"), progress_bar=self.progress)
+        self.la_ = la
+
+    def _accumulate(self, loader, n: int, counts: list[int], rho, need_evidence: bool) -> dict:
+        """laplace-torch's own ``G - delta I`` (its ``feature_gram``, accumulated in its fit) where it is the same
+        curvature; a pass of ella's otherwise (fold-in candidates, the evidence, several noise scales)."""
+        same = not need_evidence and counts == [n] and (rho is None or len(rho) == 1)
+        if not same:
+            return super()._accumulate(loader, n, counts, rho, need_evidence)
+        curv = self.la_.feature_gram.double().cpu() / float(self.la_.temperature)
+        if rho is not None:  # laplace-torch's regression gram is at unit noise
+            curv = curv / float(rho[0]) ** 2
+        zeros = torch.zeros(1, self.k, dtype=torch.float64)
+        return {"curvature": curv[None], "b": zeros, "c": zeros[:, 0], "n": zeros[:, 0]}
+
+    def _features(self, x) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.enable_grad():
+            phi, out = self.la_._features(x)
+        return batches.logits(out).detach(), phi.detach()
+
+    def __repr__(self) -> str:
+        return f"LaplaceTorchELLA(likelihood={self.likelihood!r}, k={self.k}, M={self.subsample_size})"

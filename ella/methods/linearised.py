@@ -1,0 +1,269 @@
+"""Linearised Laplace in a feature space with the MAP network as the mean: what ELLA and exact LLA share.
+
+A subclass gives features ``phi(x)`` in ``R^{C x D}`` (:meth:`LinearisedLaplace._features`): ELLA the feature map
+``Psi(x)`` of ``k`` eigenfunctions, exact LLA the Jacobian ``J(x)``. Everything else is here, in the math of
+:mod:`ella.posterior`:
+
+1. the door pass (:func:`~ella.methods.survey.survey`) checks the data and keeps the sample the features are
+   learned on;
+2. one streamed pass over the training loader accumulates ``A = sum_i phi_i^T Lambda_i phi_i`` in float64,
+   batch by batch (for ``fold_in="tune"`` one ``A`` per candidate number of folded-in points, in a seeded random
+   order of the points); the training set is never held whole;
+3. the validation loader gives the MAP means and the features ``(V, C, D)``, nothing more;
+4. :func:`~ella.methods.search.search` picks the prior precision ``delta`` (and, for regression, the noise
+   scale ``s``, with ``sigma_c = s rho_c``) on validation NLL, or by the linear model's evidence without
+   validation data;
+5. prediction is ``F(x) = phi(x) W`` with the ``D x D`` basis ``W`` of :func:`~ella.posterior.factor_basis`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from abc import abstractmethod
+
+import torch
+
+from .. import batches
+from .._checks import check_float, check_grid
+from .._utils import progress, seeded_generator
+from ..posterior import curvature, eigen_curvature, factor_basis, linear_evidence, scales, with_isotropic
+from ..predictive import hessian_factor, predictive_nll
+from .base import GaussianMethod
+from .search import DEFAULT_NOISE_GRID, DEFAULT_PRIOR_GRID, Choice, search
+from .survey import Survey, survey
+
+FOLD_INS = ("all", "tune")
+
+
+def check_fold_in(fold_in):
+    """``"all"``, ``"tune"`` or a positive number of training points."""
+    if fold_in in FOLD_INS or (isinstance(fold_in, int) and not isinstance(fold_in, bool) and fold_in > 0):
+        return fold_in
+    raise ValueError(f"`fold_in` must be 'all', 'tune' or a positive integer, got {fold_in!r}")
+
+
+class LinearisedLaplace(GaussianMethod):
+    """The linearised Laplace approximation in the feature space of :meth:`_features` (see the module docstring).
+
+    Args (besides :class:`~ella.methods.base.GaussianMethod`'s):
+        prior_precision: ``delta``; ``None`` tunes it (validation NLL; without validation data 1.0 for
+            classification, with a warning, and the evidence for regression).
+        prior_grid: the ``delta`` values searched (widened at an edge; see :mod:`ella.methods.search`).
+        noise_grid: the noise scales ``s`` searched for regression, ``sigma_c = s rho_c`` with ``rho_c`` the
+            MAP's RMSE of output ``c`` on the validation data.
+        fold_in: training points folded into the curvature: ``"all"``, a number (the first of a seeded random
+            order), or ``"tune"``: chosen with ``delta`` on validation NLL among tenths of the training set (the
+            ELLA paper's model selection).
+
+    Fitted: ``prior_precision_``, ``noise_`` (regression; ``noise_scale_`` is ``s``), ``num_folded_``, ``num_train_``,
+    ``evals_`` and
+    ``evecs_`` (the curvature's eigendecomposition, float64), ``basis_`` (``W``), ``search_`` (the
+    :class:`~ella.methods.search.Choice`, or ``None`` when nothing was tuned).
+    """
+
+    prior_precision_: float | None = None
+
+    def __init__(self, model, likelihood: str = "classification", *, prior_precision: float | None = None,
+                 prior_grid=None, sigma_noise=None, noise_grid=None, fold_in="all", link: str = "margin",
+                 n_samples: int = 512, seed: int = 0, batch_size: int = 512, progress: bool = True):
+        super().__init__(model, likelihood, link, n_samples, sigma_noise, seed, batch_size, progress)
+        self.prior_precision = None if prior_precision is None else check_float(prior_precision, "prior_precision")
+        self.prior_grid = DEFAULT_PRIOR_GRID if prior_grid is None else check_grid(prior_grid, "prior_grid")
+        self.noise_grid = DEFAULT_NOISE_GRID if noise_grid is None else check_grid(noise_grid, "noise_grid")
+        self.fold_in = check_fold_in(fold_in)
+
+    # ---------------------------------------------------------------- what a subclass gives
+    @property
+    def _sample_size(self) -> int:
+        """Training inputs the door pass keeps for :meth:`_prepare`."""
+        return 0
+
+    @property
+    def _posterior_update(self) -> bool:
+        """Fold the likelihood curvature into the posterior (``False``: ``G = delta I``, the prior alone)."""
+        return True
+
+    def _prepare(self, data: Survey, train_loader) -> None:
+        """Fit what the features need (ELLA: the kernel's eigenfunctions on ``data.sample``)."""
+
+    @abstractmethod
+    def _num_features(self) -> int:
+        """D."""
+
+    @abstractmethod
+    def _features(self, x) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(g(x) (B, C), phi(x) (B, C, D))`` for a piece of inputs on the model's device."""
+
+    def _isotropic(self, x, phi: torch.Tensor) -> torch.Tensor | None:
+        """Prior variance ``r(x)`` ``(B,)`` added as ``r / delta`` to every output, or ``None``."""
+        return None
+
+    # ---------------------------------------------------------------- fit
+    def _fit(self, train_loader, val_loader) -> None:
+        data = survey(self.model, self.likelihood, train_loader, val_loader, self._sample_size, self.seed,
+                      self.progress)
+        self.num_train_ = data.num_train
+        self._prepare(data, train_loader)
+        C = data.num_outputs
+        like = torch.zeros((), dtype=torch.float64)
+        fixed = self._fixed_noise(C, like)
+        rho = None if self.likelihood == "classification" else (fixed if fixed is not None else data.output_scale)
+        tune_noise = self.likelihood == "regression" and fixed is None
+        tune_prior = self.prior_precision is None
+        counts = self._fold_in_counts(data.num_train, data.num_val > 0)
+        need_evidence = not data.num_val and tune_noise
+        stats = self._accumulate(train_loader, data.num_train, counts, rho, need_evidence)
+        eig = [eigen_curvature(curv) for curv in stats["curvature"]]
+
+        if data.num_val and (tune_prior or tune_noise or len(counts) > 1):
+            choice = search(self._validation_score(val_loader, eig, rho), self.prior_grid if tune_prior else None,
+                            self.noise_grid if tune_noise else None, "validation NLL")
+        elif need_evidence:
+            warnings.warn("no `val_loader`: the regression noise (and prior precision) are set by the marginal "
+                          "likelihood of the linear model on the training data; validation data are more reliable "
+                          "when the network overfits", UserWarning, stacklevel=3)
+            choice = search(self._evidence_score(eig, stats), self.prior_grid if tune_prior else None,
+                            self.noise_grid, "negative log evidence")
+        else:
+            if tune_prior:
+                warnings.warn("no `val_loader`: the prior precision is not tuned; using 1.0 (pass `val_loader` or "
+                              "`prior_precision`)", UserWarning, stacklevel=3)
+            choice = None
+        t = len(counts) - 1 if choice is None else choice.index
+        delta = self.prior_precision or (choice.prior_precision if choice and tune_prior else 1.0)
+        s = choice.noise_scale if choice is not None and tune_noise else 1.0
+        self.search_: Choice | None = choice
+        self.prior_precision_, self.num_folded_ = delta, counts[t]
+        self.noise_ = None if rho is None else (s * rho).to(self._dtype)
+        self.evals_, self.evecs_ = eig[t]
+        self.noise_scale_ = s
+        self.basis_ = factor_basis(self.evals_, self.evecs_, delta, s).to(self._dtype)
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def _fold_in_counts(self, n: int, has_val: bool) -> list[int]:
+        if not self._posterior_update:
+            return [0]
+        if self.fold_in == "all" or (self.fold_in == "tune" and not has_val):
+            return [n]
+        if self.fold_in == "tune":
+            return sorted({max(1, -(-n * i // 10)) for i in range(1, 11)})
+        return [min(self.fold_in, n)]
+
+    @torch.no_grad()
+    def _accumulate(self, loader, n: int, counts: list[int], rho, need_evidence: bool) -> dict:
+        """One pass over the training loader: per fold-in candidate ``t`` the curvature ``A_t`` ``(D, D)`` and, for
+        the evidence, ``b_t = sum phi^T Lambda r``, ``c_t = sum r^T Lambda r`` and the number of values."""
+        D, T = self._num_features(), len(counts)
+        out = {"curvature": torch.zeros(T, D, D, dtype=torch.float64), "b": torch.zeros(T, D, dtype=torch.float64),
+               "c": torch.zeros(T, dtype=torch.float64), "n": torch.zeros(T, dtype=torch.float64)}
+        if counts == [0]:
+            return out
+        # the seeded random order of the points: point i is folded into candidate t when its rank < counts[t]
+        rank = None
+        if T > 1 or counts[0] < n:
+            order = torch.randperm(n, generator=seeded_generator(self.seed))
+            rank = torch.empty(n, dtype=torch.long)
+            rank[order] = torch.arange(n)
+        bounds = torch.tensor(counts)
+        device = next(self.model.parameters()).device
+        out = {key: value.to(device) for key, value in out.items()}
+        position = 0
+        total = len(loader) if hasattr(loader, "__len__") else None
+        for batch in progress(loader, self.progress, "curvature", total=total):
+            x, y = batches.split_batch(batch, "train_loader")
+            rows = batches.num_rows(x)
+            if rows == 0:
+                continue
+            mean, phi = self._features(batches.to_model(x, self.model))
+            lam = hessian_factor(mean.double(), self.likelihood, 1.0 if rho is None else rho.to(device))
+            first = torch.zeros(rows, dtype=torch.long) if rank is None else torch.searchsorted(
+                bounds, rank[position : position + rows], right=True)  # the first candidate holding each point
+            position += rows
+            for t in first.unique().tolist():
+                if t >= T:  # folded into no candidate
+                    continue
+                sel = (first == t).to(device)
+                out["curvature"][t] += curvature(phi[sel], lam[sel])
+                if need_evidence:
+                    r = (y.to(device).reshape(mean.shape).double() - mean.double())[sel]  # training residuals
+                    lam_r = (lam[sel] @ r[:, :, None])[:, :, 0]
+                    out["b"][t] += torch.einsum("ncd,nc->d", phi[sel].double(), lam_r)
+                    out["c"][t] += (r * lam_r).sum()
+                    out["n"][t] += r.numel()
+        # candidate t holds the points of every candidate before it
+        return {key: value.cumsum(0).cpu() for key, value in out.items()}
+
+    @torch.no_grad()
+    def _validation_score(self, loader, eig: list, rho):
+        """``score(priors, noises)``: the validation NLL of the predictive for every candidate and grid value."""
+        means, feats, extra, targets = [], [], [], []
+        for batch in loader:
+            x, y = batches.split_batch(batch, "val_loader")
+            if batches.num_rows(x) == 0:
+                continue
+            x = batches.to_model(x, self.model)
+            mean, phi = self._features(x)
+            means.append(mean.double().cpu())
+            feats.append(phi.double().cpu())
+            targets.append(y.cpu())
+            iso = self._isotropic(x, phi)
+            extra.append(None if iso is None else iso.double().cpu())
+        mean, phi, y = torch.cat(means), torch.cat(feats), torch.cat(targets)
+        iso = None if extra[0] is None else torch.cat(extra)
+        rotated = [phi @ evecs for _, evecs in eig]  # phi(x) U: the search only rescales its columns
+
+        def score(priors, noises):
+            priors = [self.prior_precision or 1.0] if priors is None else priors.tolist()
+            noises = [1.0] if noises is None else noises.tolist()
+            table = torch.empty(len(eig), len(priors), len(noises), dtype=torch.float64)
+            for t, ((evals, _), basis) in enumerate(zip(eig, rotated)):
+                for i, delta in enumerate(priors):
+                    for j, s in enumerate(noises):
+                        factor = basis * scales(evals, delta, s)
+                        factor = with_isotropic(factor, None if iso is None else iso / delta)
+                        noise = 1.0 if rho is None else s * rho
+                        table[t, i, j] = predictive_nll(mean, factor, y, self.likelihood, self.link, noise,
+                                                        self.n_samples, self.seed).mean()
+            return table
+
+        return score
+
+    def _evidence_score(self, eig: list, stats: dict):
+        """``score(priors, noises)``: the negative log evidence of the training residuals (regression)."""
+        projected = [evecs.T @ b for (_, evecs), b in zip(eig, stats["b"])]
+
+        def score(priors, noises):
+            priors = [self.prior_precision or 1.0] if priors is None else priors.tolist()
+            table = torch.empty(len(eig), len(priors), len(noises), dtype=torch.float64)
+            for t, ((evals, _), proj) in enumerate(zip(eig, projected)):
+                for i, delta in enumerate(priors):
+                    for j, s in enumerate(noises.tolist()):
+                        table[t, i, j] = -linear_evidence(evals, proj, float(stats["c"][t]), int(stats["n"][t]),
+                                                          delta, s)
+            return table
+
+        return score
+
+    # ---------------------------------------------------------------- predict
+    def _mean_and_factor(self, x) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, phi = self._features(x)
+        factor = phi @ self.basis_.to(phi)  # F(x) = phi(x) W
+        iso = self._isotropic(x, phi)
+        # F -> [F, sqrt(r / delta) I_C]: prior variance outside the features' span
+        return mean, with_isotropic(factor, None if iso is None else iso / self.prior_precision_)
+
+    @property
+    def posterior_precision(self) -> torch.Tensor:
+        """``G = A / s^2 + delta I_D`` (float64), from the curvature's eigendecomposition."""
+        self._check_fitted()
+        return (self.evecs_ * (self.evals_ / self.noise_scale_**2 + self.prior_precision_)) @ self.evecs_.T
+
+    @property
+    def posterior_covariance(self) -> torch.Tensor:
+        """``G^{-1} = W W^T`` (float64)."""
+        self._check_fitted()
+        W = factor_basis(self.evals_, self.evecs_, self.prior_precision_, self.noise_scale_)
+        return W @ W.T

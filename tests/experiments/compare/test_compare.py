@@ -1,0 +1,199 @@
+"""The comparison driver on tiny synthetic problems: schema, loud failures, shift/OOD sets, CLI, data on disk."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from ella.cli import main
+from ella.experiments.compare.benchmark import run_benchmark
+from ella.experiments.compare.cost import measure
+from ella.experiments.compare.driver import MethodFailed, compare_problem
+from ella.experiments.compare.methods import METHODS, Settings, register
+from ella.experiments.compare.problems import Problem
+from ella.experiments.compare.report import assemble, headline_table, write_results
+from ella.experiments.compare.shift import digits_rotation_sets, mnist1d_ood_sets, mnist1d_shift_sets
+from ella.experiments.data import Splits, digits, toy_regression
+from ella.experiments.data.images import DataUnavailable, image_dataset
+
+from tests.conftest import tiny_mlp
+
+TINY = Settings(k=3, ntk_samples=32, neuralef_steps=20, nystrom_points=30, laplace_torch_grid=5, prior_grid=(-2, 2, 5))
+ROW_KEYS = {"acc", "nll", "ece", "mce", "brier", "fit_seconds", "predict_seconds", "predict_seconds_per_1000",
+            "fit_peak_mb", "predict_peak_mb", "fit_vs_map_forward", "predict_vs_map", "fit_memory_vs_map",
+            "predict_memory_vs_map", "n"}
+
+
+def classification_problem() -> Problem:
+    g = torch.Generator().manual_seed(0)
+    model = tiny_mlp(in_features=4, hidden=8, out_features=3)
+
+    def make(n):
+        x = torch.randn(n, 4, generator=g, dtype=torch.float64)
+        return TensorDataset(x, model(x).detach().argmax(-1))  # labels the network gets right
+
+    splits = Splits(make(60), make(30), make(40), 3, (4,), name="synthetic")
+    return Problem("synthetic", "mlp", splits, model, "classification", recipe={}, train_seconds=0.0)
+
+
+def sets(problem):
+    x, y = problem.splits.test.tensors
+    shift = {"noise": [(0.0, problem.splits.test), (1.0, TensorDataset(x + torch.randn_like(x), y))]}
+    ood = {"far": TensorDataset(5 * torch.randn(25, 4, dtype=torch.float64), torch.zeros(25, dtype=torch.long))}
+    return shift, ood
+
+
+def test_driver_produces_the_schema(tmp_path):
+    problem = classification_problem()
+    shift, ood = sets(problem)
+    names = ["map", "temperature_scaling", "last_layer_lla", "diag_lla", "kfac_lla", "laplace_torch_ella",
+             "exact_lla", "ella_nystrom", "ella_neuralef"]
+    section, art = compare_problem(problem, names, TINY, shift, ood, fidelity_points=20, log=lambda *_: None)
+    assert list(section["rows"]) == names and not section["not_applicable"]
+    for name, row in section["rows"].items():
+        assert ROW_KEYS <= set(row), name
+        assert section["shift"]["noise"][name][1]["level"] == 1.0
+        assert 0 <= section["ood"]["far"][name]["auroc"] <= 1
+    assert section["rows"]["ella_neuralef"]["link"] == "margin" and section["rows"]["exact_lla"]["link"] == "margin"
+    fid = section["fidelity"]
+    assert set(fid) == set(names) - {"exact_lla"}
+    assert fid["map"]["var_rel_err"] == pytest.approx(1.0)  # no variance at all
+    assert fid["kfac_lla"]["var_rel_err"] < 1.0
+    results = assemble({problem.key: section}, TINY.to_dict())
+    write_results(results, tmp_path, {problem.key: art})
+    saved = json.loads((tmp_path / "results.json").read_text())
+    for part in ("models", "shift", "ood", "fidelity", "not_applicable", "problems", "environment", "settings"):
+        assert problem.key in saved[part] or part in ("environment", "settings"), part
+    assert saved["models"]["synthetic_mlp"]["exact_lla"]["nll"] == section["rows"]["exact_lla"]["nll"]
+    assert "## synthetic_mlp" in (tmp_path / "results.md").read_text()
+    for png in ("reliability_synthetic_mlp.png", "shift_synthetic_mlp.png"):
+        assert (tmp_path / png).stat().st_size > 0
+    assert "| ella_neuralef |" in headline_table(saved)
+
+
+def test_failing_method_stops_the_run_with_its_name():
+    class Broken:
+        name, link, likelihood = "broken", None, "classification"
+
+        def fit(self, train_loader, val_loader=None):
+            raise RuntimeError("kaboom")
+
+    register("broken")(lambda problem, settings, progress: Broken())
+    try:
+        with pytest.raises(MethodFailed, match=r"method 'broken' failed on synthetic_mlp: RuntimeError: kaboom"):
+            compare_problem(classification_problem(), ["map", "broken"], TINY, log=lambda *_: None)
+    finally:
+        del METHODS["broken"]
+    with pytest.raises(ValueError, match="unknown method"):
+        compare_problem(classification_problem(), ["map", "nope"], TINY)
+
+
+def test_not_applicable_is_reported_not_dropped():
+    settings = Settings(**{**TINY.to_dict(), "exact_max_params": 10})
+    section, _ = compare_problem(classification_problem(), ["map", "exact_lla"], settings, log=lambda *_: None)
+    assert "P = 67" in section["not_applicable"]["exact_lla"] and section["fidelity"] == {}
+
+
+def test_regression_problem_end_to_end(tmp_path):
+    splits = toy_regression(num_train=40, num_val=20, num_test=50)
+    model = tiny_mlp(in_features=1, hidden=16, out_features=1).float()
+    problem = Problem("toy", "mlp", splits, model, "regression", recipe={}, train_seconds=0.0)
+    names = ["map", "temperature_scaling", "exact_lla", "ella_nystrom"]
+    section, art = compare_problem(problem, names, TINY, log=lambda *_: None)
+    assert {"nll", "rmse", "fit_seconds", "predict_seconds"} <= set(section["rows"]["ella_nystrom"])
+    mean, var = art["preds"]["exact_lla"]
+    assert (var > art["preds"]["map"][1]).all()  # latent variance on top of the noise
+    write_results(assemble({problem.key: section}, TINY.to_dict()), tmp_path, {problem.key: art},
+                  {problem.key: splits})
+    assert (tmp_path / "bands_toy_mlp.png").stat().st_size > 0
+
+
+def test_shift_and_ood_sets_are_deterministic():
+    a, b = mnist1d_shift_sets(num_test=30), mnist1d_shift_sets(num_test=30)
+    for curve in a:
+        for (la, da), (lb, db) in zip(a[curve], b[curve]):
+            assert la == lb and torch.equal(da.tensors[0], db.tensors[0])
+        assert not torch.equal(a[curve][0][1].tensors[0], a[curve][-1][1].tensors[0])  # the level matters
+    assert torch.equal(a["iid_noise"][0][1].tensors[0], a["shear"][0][1].tensors[0])  # level 0: the standard set
+    o1, o2 = mnist1d_ood_sets(30), mnist1d_ood_sets(30)
+    assert all(torch.equal(o1[k].tensors[0], o2[k].tensors[0]) for k in o1)
+    data = digits()
+    rotations = digits_rotation_sets(data, angles=(0, 30))
+    assert torch.allclose(rotations[0][1].tensors[0], data.test.tensors[0], atol=1e-5)  # 0 degrees: unchanged
+    assert not torch.allclose(rotations[1][1].tensors[0], data.test.tensors[0])
+
+
+def write_idx(path, array: np.ndarray) -> None:
+    header = struct.pack(">I", 0x0800 + array.ndim) + b"".join(struct.pack(">I", d) for d in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def test_torchvision_data_on_disk_or_a_clear_skip(tmp_path, capsys):
+    with pytest.raises(DataUnavailable, match="MNIST files not found"):
+        image_dataset("mnist", tmp_path)
+    assert main(["compare", "--dataset", "mnist", "--data-root", str(tmp_path), "--out", str(tmp_path / "o")]) == 0
+    assert "skipped mnist_cnn: MNIST files not found" in capsys.readouterr().out
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 50), ("t10k", 20)):
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n))
+    splits = image_dataset("mnist", tmp_path, num_train=30, num_val=10, num_test=15)
+    assert splits.train.tensors[0].shape == (30, 1, 28, 28) and len(splits.val) == 10 and len(splits.test) == 15
+    assert splits.train.tensors[0].mean().abs() < 1e-5  # standardised with the training subset
+
+
+def test_bad_arguments_fail_before_any_work():
+    with pytest.raises(ValueError, match="dataset"):
+        run_benchmark([("imagenet", None)])
+    with pytest.raises(ValueError, match="model"):
+        run_benchmark([("digits", "cnn")])
+    with pytest.raises(ValueError, match="unknown method"):
+        run_benchmark([("digits", "mlp")], methods=["map", "nope"])
+
+
+def test_measure_sees_a_large_allocation():
+    _, seconds, peak = measure(lambda: torch.ones(25_000_000).sum())
+    assert seconds >= 0 and (peak is None or peak >= 50 * 2**20)
+
+
+def test_benchmark_script_targets_and_readme_markers(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[3] / "benchmarks" / "run.py"
+    spec = importlib.util.spec_from_file_location("benchmark_run", path)
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    rows = {"map": {"nll": 0.30, "fit_seconds": 0.0, "predict_seconds": 0.1},
+            "exact_lla": {"nll": 0.20, "fit_seconds": 9.0, "predict_seconds": 9.0},
+            "kfac_lla": {"nll": 0.25, "fit_seconds": 2.0, "predict_seconds": 10.0},
+            "laplace_torch_ella": {"nll": 0.24, "fit_seconds": 50.0, "predict_seconds": 1.0},
+            "ella_neuralef": {"nll": 0.205, "fit_seconds": 4.0, "predict_seconds": 0.1}}
+    fid = {m: {"nll_gap": r["nll"] - 0.20, "nll_gap_rel": abs(r["nll"] - 0.20) / 0.20} for m, r in rows.items()}
+    results = {"models": {"mnist1d_cnn": rows}, "fidelity": {"mnist1d_cnn": fid},
+               "ood": {"mnist1d_cnn": {"noise": {"map": {"auroc": 0.6}, "ella_neuralef": {"auroc": 0.7}}}}}
+    held = {statement: ok for statement, ok, _ in run.targets(results)}
+    assert held["ella_neuralef NLL within 5% of exact_lla (MNIST-1D CNN)"] is True  # 2.5%
+    assert held["ella_neuralef closer to exact_lla in NLL than kfac_lla"] is True
+    assert held["ella_neuralef fits >= 10x faster than laplace_torch_ella (MNIST-1D CNN)"] is True  # 12.5x
+    assert held["ella_neuralef predicts >= 50x faster than kfac_lla (MNIST-1D CNN)"] is True  # 100x
+    assert held["OOD AUROC (mnist1d_cnn, noise): ella_neuralef above map"] is True
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{run.START}\nold\n{run.END}\nafter\n")
+    run.insert_into_readme("| new |\n", readme)
+    assert readme.read_text() == f"intro\n{run.START}\n| new |\n{run.END}\nafter\n"
+    with pytest.raises(ValueError, match="markers"):
+        run.insert_into_readme("x", _plain(tmp_path))
+
+
+def _plain(tmp_path):
+    path = tmp_path / "plain.md"
+    path.write_text("no markers\n")
+    return path

@@ -1,0 +1,345 @@
+"""ELLA against exact references: full-rank ELLA is the exact linearised Laplace; NeuralEF approaches the exact
+top-k posterior; the residual variance is the left-out trace; refits, files and bad input behave."""
+
+import math
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from ella import ELLA
+from ella.eigen import NeuralEF, Nystrom, SpIN
+from ella.functional import jacobians
+from ella.kernels import EmpiricalNTK, SGDTrajectoryKernel
+from ella.methods import ExactLLA, swa_model
+from ella.predictive import hessian_factor
+
+from tests.conftest import tiny_mlp
+from tests.kernels.test_sgd_trajectory import direct_covariance, record
+
+
+def make_data(model, n, seed, regression=False):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, model[0].in_features, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        out = model(x)
+    if regression:
+        return x, out + 0.1 * torch.randn(out.shape, generator=g, dtype=torch.float64)
+    return x, torch.multinomial(out.softmax(-1), 1, generator=g)[:, 0]
+
+
+def loader(x, y, batch_size=16):
+    return DataLoader(TensorDataset(x, y), batch_size=batch_size)
+
+
+def exact_lla_covariance(model, x_train, x_test, likelihood, delta, sigma=1.0):
+    """Weight-space LLA: J(x) (sum_i J_i^T Lambda_i J_i + delta I)^{-1} J(x)^T with dense Jacobians."""
+    J = jacobians(model, x_train)
+    with torch.no_grad():
+        lam = hessian_factor(model(x_train), likelihood, sigma)
+    ggn = torch.einsum("ncp,ncd,ndq->pq", J, lam, J)
+    sigma_w = torch.linalg.inv(ggn + delta * torch.eye(ggn.shape[0], dtype=ggn.dtype))
+    Jt = jacobians(model, x_test)
+    return Jt @ sigma_w @ Jt.transpose(1, 2)
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    model = tiny_mlp(in_features=3, hidden=4, out_features=3, seed=0)  # P = 31
+    x, y = make_data(model, 40, seed=1)
+    return model, x, y
+
+
+def test_full_rank_ella_is_the_exact_linearised_laplace(classifier):
+    model, x, y = classifier
+    x_test = torch.randn(7, 3, dtype=torch.float64)
+    post = ELLA(model, solver=Nystrom(31, 40), prior_precision=0.5, progress=False).fit(loader(x, y))
+    mean, cov = post.predictive_moments(x_test)
+    assert torch.allclose(cov, exact_lla_covariance(model, x, x_test, "classification", 0.5), rtol=1e-6, atol=1e-9)
+    assert torch.allclose(mean, model(x_test).detach())
+
+
+def test_full_rank_ella_is_the_exact_linearised_laplace_for_regression():
+    model = tiny_mlp(in_features=2, hidden=5, out_features=1, seed=3)  # P = 21
+    x, y = make_data(model, 30, seed=2, regression=True)
+    post = ELLA(model, "regression", solver=Nystrom(21, 30), prior_precision=2.0, sigma_noise=0.3,
+                progress=False).fit(loader(x, y))
+    x_test = torch.randn(5, 2, dtype=torch.float64)
+    exact = exact_lla_covariance(model, x, x_test, "regression", 2.0, 0.3)
+    mean, var = post.predict(x_test)
+    assert torch.allclose(var, exact[:, :, 0] + 0.09, rtol=1e-6)
+
+
+def test_neuralef_ella_approaches_the_exact_top_k_posterior(classifier):
+    model, x, y = classifier
+    k = 6
+    solver = NeuralEF(k, steps=1500, batch_size=40, lr=3e-3, progress=False)
+    post = ELLA(model, kernel=EmpiricalNTK(model, "exact"), solver=solver, prior_precision=1.0,
+                progress=False).fit(loader(x, y))
+    # reference: Psi from the exact top-k eigendecomposition of the N*C x N*C NTK Gram matrix
+    J = jacobians(model, x).flatten(0, 1)
+    evals, evecs = torch.linalg.eigh(J @ J.T)
+    V = J.T @ evecs.flip(1)[:, :k] / evals.flip(0)[:k].sqrt()  # directions with J V = top-k features
+    x_test = torch.randn(200, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))  # error ~0.07
+    psi_exact, psi_train = jacobians(model, x_test) @ V, (J @ V).reshape(len(x), 3, k)
+    with torch.no_grad():
+        lam = hessian_factor(model(x), "classification")
+    G = torch.einsum("nck,ncd,ndl->kl", psi_train, lam, psi_train) + torch.eye(k, dtype=torch.float64)
+    exact_var = (psi_exact @ torch.linalg.inv(G) @ psi_exact.transpose(1, 2)).diagonal(dim1=1, dim2=2)
+    var = post.predictive_moments(x_test)[1].diagonal(dim1=1, dim2=2)
+    assert ((var - exact_var).norm() / exact_var.norm()) < 0.1
+    assert torch.allclose(post.eigenvalues, evals.flip(0)[:k] / J.shape[0], rtol=0.1)
+
+
+def test_residual_adds_the_left_out_prior_variance(classifier):
+    model, x, y = classifier
+    x_test = torch.randn(9, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+
+    def fit(residual):
+        return ELLA(model, kernel=EmpiricalNTK(model, "exact"), solver=Nystrom(10, 40), prior_precision=0.5,
+                    residual_samples=residual, progress=False).fit(loader(x, y))
+
+    plain, post = fit(0), fit(1)
+    assert post.name == "ella_nystrom_residual"
+    # r(x) = tr(J J^T - Psi Psi^T) / C from dense Jacobians, scaled by 1 / delta, on every output
+    J, psi = jacobians(model, x_test), post.feature_map(x_test)
+    r = ((J @ J.transpose(1, 2)).diagonal(dim1=1, dim2=2).sum(-1) - psi.pow(2).sum((1, 2))) / 3
+    assert (r > 0).all()
+    assert torch.allclose(post.residual_variance(x_test), r / 0.5, rtol=1e-8)
+    added = post.predictive_moments(x_test)[1] - plain.predictive_moments(x_test)[1]
+    assert torch.allclose(added, (r / 0.5)[:, None, None] * torch.eye(3, dtype=torch.float64), rtol=1e-8, atol=1e-10)
+    # the total variance moves towards the exact LLA's (the residual over-counts the directions past the top k
+    # that the data still constrain, so it is not exact: 0.35 vs 0.64 mean error here)
+    exact = exact_lla_covariance(model, x, x_test, "classification", 0.5).diagonal(dim1=1, dim2=2).sum(-1)
+
+    def error(p):
+        return (p.predictive_moments(x_test)[1].diagonal(dim1=1, dim2=2).sum(-1) - exact).abs().mean()
+
+    assert error(post) < 0.75 * error(plain)
+
+
+def test_residual_estimate_is_unbiased(classifier):
+    model, x, y = classifier
+    x_test = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+
+    def residual(estimator, samples):
+        return ELLA(model, kernel=EmpiricalNTK(model, estimator), solver=Nystrom(4, 40), prior_precision=1.0,
+                    residual_samples=samples, progress=False).fit(loader(x, y)).residual_variance(x_test)
+
+    # the same Nystrom Psi (Jacobian rows are exact for both estimators), so only the trace estimate differs
+    assert torch.allclose(residual("jvp", 4096), residual("exact", 1), rtol=0.1)
+
+
+def test_prior_and_fold_in_are_chosen_on_validation_nll_and_the_model_is_untouched(classifier):
+    model, x, y = classifier
+    before = {n: (p.detach().clone(), p._version) for n, p in model.named_parameters()}
+    xv, yv = make_data(model, 30, seed=5)
+    kernel = EmpiricalNTK(model, "fd", num_samples=64)  # the finite-difference path perturbs the weights
+    post = ELLA(model, kernel=kernel, solver=Nystrom(5), fold_in="tune", progress=False).fit(loader(x, y),
+                                                                                            loader(xv, yv))
+    scores = post.search_.scores
+    assert scores.shape[0] == 10 and scores.shape[2] == 1
+    t = post._fold_in_counts(len(x), True).index(post.num_folded_)
+    j = post.search_.prior_grid.tolist().index(post.prior_precision_)
+    assert scores[t, j, 0] == scores.min()
+    probs = post.predict(x[:8])
+    assert probs.shape == (8, 3) and torch.allclose(probs.sum(-1), torch.ones(8, dtype=probs.dtype))
+    assert torch.equal(probs.argmax(-1), model(x[:8]).argmax(-1))  # the margin link keeps the MAP class
+    G = post.posterior_precision
+    assert torch.allclose(G, G.T) and torch.linalg.eigvalsh(G).min() > 0
+    for name, p in model.named_parameters():  # bit for bit, and never written in place
+        assert torch.equal(p, before[name][0]) and p._version == before[name][1]
+
+
+def test_fit_twice_is_one_fit_and_configuration_is_never_overwritten(classifier):
+    model, x, y = classifier
+    xv, yv = make_data(model, 30, seed=5)
+    post = ELLA(model, k=4, solver="nystrom", progress=False)
+    wrong = model(xv).argmin(-1)  # the least likely class: tuning wants all the variance it can get
+    bad = ELLA(model, k=4, solver="nystrom", progress=False).fit(loader(x, y), loader(xv, wrong))
+    post.fit(loader(x, y), loader(xv, wrong))  # tuned on wrong labels first
+    assert post.prior_precision is None and post.sigma_noise is None  # the constructor's values stay
+    post.fit(loader(x, y), loader(xv, yv))
+    fresh = ELLA(model, k=4, solver="nystrom", progress=False).fit(loader(x, y), loader(xv, yv))
+    assert post.prior_precision_ == fresh.prior_precision_ != bad.prior_precision_
+    assert torch.equal(post.predict(x), fresh.predict(x))
+
+
+def test_overfit_regression_tunes_the_noise_on_validation_data():
+    """A network that interpolates its training set: the training RMSE is a million times too small a noise; the
+    noise and the prior tuned on validation NLL bring ELLA within 10% of exact LLA's NLL with the same tuning."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(4, generator=g, dtype=torch.float64)
+
+    def sample(n):
+        x = torch.randn(n, 4, generator=g, dtype=torch.float64)
+        return x, torch.sin(x @ w)[:, None] + 0.3 * torch.randn(n, 1, generator=g, dtype=torch.float64)
+
+    (x, y), (xv, yv), (xt, yt) = sample(40), sample(100), sample(500)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        model = nn.Sequential(nn.Linear(4, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 1)).double()
+    opt = torch.optim.LBFGS(model.parameters(), max_iter=2000, tolerance_grad=1e-12, tolerance_change=1e-14,
+                            line_search_fn="strong_wolfe")
+
+    def closure():  # interpolate the 40 noisy points
+        opt.zero_grad()
+        loss = (model(x) - y).pow(2).mean()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    model.eval()
+    train_rmse = (model(x) - y).pow(2).mean().sqrt().item()
+    assert train_rmse < 0.03  # the noise is 0.3
+
+    def nll(method):
+        mean, var = method.predict(xt)
+        return -torch.distributions.Normal(mean, var.sqrt()).log_prob(yt).mean().item()
+
+    exact = ExactLLA(model, "regression", progress=False).fit(loader(x, y), loader(xv, yv))
+    post = ELLA(model, "regression", k=20, solver="nystrom", progress=False).fit(loader(x, y), loader(xv, yv))
+    stale = ELLA(model, "regression", k=20, solver="nystrom", sigma_noise=train_rmse, progress=False)
+    stale.fit(loader(x, y), loader(xv, yv))
+    assert float(post.noise_[0]) > 10 * train_rmse
+    assert abs(nll(post) - nll(exact)) < 0.1 * abs(nll(exact))
+    assert nll(stale) > 100 * nll(post)  # the noise of the training residuals
+
+
+def test_regression_without_validation_uses_the_evidence_and_says_so():
+    model = tiny_mlp(in_features=2, hidden=5, out_features=2, seed=3)
+    x, y = make_data(model, 40, seed=2, regression=True)
+    with pytest.warns(UserWarning, match="marginal likelihood"):
+        post = ELLA(model, "regression", k=8, solver="nystrom", progress=False).fit(loader(x, y))
+    assert post.search_.criterion == "negative log evidence"
+    assert post.noise_.shape == (2,) and torch.all((post.noise_ > 0.02) & (post.noise_ < 0.5))
+
+
+def test_save_load_round_trip(classifier, tmp_path):
+    model, x, y = classifier
+    for solver, residual in (("neuralef", 0), ("nystrom", 3)):
+        post = ELLA(model, k=4, kernel=EmpiricalNTK(model, num_samples=32), solver=solver, residual_samples=residual,
+                    progress=False)
+        if solver == "neuralef":
+            post.solver.steps = 20
+        post.fit(loader(x, y))
+        post.save(tmp_path / "post.pt")
+        loaded = ELLA.load(tmp_path / "post.pt", model)
+        assert loaded.residual_samples == residual and loaded.prior_precision_ == post.prior_precision_
+        assert torch.allclose(loaded.predict(x), post.predict(x), atol=1e-12)
+
+
+def test_loading_checks_the_model_and_the_file(classifier, tmp_path):
+    model, x, y = classifier
+    post = ELLA(model, k=4, solver="nystrom", prior_precision=1.0, progress=False).fit(loader(x, y))
+    path = tmp_path / "post.pt"
+    post.save(path)
+    with pytest.raises(ValueError, match="different weights or buffers"):
+        ELLA.load(path, tiny_mlp(in_features=3, hidden=4, out_features=3, seed=9))
+    with pytest.raises(ValueError, match="parameters"):
+        ELLA.load(path, tiny_mlp(in_features=3, hidden=5, out_features=3))
+    data = path.read_bytes()
+    (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated.pt is not a readable ella file"):
+        ELLA.load(tmp_path / "truncated.pt", model)
+    torch.save({"format": "something else"}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not an ella-posterior file"):
+        ELLA.load(tmp_path / "other.pt", model)
+
+
+def test_bad_input_is_rejected_before_work(classifier):
+    model, x, y = classifier
+    with pytest.raises(ValueError, match="likelihood"):
+        ELLA(model, likelihood="poisson")
+    dropout = nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.2), nn.Linear(4, 3))
+    with pytest.raises(ValueError, match="training mode"):
+        ELLA(dropout)
+    broken = tiny_mlp(in_features=3, hidden=4, out_features=3)
+    with torch.no_grad():
+        broken[2].bias[0] = float("inf")
+    with pytest.raises(ValueError, match="non-finite"):
+        ELLA(broken)
+    with pytest.raises(ValueError, match="empty"):
+        ELLA(model, progress=False).fit(loader(x[:0], y[:0]))
+    with pytest.raises(ValueError, match=r"labels of `train_loader` must lie in \[0, 3\)"):
+        ELLA(model, progress=False).fit(loader(x, y + 3))
+    with pytest.raises(ValueError, match="`k`"):
+        ELLA(model, k=121, progress=False).fit(loader(x, y))
+    with pytest.raises(ValueError, match="`k`"):
+        ELLA(model, k=41, solver="nystrom", progress=False).fit(loader(x, y))
+    with pytest.raises(RuntimeError, match="fit"):
+        ELLA(model).predict(x)
+    with pytest.raises(ValueError, match="link"):
+        ELLA(model, link="softmax")
+    with pytest.raises(ValueError, match="must equal the k = 3 of the `solver`"):
+        ELLA(model, k=4, solver=Nystrom(3))
+    with pytest.raises(ValueError, match="`residual_samples` must be an integer >= 0"):
+        ELLA(model, residual_samples=-1)
+    with pytest.raises(ValueError, match="`residual_samples` > 0 needs the NTK kernel"):
+        ELLA(model, kernel=SGDTrajectoryKernel(record()[0]), residual_samples=4)
+    with pytest.raises(ValueError, match="`residual_variance` needs `residual_samples` > 0"):
+        ELLA(model, k=2, solver="nystrom", progress=False).fit(loader(x, y)).residual_variance(x)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        ELLA(model, kernel_kwargs={"estimator": "fd"})  # settings travel in the kernel and solver objects
+
+
+def test_ella_runs_with_a_spin_feature_map():
+    model = tiny_mlp(in_features=3, hidden=6, out_features=3, seed=0)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(48, 3, dtype=torch.float64, generator=g)
+    y = torch.randint(0, 3, (48,), generator=g)
+    solver = SpIN(4, steps=40, batch_size=16, seed=0, progress=False)
+    post = ELLA(model, solver=solver, prior_precision=1.0, progress=False)
+    post.fit(DataLoader(TensorDataset(x, y), batch_size=16))
+    probs = post.predict(x[:5])
+    assert probs.shape == (5, 3) and torch.allclose(probs.sum(1), torch.ones(5, dtype=probs.dtype))
+    assert post.solver is solver and post.solver_ is not solver and post.eigenvalues.shape == (4,)
+    assert solver.eigenvalues_ is None  # the given solver is configuration: fitting left it alone
+
+
+def test_ella_without_update_is_the_trajectory_gp_scaled_by_one_over_delta():
+    traj, x, y = record(out_features=1)
+    M = traj.num_snapshots
+    model = swa_model(traj)
+    kernel = SGDTrajectoryKernel(traj, progress=False)
+    post = ELLA(model, "regression", kernel=kernel, solver=Nystrom(M - 1, len(x)), prior_precision=2.0,
+                sigma_noise=0.1, progress=False).fit(loader(x, y, 10))
+    assert not post.posterior_update and post.name == "ella_sgd_trajectory_nystrom"
+    mean, cov = post.predictive_moments(x)
+    K = direct_covariance(traj, x, x)  # C = 1: Nystrom on all N rows is the exact eigendecomposition
+    assert torch.allclose(cov[:, 0, 0], K.diagonal() / 2.0, rtol=1e-8, atol=1e-14)
+    assert torch.allclose(mean, model(x).detach())
+    # with the update: Psi (Psi^T Lambda Psi + delta I)^{-1} Psi^T, Lambda = I / sigma^2
+    upd = ELLA(model, "regression", kernel=kernel, solver=Nystrom(M - 1, len(x)), prior_precision=2.0,
+               sigma_noise=0.1, progress=False, posterior_update=True).fit(loader(x, y, 10))
+    psi = upd.feature_map(x)[:, 0, :]
+    G = psi.T @ psi / 0.01 + 2.0 * torch.eye(M - 1, dtype=torch.float64)
+    exact = (psi @ torch.linalg.solve(G, psi.T)).diagonal()
+    assert torch.allclose(upd.predictive_moments(x)[1][:, 0, 0], exact, rtol=1e-8)
+
+
+def test_ella_sgd_trajectory_tunes_the_scale_and_round_trips(tmp_path):
+    traj, x, y = record()
+    model = swa_model(traj)
+    kernel = SGDTrajectoryKernel(traj, progress=False)
+    solver = NeuralEF(4, steps=300, batch_size=30, lr=3e-3, progress=False)
+    post = ELLA(model, kernel=kernel, solver=solver, progress=False).fit(loader(x, y, 10), loader(x, y, 10))
+    assert post.name == "ella_sgd_trajectory" and post.num_folded_ == 0
+    assert torch.allclose(post.posterior_precision, post.prior_precision_ * torch.eye(4, dtype=torch.float64))
+    scores, grid = post.search_.scores[0, :, 0], post.search_.prior_grid
+    assert scores.min() == scores[grid.tolist().index(post.prior_precision_)]
+    # NeuralEF finds the top eigenvalues of the trajectory kernel
+    exact = torch.linalg.eigvalsh(kernel.gram(x)).flip(0)[:4] / (len(x) * 3)
+    assert torch.allclose(post.eigenvalues[:2], exact[:2], rtol=0.1)
+    post.save(tmp_path / "post.pt")
+    with pytest.raises(ValueError, match="SGDTrajectoryKernel kernel: pass it as `kernel`"):
+        ELLA.load(tmp_path / "post.pt", model)
+    back = ELLA.load(tmp_path / "post.pt", model, kernel=kernel)
+    assert back.kernel is kernel and back.posterior_update is False
+    assert torch.allclose(back.predict(x), post.predict(x), atol=1e-12)
+    with pytest.raises(ValueError, match="kernel"):
+        ELLA(model, kernel="sgd-trajectory")
+    with pytest.raises(ValueError, match="posterior_update"):
+        ELLA(model, posterior_update="yes")

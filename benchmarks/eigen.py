@@ -25,12 +25,12 @@ from pathlib import Path
 
 import torch
 
-from ella import models
+from ella.experiments import models
 from ella.experiments.data import loaders, mnist1d
 from ella.eigen import ExactEigen, NeuralEF, Nystrom, RBFGaussianEigen, SpIN, compare
-from ella.eigen.experiment import eval_seconds_per_1000, seeded_net, time_fit
+from ella.experiments.eigen.experiment import eval_seconds_per_1000, seeded_net, time_fit
 from ella.eigen.nets import mlp_body
-from ella.eigen.problems import gaussian_quantiles
+from ella.experiments.eigen.problems import gaussian_quantiles
 from ella.kernels import EmpiricalNTK
 from ella.experiments.train import train_map
 

@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 
 from ella import ELLA
+from ella.eigen import NeuralEF
+from ella.kernels import EmpiricalNTK
 from ella.experiments.compare.problems import make_problem
 
 OUT = Path(__file__).resolve().parent / "results" / "ella_selection.json"
@@ -31,11 +33,12 @@ SEEDS = (0, 1)
 
 def fit(problem, train, val, ntk_samples: int, neuralef_steps: int, lr: float, seed: int = 0) -> dict:
     start = time.perf_counter()
-    post = ELLA(problem.model, k=20, fold_in="tune", kernel_kwargs={"estimator": "fd", "num_samples": ntk_samples},
-                feature_kwargs={"steps": neuralef_steps, "lr": lr}, seed=seed, progress=False).fit(train, val)
+    kernel = EmpiricalNTK(problem.model, "fd", ntk_samples, seed=seed, progress=False)
+    solver = NeuralEF(20, steps=neuralef_steps, lr=lr, seed=seed, progress=False)
+    post = ELLA(problem.model, kernel=kernel, solver=solver, fold_in="tune", seed=seed, progress=False).fit(train, val)
     return {"ntk_samples": ntk_samples, "neuralef_steps": neuralef_steps, "lr": lr, "seed": seed,
-            "val_nll": float(post.tuning_scores.min()), "fit_seconds": time.perf_counter() - start,
-            "prior_precision": post.prior_precision, "num_folded": post.num_folded}
+            "val_nll": float(post.search_.scores.min()), "fit_seconds": time.perf_counter() - start,
+            "prior_precision": post.prior_precision_, "num_folded": post.num_folded_}
 
 
 def main(argv=None) -> int:

@@ -98,8 +98,9 @@ def check_float(value, name: str, minimum: float = 0.0, inclusive: bool = False)
     """Return ``value`` as a float if it is a finite real number above ``minimum`` (or equal, if ``inclusive``)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (
             value < minimum if inclusive else value <= minimum):
-        bound = f">= {minimum:g}" if inclusive else ("positive" if minimum == 0 else f"> {minimum:g}")
-        raise ValueError(f"`{name}` must be a finite number {bound}, got {value!r}")
+        bound = f"finite number >= {minimum:g}" if inclusive else (
+            "positive finite number" if minimum == 0 else f"finite number > {minimum:g}")
+        raise ValueError(f"`{name}` must be a {bound}, got {value!r}")
     return float(value)
 
 

@@ -151,6 +151,27 @@ def spec(x: Inputs):
     return {"shape": list(x.shape[1:]), "dtype": str(x.dtype).removeprefix("torch.")}
 
 
+def check_spec(x: Inputs, expected, name: str = "x") -> None:
+    """Inputs must have rows of the shape, and a dtype of the kind (floating or not), of ``expected``
+    (:func:`spec` of the inputs a method was fitted on)."""
+    found = spec(x)
+    if isinstance(expected, dict) and "shape" not in expected:
+        if not isinstance(found, dict) or set(found) != set(expected):
+            raise ValueError(f"`{name}` must be a dict with the keys {sorted(expected)}, got "
+                             f"{sorted(found) if isinstance(found, dict) else type(x).__name__}")
+        for key in expected:
+            check_spec(x[key], expected[key], f"{name}[{key!r}]")
+        return
+    if "shape" not in found:
+        raise ValueError(f"`{name}` must be a tensor, got a dict with the keys {sorted(found)}")
+    if found["shape"] != expected["shape"]:
+        raise ValueError(f"`{name}` has rows of shape {tuple(found['shape'])}, but the inputs were of shape "
+                         f"{tuple(expected['shape'])} (a batch of them is (B, {', '.join(map(str, expected['shape']))}))")
+    floating = [getattr(torch, s["dtype"]).is_floating_point for s in (found, expected)]
+    if floating[0] != floating[1]:
+        raise ValueError(f"`{name}` has dtype {found['dtype']}, but the inputs were {expected['dtype']}")
+
+
 def example(input_spec: dict, model: nn.Module, rows: int = 2) -> Inputs:
     """``rows`` zero inputs of the given :func:`spec` on the model's device (floating ones in its dtype)."""
     if "shape" not in input_spec:

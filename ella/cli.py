@@ -1,47 +1,103 @@
-"""The ``ella`` command: a thin shell over the library (parse, call, print, write files)."""
+"""The ``ella`` command: a thin shell over the library (parse, check, call, print, write files).
+
+Every argument is checked by the parser, and the output folder before any work starts: an existing report is
+never overwritten unless ``--overwrite`` is given. torch and the library are imported only once a command runs,
+so ``ella --help`` answers at once.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from . import __version__
+
+KERNELS = ("rbf", "polynomial", "nngp", "ntk")
+SOLVERS = ("neuralef", "spin", "nystrom")
+EIGEN_DATA = ("gaussian-1d", "moons", "circles", "mnist1d")
+LINKS = ("margin", "probit", "mc")
+REPORT_FILES = ("report.json", "results.json")
 
 
-def _demo(args) -> None:
+def _integer(minimum: int):
+    """An argparse type: an integer of at least ``minimum``."""
+    what = "a positive integer" if minimum == 1 else "a non-negative integer"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int, _seed = _integer(1), _integer(0)
+
+
+def _out_folder(parser: argparse.ArgumentParser, args) -> Path:
+    """The output folder, checked before the run: writable, and holding no report unless ``--overwrite``."""
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        parser.error(f"--out {out}: exists and is not a folder")
+    existing = [name for name in REPORT_FILES if (out / name).exists()] if out.is_dir() else []
+    existing += [p.name for p in out.glob("eigen_*.json")] if out.is_dir() else []
+    if existing and not args.overwrite:
+        parser.error(f"--out {out}: already holds {', '.join(existing)}; pass --overwrite to replace it")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".ella-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        parser.error(f"--out {out}: cannot write there ({e.strerror or e})")
+    return out
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _demo(parser, args) -> int:
     from .experiments.demo import run_demo
 
+    _out_folder(parser, args)
+    _set_threads(args.threads)
     run_demo(out=args.out, quick=args.quick, seed=args.seed, progress=not args.no_progress)
+    return 0
 
 
-def _eigen(args) -> None:
+def _eigen(parser, args) -> int:
     from .experiments.eigen.experiment import run_eigen_experiment
 
+    _out_folder(parser, args)
     run_eigen_experiment(kernel=args.kernel, solver=args.solver, data=args.data, k=args.k, steps=args.steps,
                          num_points=args.num_points, num_train=args.num_train, out=args.out, seed=args.seed,
                          num_threads=args.threads, progress=not args.no_progress)
+    return 0
 
 
-def _add_eigen(sub) -> None:
-    eigen = sub.add_parser("eigen", help="fit NeuralEF / SpIN / Nystrom eigenfunctions and check them against the "
-                                         "exact answer (table + plots)")
-    eigen.add_argument("--kernel", choices=("rbf", "polynomial", "nngp", "ntk"), default="rbf")
-    eigen.add_argument("--solver", choices=("neuralef", "spin", "nystrom"), default="neuralef")
-    eigen.add_argument("--data", choices=("gaussian-1d", "moons", "circles", "mnist1d"), default=None,
-                       help="default: gaussian-1d for rbf (closed form), moons for polynomial, circles for nngp, "
-                            "mnist1d for ntk")
-    eigen.add_argument("--k", type=int, default=5, help="number of eigenpairs (default 5)")
-    eigen.add_argument("--steps", type=int, default=3000, help="NeuralEF / SpIN training steps (default 3000)")
-    eigen.add_argument("--num-points", type=int, default=None, help="Nystrom's M (default: half the training inputs)")
-    eigen.add_argument("--num-train", type=int, default=None, help="training inputs (default per data set)")
-    eigen.add_argument("--out", default="ella-eigen", help="folder for the plots and JSON (default: ella-eigen/)")
-    eigen.add_argument("--seed", type=int, default=0, help="seed of the data, the kernel and the solver")
-    eigen.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: fastest for these sizes)")
-    eigen.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    eigen.set_defaults(run=_eigen)
-
-
-def _compare(args) -> int:
+def _compare(parser, args) -> int:
     from .experiments.compare import Settings, compare
+    from .experiments.compare.methods import METHODS
+    from .experiments.compare.problems import MODELS
 
+    if args.dataset not in MODELS:
+        parser.error(f"--dataset: expected one of {sorted(MODELS)}, got {args.dataset!r}")
+    if args.model is not None and args.model not in MODELS[args.dataset]:
+        parser.error(f"--model: for {args.dataset} expected one of {list(MODELS[args.dataset])}, got {args.model!r}")
+    unknown = [m for m in args.methods or () if m not in METHODS]
+    if unknown:
+        parser.error(f"--methods: unknown {unknown}; expected some of {list(METHODS)}")
+    if args.data_root is not None and not Path(args.data_root).is_dir():
+        parser.error(f"--data-root {args.data_root}: no such folder")
+    _out_folder(parser, args)
     settings = Settings(link=args.link, laplace_prior=args.laplace_prior)
     results = compare(args.dataset, args.model, out=args.out, methods=args.methods, settings=settings,
                       seed=args.seed, num_test=args.num_test, data_root=args.data_root, threads=args.threads,
@@ -53,38 +109,70 @@ def _compare(args) -> int:
     return 0
 
 
+def _common(sub: argparse.ArgumentParser, out: str, threads: int) -> None:
+    sub.add_argument("--out", default=out, help=f"report folder (default: {out}/)")
+    sub.add_argument("--overwrite", action="store_true", help="replace a report already in --out")
+    sub.add_argument("--seed", type=_seed, default=0, help="seed of the data, the MAP training and every method "
+                                                            "(default: 0)")
+    sub.add_argument("--threads", type=_positive_int, default=threads,
+                     help=f"torch CPU threads for the whole run (default: {threads})")
+    sub.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ella", description="Calibrated uncertainty for trained networks.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="MNIST-1D end to end: MAP vs KFAC-LLA vs last-layer LLA vs ELLA")
-    demo.add_argument("--out", default="ella-demo", help="report folder (default: ella-demo/)")
-    demo.add_argument("--quick", action="store_true", help="a smaller run for smoke tests (under 3 minutes)")
-    demo.add_argument("--seed", type=int, default=0, help="seed of the MAP training and of every method")
-    demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--version", action="version", version=f"ella {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,compare,eigen}")
+
+    demo = sub.add_parser("demo", help="MNIST-1D end to end: MAP vs KFAC-LLA vs last-layer LLA vs ELLA",
+                          description="Train two MAP networks on MNIST-1D (generated locally), fit every method, "
+                                      "print one table per network and write report.json, report.md and "
+                                      "reliability diagrams.")
+    demo.add_argument("--quick", action="store_true", help="2,000 test points and shorter fits, for smoke tests")
+    _common(demo, "ella-demo", 2)
     demo.set_defaults(run=_demo)
-    cmp = sub.add_parser("compare", help="every method on the same MAP network: quality, cost, fidelity, shift, OOD")
+
+    cmp = sub.add_parser("compare", help="every method on the same MAP network: quality, cost, fidelity, shift, OOD",
+                         description="Train the data set's MAP network and compare every method on it, with "
+                                     "shifted and out-of-distribution test sets where the data set has them.")
     cmp.add_argument("--dataset", required=True, help="mnist1d, digits, toy, or a torchvision data set on disk "
                      "(mnist, fashionmnist, kmnist, cifar10; see --data-root)")
-    cmp.add_argument("--model", default=None, help="cnn or mlp (default: the data set's first network)")
-    cmp.add_argument("--out", default="ella-compare", help="report folder (default: ella-compare/)")
+    cmp.add_argument("--model", default=None, help="the network: cnn or mlp (default: the data set's first)")
     cmp.add_argument("--methods", nargs="+", default=None, help="method names (default: all available)")
-    cmp.add_argument("--link", default="margin", choices=("margin", "probit", "mc"),
+    cmp.add_argument("--link", default="margin", choices=LINKS,
                      help="link of every Gaussian-predictive method (default: margin)")
     cmp.add_argument("--laplace-prior", default="gridsearch", choices=("gridsearch", "marglik"),
-                     help="prior precision of the laplace-torch KFAC/diag/last-layer baselines")
-    cmp.add_argument("--num-test", type=int, default=10000, help="MNIST-1D / torchvision test points")
+                     help="prior precision of the laplace-torch KFAC, diagonal and last-layer baselines: validation "
+                          "NLL or the Laplace marginal likelihood (default: gridsearch)")
+    cmp.add_argument("--num-test", type=_positive_int, default=10000,
+                     help="MNIST-1D / torchvision test points (default: 10000)")
     cmp.add_argument("--data-root", default=None, help="folder with torchvision data set files (never downloaded)")
-    cmp.add_argument("--threads", type=int, default=1, help="torch CPU threads for the whole run (default: 1)")
-    cmp.add_argument("--seed", type=int, default=0, help="seed of the MAP training and of every method")
-    cmp.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _common(cmp, "ella-compare", 1)
     cmp.set_defaults(run=_compare)
-    _add_eigen(sub)
+
+    eigen = sub.add_parser("eigen", help="fit NeuralEF / SpIN / Nystrom eigenfunctions and check them against the "
+                                         "exact answer (table + plots)")
+    eigen.add_argument("--kernel", choices=KERNELS, default="rbf",
+                       help="the kernel (default: rbf, whose eigenfunctions are known in closed form)")
+    eigen.add_argument("--solver", choices=SOLVERS, default="neuralef", help="the eigen-solver (default: neuralef)")
+    eigen.add_argument("--data", choices=EIGEN_DATA, default=None,
+                       help="default: gaussian-1d for rbf (closed form), moons for polynomial, circles for nngp, "
+                            "mnist1d for ntk")
+    eigen.add_argument("--k", type=_positive_int, default=5, help="number of eigenpairs (default: 5)")
+    eigen.add_argument("--steps", type=_positive_int, default=3000,
+                       help="NeuralEF / SpIN training steps (default: 3000)")
+    eigen.add_argument("--num-points", type=_positive_int, default=None,
+                       help="Nystrom's M (default: half the training inputs)")
+    eigen.add_argument("--num-train", type=_positive_int, default=None, help="training inputs (default per data set)")
+    _common(eigen, "ella-eigen", 1)
+    eigen.set_defaults(run=_eigen)
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.run(args) or 0
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return args.run(parser, args) or 0
 
 
 if __name__ == "__main__":

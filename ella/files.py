@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -75,8 +76,11 @@ def load(path, map_location=None):
         raise ValueError(f"{path}: no such file")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - truncated, corrupted or unsafe files all get one clear error
-        raise ValueError(f"{path} is not a readable ella file ({type(e).__name__}: {str(e)[:200]})") from None
+    except pickle.UnpicklingError:
+        raise ValueError(f"{path} holds pickled objects other than tensors and plain containers: ella refuses to "
+                         "unpickle them (they could run code)") from None
+    except Exception as e:  # noqa: BLE001 - truncated or corrupted files get one clear error
+        raise ValueError(f"{path} is not a readable ella file ({type(e).__name__}: {str(e)[:120]})") from None
 
 
 def read(path, kind: str, version: int, map_location=None) -> tuple[int, dict, dict]:

@@ -77,8 +77,9 @@ def mc_probs(mean: torch.Tensor, factor: torch.Tensor, z: torch.Tensor) -> torch
     Every input uses the same ``z_s`` (common random numbers), so an input's probabilities depend on that input
     and the seed alone, not on the other inputs of its batch.
     """
-    f = mean + torch.einsum("bcr,sr->sbc", factor, z)  # samples of f(x): (S, B, C)
-    return f.softmax(-1).mean(0)
+    f = factor @ z.T  # F z_s for every sample: (B, C, S), one matrix product
+    f += mean[:, :, None]  # samples of f(x), in place
+    return f.softmax(1).mean(2)
 
 
 def link_probs(mean: torch.Tensor, factor: torch.Tensor, link: str = "margin", n_samples: int = 512,

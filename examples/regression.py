@@ -34,4 +34,5 @@ plt.plot(x[:, 0], mean, label="MAP mean")
 plt.scatter(xt[:, 0], yt[:, 0], s=8, c="k", label="training data")
 plt.legend()
 plt.savefig("regression.png", dpi=120)
-print(f"sigma_noise {post.sigma_noise:.3f}, prior precision {post.prior_precision:.3g}; wrote regression.png")
+print(f"noise {post.noise_.item():.3f} (tuned on validation NLL), prior precision {post.prior_precision_:.3g}; "
+      "wrote regression.png")

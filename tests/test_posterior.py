@@ -1,6 +1,8 @@
 import math
 
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ella import posterior as P
 
@@ -63,3 +65,17 @@ def test_linear_evidence_is_the_gaussian_log_density_of_the_residuals():
         exact = torch.distributions.MultivariateNormal(torch.zeros(n, dtype=torch.float64), cov).log_prob(r)
         value = P.linear_evidence(evals, evecs.T @ (phi.T @ r), float(r @ r), n, delta, s)
         assert math.isclose(value, float(exact), rel_tol=1e-10)
+
+
+@settings(max_examples=60, deadline=None)
+@given(N=st.integers(1, 8), C=st.integers(1, 4), D=st.integers(1, 6), scale=st.sampled_from([0.0, 1e-6, 1.0, 1e6]),
+       delta=st.sampled_from([1e-8, 1e-2, 1.0, 1e8]), s=st.sampled_from([1e-3, 1.0, 1e3]))
+def test_the_predictive_variance_is_finite_and_non_negative(N, C, D, scale, delta, s):
+    phi, lam = random_problem(N, C, D, seed=N * 7 + D)
+    evals, evecs = P.eigen_curvature(P.curvature(phi * scale, lam))
+    assert (evals >= 0).all()
+    W = P.factor_basis(evals, evecs, delta, s)
+    var = (phi @ W).pow(2).sum(-1)  # diag(phi G^-1 phi^T)
+    assert torch.isfinite(W).all() and torch.isfinite(var).all() and (var >= 0).all()
+    prior = phi.pow(2).sum(-1) / delta  # the data can only shrink the prior variance
+    assert (var <= prior * (1 + 1e-9) + 1e-300).all()

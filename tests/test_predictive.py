@@ -3,8 +3,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from ella.predictive import (covariance_factor, gaussian_nll, hessian_factor, link_probs, margin_probs, mc_probs,
+from ella.predictive import (LINKS, covariance_factor, gaussian_nll, hessian_factor, link_probs, margin_probs, mc_probs,
                              predictive_nll, probit_probs, standard_normals)
 
 
@@ -132,3 +134,18 @@ def test_predictive_nll_is_the_gaussian_and_categorical_log_density():
     probs = margin_probs(mean, factor)
     assert torch.allclose(predictive_nll(mean, factor, labels, "classification"),
                           -probs.gather(1, labels[:, None])[:, 0].log(), atol=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(B=st.integers(1, 6), C=st.integers(1, 6), r=st.integers(0, 5), mean_scale=st.sampled_from([0.0, 1.0, 1e3, 1e8]),
+       factor_scale=st.sampled_from([0.0, 1e-8, 1.0, 1e4]), link=st.sampled_from(LINKS),
+       dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_every_link_gives_probabilities_for_any_shape_and_scale(B, C, r, mean_scale, factor_scale, link, dtype):
+    g = torch.Generator().manual_seed(B * 100 + C * 10 + r)
+    mean = (torch.randn(B, C, generator=g, dtype=torch.float64) * mean_scale).to(dtype)
+    factor = (torch.randn(B, C, r, generator=g, dtype=torch.float64) * factor_scale).to(dtype)
+    probs = link_probs(mean, factor, link, n_samples=32, seed=0)
+    assert probs.shape == (B, C) and torch.isfinite(probs).all() and (probs >= 0).all()
+    assert torch.allclose(probs.sum(-1).double(), torch.ones(B, dtype=torch.float64), atol=1e-5)
+    nll = predictive_nll(mean, factor, torch.zeros(B, dtype=torch.long), "classification", link, n_samples=32)
+    assert torch.isfinite(nll).all() and (nll >= 0).all()

@@ -23,10 +23,10 @@ from .. import batches
 from .._checks import check_float, check_gram, check_positive_int
 from ..kernels.base import FeatureKernel, Kernel
 from ..kernels.classic import RBF
-from .solver import EigenSolver, top_eigenpairs
+from .solver import EigenSolver, KernelExtendedSolver, top_eigenpairs
 
 
-class ExactEigen(EigenSolver):
+class ExactEigen(KernelExtendedSolver):
     """Top-``k`` eigenpairs of the Gram matrix on all ``N C`` training rows, the reference for the solvers.
 
     With ``K v_j = N C mu_j v_j`` and ``||v_j||^2 = N C`` (unit mean square on the rows), new inputs get
@@ -43,6 +43,7 @@ class ExactEigen(EigenSolver):
     """
 
     kind = "exact"
+    _extension = ("directions", "train_x", "coef")
 
     def __init__(self, k: int, rank_tol: float = 1e-10):
         self.k = check_positive_int(k, "k")
@@ -76,26 +77,6 @@ class ExactEigen(EigenSolver):
             self.train_x_, self.coef_ = x, q * math.sqrt(n) / evals
             self.train_psi_ = (q * math.sqrt(n)).reshape(N, C, self.k)
         self.eigenvalues_ = evals / n
-        return self
-
-    def state_dict(self) -> dict:
-        """The fitted solver: eigenvalues and the extension (feature directions, or the training inputs)."""
-        self._check_fitted()
-        extension = ({"directions": self.directions_} if self.directions_ is not None else
-                     {"train_x": self.train_x_, "coef": self.coef_})
-        return {"kind": self.kind, "k": self.k, "num_outputs": self.num_outputs_, "eigenvalues": self.eigenvalues_,
-                **extension}
-
-    def load_state_dict(self, state: dict, kernel: Kernel) -> "ExactEigen":
-        """Restore a fitted solver, extended to new inputs through ``kernel`` (the kernel it was fitted with)."""
-        state = self._check_state(state)
-        if not isinstance(kernel, Kernel):
-            raise TypeError(f"ExactEigen needs its `kernel` to evaluate new inputs, got {type(kernel).__name__}")
-        self.kernel_, self.num_outputs_ = kernel, state["num_outputs"]
-        self.directions_, self.train_x_, self.coef_ = state.get("directions"), state.get("train_x"), state.get("coef")
-        if (self.directions_ is None) == (self.coef_ is None):
-            raise ValueError("the ExactEigen state holds neither feature directions nor training inputs")
-        self.eigenvalues_, self.train_psi_ = state["eigenvalues"], None
         return self
 
     def __call__(self, x) -> torch.Tensor:

@@ -1,12 +1,18 @@
-"""Eigenfunction networks: ``x -> psi(x)`` in ``R^{C x k}``, with the L2 batch-norm head of NeuralEF."""
+"""Eigenfunction networks, ``x -> psi(x)`` in ``R^{C x k}`` with the L2 batch-norm head of NeuralEF, and the base of
+the solvers that train one (:class:`~ella.eigen.NeuralEF`, :class:`~ella.eigen.SpIN`)."""
 
 from __future__ import annotations
+
+import copy
 
 import torch
 from torch import nn
 
 from .. import batches
+from .._checks import check_bool, check_float, check_int, check_positive_int
 from .._utils import reinitialised
+from ..kernels.base import Kernel
+from .solver import EigenSolver
 
 
 class L2BatchNorm(nn.Module):
@@ -108,3 +114,53 @@ def eigenfunction_net(model: nn.Module | None, k: int, x, num_outputs: int,
             p.requires_grad_(True)
     p0 = next(body.parameters())
     return EigenfunctionNet(body, num_outputs, k).to(device=p0.device, dtype=p0.dtype)
+
+
+class NetworkSolver(EigenSolver):
+    """A solver that trains an eigenfunction network: its configuration, its initial network and the restoring of a
+    saved one. The network given as ``net`` is configuration: ``fit`` trains a copy (``net_``). Without ``net`` the
+    default network copies the architecture of ``model``, or of the kernel's ``model`` (an NTK's network)."""
+
+    net_: nn.Module | None = None
+
+    def __init__(self, k: int, net: nn.Module | None, model: nn.Module | None, steps: int, batch_size: int,
+                 lr: float, momentum: float, seed: int, progress: bool, population: bool):
+        self.k = check_positive_int(k, "k")
+        self.steps = check_positive_int(steps, "steps")
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        for name, value in (("net", net), ("model", model)):
+            if value is not None and not isinstance(value, nn.Module):
+                raise TypeError(f"`{name}` must be an nn.Module, got {type(value).__name__}")
+        self.net, self.model = net, model
+        self.lr, self.momentum = check_float(lr, "lr"), check_float(momentum, "momentum", inclusive=True)
+        if self.momentum >= 1:
+            raise ValueError(f"`momentum` must lie in [0, 1), got {momentum!r}")
+        self.seed, self.progress = check_int(seed, "seed", 0), check_bool(progress, "progress")
+        self.population = check_bool(population, "population")
+
+    def _template(self, kernel: Kernel | None) -> nn.Module | None:
+        return self.model if self.model is not None else getattr(kernel, "model", None)
+
+    def _initial_net(self, x, num_outputs: int, kernel: Kernel | None) -> nn.Module:
+        """A fresh copy of ``net``, or the default network for these inputs (seeded)."""
+        if self.net is not None:
+            return copy.deepcopy(self.net)
+        return eigenfunction_net(self._template(kernel), self.k, x, num_outputs, seed=self.seed)
+
+    def _load_net(self, state: dict, kernel: Kernel | None) -> None:
+        """Rebuild ``net_`` with the saved weights; the fitted values every network solver has."""
+        anchor = next((m for m in (self._template(kernel), self.net) if m is not None), None)
+        example = batches.example(state["input_spec"], anchor if anchor is not None else nn.Linear(1, 1))
+        net = self._initial_net(example, state["num_outputs"], kernel)
+        try:
+            net.load_state_dict(state["net"])
+        except RuntimeError as e:
+            raise ValueError(f"the saved eigenfunction network does not fit this {type(self).__name__}'s network: "
+                             f"{e}") from None
+        self.net_, self.num_outputs_, self.input_spec_ = net.eval(), state["num_outputs"], state["input_spec"]
+        self.eigenvalues_, self.history_ = state["eigenvalues"], []
+
+    def _net_state(self) -> dict:
+        self._check_fitted()
+        return {"kind": self.kind, "k": self.k, "eigenvalues": self.eigenvalues_, "net": self.net_.state_dict(),
+                "num_outputs": self.num_outputs_, "input_spec": self.input_spec_}

@@ -15,20 +15,18 @@ outputs come out ordered. With random features ``K = Phi Phi^T / S`` the Gram bl
 
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
 from torch import nn
 
 from .. import batches
-from .._checks import check_bool, check_float, check_int, check_positive_int
+from .._checks import check_bool
 from .._utils import progress, seeded_generator
 from ..kernels.base import FeatureKernel, Kernel
-from .nets import EigenfunctionNet, eigenfunction_net
+from .nets import NetworkSolver
 from .rayleigh import (batch_moments, diagonal_blocks, gram_blocks, index_batches, operator_moments,
                        rayleigh_quotients)
-from .solver import EigenSolver
 
 
 def neuralef_loss(psi: torch.Tensor, phi: torch.Tensor | None = None, gram: torch.Tensor | None = None,
@@ -56,7 +54,7 @@ def neuralef_loss(psi: torch.Tensor, phi: torch.Tensor | None = None, gram: torc
     return -(eigenvalues.sum() - penalty.sum()), eigenvalues.detach()
 
 
-class NeuralEF(EigenSolver):
+class NeuralEF(NetworkSolver):
     """Learn the top-``k`` eigenfunctions of a kernel with a neural network.
 
     Args:
@@ -91,26 +89,8 @@ class NeuralEF(EigenSolver):
     def __init__(self, k: int, net: nn.Module | None = None, model: nn.Module | None = None,
                  steps: int = 2000, batch_size: int = 256, lr: float = 1e-3, momentum: float = 0.9,
                  seed: int = 0, progress: bool = True, balanced: bool = False, population: bool = False):
-        self.k = check_positive_int(k, "k")
-        self.steps = check_positive_int(steps, "steps")
-        self.batch_size = check_positive_int(batch_size, "batch_size")
-        for name, value in (("net", net), ("model", model)):
-            if value is not None and not isinstance(value, nn.Module):
-                raise TypeError(f"`{name}` must be an nn.Module, got {type(value).__name__}")
-        self.net, self.model = net, model
-        self.lr, self.momentum = check_float(lr, "lr"), check_float(momentum, "momentum", inclusive=True)
-        if self.momentum >= 1:
-            raise ValueError(f"`momentum` must lie in [0, 1), got {momentum!r}")
-        self.seed, self.progress = check_int(seed, "seed", 0), check_bool(progress, "progress")
-        self.balanced, self.population = check_bool(balanced, "balanced"), check_bool(population, "population")
-        self.net_: EigenfunctionNet | None = None
-
-    def _initial_net(self, x, num_outputs: int, kernel: Kernel | None) -> nn.Module:
-        """A fresh copy of ``net``, or the default network for these inputs (seeded)."""
-        if self.net is not None:
-            return copy.deepcopy(self.net)
-        template = self.model if self.model is not None else getattr(kernel, "model", None)
-        return eigenfunction_net(template, self.k, x, num_outputs, seed=self.seed)
+        super().__init__(k, net, model, steps, batch_size, lr, momentum, seed, progress, population)
+        self.balanced = check_bool(balanced, "balanced")
 
     def fit(self, kernel: Kernel, x) -> "NeuralEF":
         """Train on inputs ``x`` (the empirical measure over them, uniform over outputs).
@@ -172,25 +152,12 @@ class NeuralEF(EigenSolver):
 
     def state_dict(self) -> dict:
         """What :meth:`load_state_dict` needs to rebuild the fitted solver."""
-        self._check_fitted()
-        return {"kind": self.kind, "k": self.k, "eigenvalues": self.eigenvalues_, "net": self.net_.state_dict(),
-                "num_outputs": self.num_outputs_, "input_spec": self.input_spec_}
+        return self._net_state()
 
     def load_state_dict(self, state: dict, kernel: Kernel | None = None) -> "NeuralEF":
         """Restore a fitted solver into a copy of ``net`` or, without one, the default network built from
         ``model`` (the network and its weights must match the saved ones)."""
-        state = self._check_state(state)
-        template = next(m for m in (self.model, getattr(kernel, "model", None), self.net, nn.Linear(1, 1))
-                        if m is not None)
-        example = batches.example(state["input_spec"], template)
-        net = self._initial_net(example, state["num_outputs"], kernel)
-        try:
-            net.load_state_dict(state["net"])
-        except RuntimeError as e:
-            raise ValueError(f"the saved eigenfunction network does not fit this NeuralEF's network: {e}") from None
-        self.net_ = net.eval()
-        self.num_outputs_, self.input_spec_ = state["num_outputs"], state["input_spec"]
-        self.eigenvalues_, self.history_ = state["eigenvalues"], []
+        self._load_net(self._check_state(state), kernel)
         return self
 
     def __call__(self, x) -> torch.Tensor:

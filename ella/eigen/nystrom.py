@@ -22,10 +22,10 @@ from .._checks import check_float, check_int, check_positive_int
 from .._utils import seeded_generator
 from ..kernels.base import Kernel
 from ..kernels.ntk import EmpiricalNTK
-from .solver import EigenSolver, top_eigenpairs
+from .solver import KernelExtendedSolver, top_eigenpairs
 
 
-class Nystrom(EigenSolver):
+class Nystrom(KernelExtendedSolver):
     """Top-``k`` eigenpairs from ``num_points`` (M) sampled rows.
 
     Args:
@@ -40,6 +40,7 @@ class Nystrom(EigenSolver):
     """
 
     kind = "nystrom"
+    _extension = ("directions", "rows_x", "rows_c", "coef")
 
     def __init__(self, k: int, num_points: int = 2000, seed: int = 0, rank_tol: float = 1e-10):
         self.k = check_positive_int(k, "k")
@@ -77,27 +78,6 @@ class Nystrom(EigenSolver):
         else:
             self.rows_x_, self.rows_c_, self.coef_ = xm, classes, coef.to(dtype)
         self.eigenvalues_ = (evals / M).to(dtype)
-        return self
-
-    def state_dict(self) -> dict:
-        """The fitted solver: eigenvalues and the extension (NTK directions, or the sampled rows)."""
-        self._check_fitted()
-        extension = ({"directions": self.directions_} if self.directions_ is not None else
-                     {"rows_x": self.rows_x_, "rows_c": self.rows_c_, "coef": self.coef_})
-        return {"kind": self.kind, "k": self.k, "num_outputs": self.num_outputs_, "eigenvalues": self.eigenvalues_,
-                **extension}
-
-    def load_state_dict(self, state: dict, kernel: Kernel) -> "Nystrom":
-        """Restore a fitted solver, extended to new inputs through ``kernel`` (the kernel it was fitted with)."""
-        state = self._check_state(state)
-        if not isinstance(kernel, Kernel):
-            raise TypeError(f"Nystrom needs its `kernel` to evaluate new inputs, got {type(kernel).__name__}")
-        self.kernel_, self.num_outputs_ = kernel, state["num_outputs"]
-        self.directions_ = state.get("directions")
-        self.rows_x_, self.rows_c_, self.coef_ = state.get("rows_x"), state.get("rows_c"), state.get("coef")
-        if (self.directions_ is None) == (self.coef_ is None):
-            raise ValueError("the Nystrom state holds neither NTK directions nor sampled rows")
-        self.eigenvalues_ = state["eigenvalues"]
         return self
 
     def __call__(self, x) -> torch.Tensor:

@@ -96,3 +96,33 @@ class EigenSolver(ABC):
     def feature_map(self, x) -> torch.Tensor:
         """``Psi(x) = psi(x) diag(sqrt(mu))``, shape ``(B, C, k)``, so that ``kappa ~= Psi Psi^T``."""
         return self(x) * self.eigenvalues.clamp_min(0).sqrt()
+
+
+class KernelExtendedSolver(EigenSolver):
+    """A solver that extends its eigenfunctions to new inputs through its kernel (Nystrom, exact): it keeps
+    ``kernel_`` and either feature-space ``directions_`` or inputs with coefficients ``coef_``."""
+
+    #: the fitted tensors, besides the eigenvalues, that :meth:`state_dict` saves (each ``name_`` on the solver).
+    _extension: tuple[str, ...]
+    directions_: torch.Tensor | None = None
+    coef_: torch.Tensor | None = None
+
+    def state_dict(self) -> dict:
+        """The fitted solver: eigenvalues and the extension (feature directions, or inputs and coefficients)."""
+        self._check_fitted()
+        extension = {name: getattr(self, f"{name}_") for name in self._extension}
+        return {"kind": self.kind, "k": self.k, "num_outputs": self.num_outputs_, "eigenvalues": self.eigenvalues_,
+                **{name: value for name, value in extension.items() if value is not None}}
+
+    def load_state_dict(self, state: dict, kernel: Kernel) -> "KernelExtendedSolver":
+        """Restore a fitted solver, extended to new inputs through ``kernel`` (the kernel it was fitted with)."""
+        state = self._check_state(state)
+        if not isinstance(kernel, Kernel):
+            raise TypeError(f"{type(self).__name__} needs its `kernel` to evaluate new inputs, got "
+                            f"{type(kernel).__name__}")
+        for name in self._extension:
+            setattr(self, f"{name}_", state.get(name))
+        if (self.directions_ is None) == (self.coef_ is None):
+            raise ValueError(f"the {type(self).__name__} state holds neither feature directions nor coefficients")
+        self.kernel_, self.num_outputs_, self.eigenvalues_ = kernel, state["num_outputs"], state["eigenvalues"]
+        return self

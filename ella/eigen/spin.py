@@ -27,7 +27,6 @@ them in place of the batch values in the ``Sigma`` term.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 
@@ -36,13 +35,12 @@ from torch import nn
 from torch.func import jacrev
 
 from .. import batches
-from .._checks import check_bool, check_float, check_int, check_positive_int
+from .._checks import check_float
 from .._utils import num_parameters, progress, seeded_generator, trainable_parameters, unflatten_like
 from ..kernels.base import FeatureKernel, Kernel
-from .nets import eigenfunction_net
+from .nets import NetworkSolver
 from .rayleigh import (batch_moments, diagonal_blocks, gram_blocks, index_batches, operator_moments,
                        rayleigh_quotients)
-from .solver import EigenSolver
 
 _MAX_JACOBIAN = 2e8  # entries of the moving-average Jacobian (k (k+1) / 2 x P) before we refuse
 
@@ -74,7 +72,7 @@ def masked_factors(sigma: torch.Tensor, pi: torch.Tensor) -> tuple[torch.Tensor,
     return lam, L_inv.T @ D, L_inv.T @ torch.triu(lam @ D)
 
 
-class SpIN(EigenSolver):
+class SpIN(NetworkSolver):
     """Learn the top-``k`` eigenfunctions of a kernel with a Spectral Inference Network.
 
     Args:
@@ -101,25 +99,8 @@ class SpIN(EigenSolver):
     def __init__(self, k: int, net: nn.Module | None = None, model: nn.Module | None = None, steps: int = 2000,
                  batch_size: int = 256, lr: float = 1e-3, momentum: float = 0.9, max_seconds: float | None = None,
                  seed: int = 0, progress: bool = True, population: bool = False):
-        self.k = check_positive_int(k, "k")
-        self.steps = check_positive_int(steps, "steps")
-        self.batch_size = check_positive_int(batch_size, "batch_size")
-        for name, value in (("net", net), ("model", model)):
-            if value is not None and not isinstance(value, nn.Module):
-                raise TypeError(f"`{name}` must be an nn.Module, got {type(value).__name__}")
-        self.momentum = check_float(momentum, "momentum", inclusive=True)
-        if self.momentum >= 1:
-            raise ValueError(f"`momentum` must lie in [0, 1), got {momentum!r}")
+        super().__init__(k, net, model, steps, batch_size, lr, momentum, seed, progress, population)
         self.max_seconds = None if max_seconds is None else check_float(max_seconds, "max_seconds")
-        self.net, self.model, self.lr = net, model, check_float(lr, "lr")
-        self.seed, self.progress = check_int(seed, "seed", 0), check_bool(progress, "progress")
-        self.population = check_bool(population, "population")
-
-    def _initial_net(self, x, num_outputs: int, kernel: Kernel | None) -> nn.Module:
-        if self.net is not None:
-            return copy.deepcopy(self.net)
-        template = self.model if self.model is not None else getattr(kernel, "model", None)
-        return eigenfunction_net(template, self.k, x, num_outputs, seed=self.seed)
 
     @staticmethod
     def _body(net: nn.Module) -> nn.Module:
@@ -216,22 +197,12 @@ class SpIN(EigenSolver):
 
     def state_dict(self) -> dict:
         """The fitted solver: network weights, whitening ``L^-1`` and eigenvalues."""
-        self._check_fitted()
-        return {"kind": self.kind, "k": self.k, "num_outputs": self.num_outputs_, "net": self.net_.state_dict(),
-                "whitening": self.whitening_, "eigenvalues": self.eigenvalues_, "input_spec": self.input_spec_}
+        return {**self._net_state(), "whitening": self.whitening_}
 
     def load_state_dict(self, state: dict, kernel: Kernel | None = None) -> "SpIN":
         """Restore a fitted solver into a copy of ``net``, or the default network (as :class:`NeuralEF`)."""
-        state = self._check_state(state)
-        template = next(m for m in (self.model, getattr(kernel, "model", None), self.net, nn.Linear(1, 1))
-                        if m is not None)
-        net = self._initial_net(batches.example(state["input_spec"], template), state["num_outputs"], kernel)
-        try:
-            net.load_state_dict(state["net"])
-        except RuntimeError as e:
-            raise ValueError(f"the saved eigenfunction network does not fit this SpIN's network: {e}") from None
-        self.net_, self.num_outputs_, self.input_spec_ = net.eval(), state["num_outputs"], state["input_spec"]
-        self.whitening_, self.eigenvalues_, self.history_ = state["whitening"], state["eigenvalues"], []
+        self._load_net(self._check_state(state), kernel)
+        self.whitening_ = state["whitening"]
         return self
 
     def __call__(self, x) -> torch.Tensor:

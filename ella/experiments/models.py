@@ -3,8 +3,8 @@
 Every constructor takes ``seed``: an integer initialises the weights from that seed inside
 ``torch.random.fork_rng`` (the global RNG is left untouched, the same seed gives the same weights);
 ``seed=None`` draws from the global RNG as plain PyTorch would. Models are built on the CPU in the default
-dtype; move them with ``.to(device, dtype)``. None of them has dropout or batch norm, so training and
-evaluation mode compute the same function.
+dtype; move them with ``.to(device, dtype)``. None of them has dropout, and only ``mnist1d_cnn(batch_norm=True)``
+has batch norm, so the others compute the same function in training and evaluation mode.
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ def mlp(
     return nn.Sequential(*layers)
 
 
-def mnist1d_cnn(num_classes: int = 10, channels: int = 25, seed: int | None = 0) -> nn.Sequential:
+def mnist1d_cnn(num_classes: int = 10, channels: int = 25, seed: int | None = 0,
+                batch_norm: bool = False) -> nn.Sequential:
     """The MNIST-1D reference CNN (Greydanus's ``ConvBase``) with ``Conv2d`` ``(1, w)`` kernels.
 
     ``(B, 40)`` -> reshape to ``(B, 1, 1, 40)`` -> conv ``(1, 5)`` stride 2 -> ReLU -> conv ``(1, 3)`` stride 2
@@ -89,21 +90,16 @@ def mnist1d_cnn(num_classes: int = 10, channels: int = 25, seed: int | None = 0)
         num_classes: Number of output logits.
         channels: Channels of every convolution.
         seed: Initialisation seed (``None``: global RNG).
+        batch_norm: a ``BatchNorm2d`` after every convolution (put the network in eval mode after training).
     """
     check_positive_int(num_classes, "num_classes")
     check_positive_int(channels, "channels")
+    kernels, layers = ((5, 1), (3, channels), (3, channels)), [SignalToImage()]
     with _seeded(seed):
-        return nn.Sequential(
-            SignalToImage(),
-            nn.Conv2d(1, channels, kernel_size=(1, 5), stride=(1, 2), padding=(0, 1)),
-            nn.ReLU(),
-            nn.Conv2d(channels, channels, kernel_size=(1, 3), stride=(1, 2), padding=(0, 1)),
-            nn.ReLU(),
-            nn.Conv2d(channels, channels, kernel_size=(1, 3), stride=(1, 2), padding=(0, 1)),
-            nn.ReLU(),
-            nn.Flatten(),
-            nn.Linear(channels * 5, num_classes),
-        )
+        for width, inputs in kernels:
+            layers.append(nn.Conv2d(inputs, channels, kernel_size=(1, width), stride=(1, 2), padding=(0, 1)))
+            layers += [nn.BatchNorm2d(channels), nn.ReLU()] if batch_norm else [nn.ReLU()]
+        return nn.Sequential(*layers, nn.Flatten(), nn.Linear(channels * 5, num_classes))
 
 
 def mnist1d_mlp(num_classes: int = 10, seed: int | None = 0) -> nn.Sequential:

@@ -198,7 +198,7 @@ def _train_loader(splits, batch_size: int, seed: int) -> DataLoader:
 
 
 def train_mnist1d_cnn(
-    splits, seed: int = 0, progress: bool = True, num_threads: int | None = 1
+    splits, seed: int = 0, progress: bool = True, num_threads: int | None = 1, batch_norm: bool = False
 ) -> tuple[nn.Module, dict]:
     """The reference MNIST-1D CNN: ``mnist1d_cnn`` trained to a well-regularised MAP.
 
@@ -214,6 +214,7 @@ def train_mnist1d_cnn(
         progress: Show a progress bar.
         num_threads: CPU threads while training (see ``train_map``); the default 1 is the fastest for this
             small network and makes the numbers reproducible across machines' thread settings.
+        batch_norm: the variant with a batch norm after every convolution.
 
     Returns:
         ``(model, history)`` with the model in eval mode and the ``train_map`` history plus ``recipe``.
@@ -221,7 +222,7 @@ def train_mnist1d_cnn(
     from .models import mnist1d_cnn
 
     loader = _train_loader(splits, 100, seed)
-    model = mnist1d_cnn(splits.num_classes, seed=seed)
+    model = mnist1d_cnn(splits.num_classes, seed=seed, batch_norm=batch_norm)
     recipe = dict(steps=6000, lr=2e-2, weight_decay=1e-4, optimizer="adam", schedule="cosine")
     history = train_map(model, loader, seed=seed, progress=progress, num_threads=num_threads, **recipe)
     history["recipe"] = dict(recipe, batch_size=100)

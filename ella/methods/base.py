@@ -37,7 +37,7 @@ def check_noise(sigma_noise, likelihood: str):
     if likelihood != "regression":
         raise ValueError(f"`sigma_noise` applies to regression only, got {sigma_noise!r} for {likelihood}")
     if isinstance(sigma_noise, (list, tuple, torch.Tensor)):
-        values = [check_float(float(v), "sigma_noise") for v in torch.as_tensor(sigma_noise).flatten()]
+        values = [check_float(float(v), "sigma_noise") for v in torch.as_tensor(sigma_noise, dtype=torch.float64).flatten()]
         if not values:
             raise ValueError("`sigma_noise` must hold at least one value")
         return values
@@ -61,6 +61,8 @@ class Method(ABC):
     setup_seconds: float = 0.0
     #: wall-clock seconds of the last ``fit`` (``None``: not fitted).
     fit_seconds_: float | None = None
+    #: the shape and dtype of the input rows ``fit`` saw (:func:`ella.batches.spec`); ``predict`` checks them.
+    input_spec_: dict | None = None
 
     def __init__(self, model: nn.Module, likelihood: str = "classification", batch_size: int = 1024,
                  progress: bool = True):
@@ -114,13 +116,21 @@ class Method(ABC):
         self._check_fitted()
         if batches.check_inputs(x, "x") == 0:
             raise ValueError("`x` is an empty batch: give at least one input")
+        if self.input_spec_ is not None:
+            batches.check_spec(x, self.input_spec_)
         x = batches.to_model(x, self.model)
         check_mode(self.model)
-        check_deterministic(self.model, batches.take(x, slice(0, 1)))
-        pieces = [fn(piece) for piece in batches.chunks(x, self.batch_size)]
-        if isinstance(pieces[0], tuple):
-            return tuple(torch.cat(parts) for parts in zip(*pieces))
-        return torch.cat(pieces)
+        check_deterministic(self.model, batches.take(x, slice(0, 8)))
+        rows, out, start = batches.num_rows(x), None, 0
+        for piece in batches.chunks(x, self.batch_size):
+            result = fn(piece)
+            parts = result if isinstance(result, tuple) else (result,)
+            if out is None:  # the whole result at once: no small piece outlives its chunk (fragmentation)
+                out = tuple(part.new_empty(rows, *part.shape[1:]) for part in parts)
+            for whole, part in zip(out, parts):
+                whole[start : start + len(part)] = part
+            start += len(parts[0])
+        return out if isinstance(result, tuple) else out[0]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(likelihood={self.likelihood!r})"
@@ -159,7 +169,7 @@ class GaussianMethod(Method):
         """``sigma_noise`` as a ``(C,)`` tensor (``None`` if it is tuned)."""
         if self.sigma_noise is None:
             return None
-        noise = torch.as_tensor(self.sigma_noise, dtype=like.dtype, device=like.device).flatten()
+        noise = torch.as_tensor(self.sigma_noise, dtype=torch.float64).to(like).flatten()
         if len(noise) not in (1, num_outputs):
             raise ValueError(f"`sigma_noise` has {len(noise)} values for a model with {num_outputs} outputs")
         return noise_tensor(noise if len(noise) > 1 else noise[0], num_outputs, like)

@@ -194,7 +194,7 @@ class ELLA(LinearisedLaplace):
                 "kernel": kernel, "solver": solver_meta,
                 "fitted": {"prior_precision": self.prior_precision_, "noise_scale": self.noise_scale_,
                            "num_folded": self.num_folded_, "num_train": self.num_train_,
-                           "fit_seconds": self.fit_seconds_},
+                           "fit_seconds": self.fit_seconds_, "input_spec": self.input_spec_},
                 "model": {"num_params": num_parameters(self.model), "fingerprint": files.fingerprint(self.model)}}
         tensors = {"evals": self.evals_, "evecs": self.evecs_, "solver": solver_tensors}
         if self.noise_ is not None:
@@ -253,7 +253,7 @@ class ELLA(LinearisedLaplace):
             post.search_ = None
             post.basis_ = factor_basis(post.evals_.double(), post.evecs_.double(), post.prior_precision_,
                                        post.noise_scale_).to(post._dtype)
-            post.fit_seconds_ = float(fitted["fit_seconds"])
+            post.fit_seconds_, post.input_spec_ = float(fitted["fit_seconds"]), fitted["input_spec"]
         except (KeyError, TypeError, RuntimeError) as e:
             raise ValueError(f"{where} is malformed: {type(e).__name__}: {e}") from None
         return post

@@ -150,6 +150,7 @@ class LaplaceBaseline(GaussianMethod):
     # ---------------------------------------------------------------- fit
     def _fit(self, train_loader, val_loader) -> None:
         data = survey(self.model, self.likelihood, train_loader, val_loader, progress_bar=False)
+        self.input_spec_ = data.input_spec
         if self.prior == "gridsearch" and not data.num_val:
             raise ValueError("`prior='gridsearch'` needs a `val_loader` to score the validation NLL")
         from laplace import Laplace
@@ -169,7 +170,7 @@ class LaplaceBaseline(GaussianMethod):
         return None  # laplace-torch's default (CurvlinopsGGN)
 
     def _tune(self, data: Survey, val_loader, rho: float | None) -> None:
-        la, regression = self.la_, self.likelihood == "regression"
+        regression = self.likelihood == "regression"
         method = self.prior if isinstance(self.prior, str) else "fixed"
         if method == "auto":
             method = "gridsearch" if data.num_val else "marglik"

@@ -102,7 +102,7 @@ class LinearisedLaplace(GaussianMethod):
     def _fit(self, train_loader, val_loader) -> None:
         data = survey(self.model, self.likelihood, train_loader, val_loader, self._sample_size, self.seed,
                       self.progress)
-        self.num_train_ = data.num_train
+        self.num_train_, self.input_spec_ = data.num_train, data.input_spec
         self._prepare(data, train_loader)
         C = data.num_outputs
         like = torch.zeros((), dtype=torch.float64)

@@ -42,9 +42,10 @@ class PointPredictive(GaussianMethod):
                 raise ValueError("a regression point predictive needs `val_loader` (or `train_loader`) to set its "
                                  "noise, or a fixed `sigma_noise`")
             like = torch.zeros((), dtype=next(self.model.parameters()).dtype)
-            self.noise_ = None if self.sigma_noise is None else torch.as_tensor(self.sigma_noise).to(like).flatten()
+            self.noise_ = None if self.sigma_noise is None else torch.as_tensor(self.sigma_noise, dtype=torch.float64).to(like).flatten()
             return
         data = survey(self.model, self.likelihood, train_loader, val_loader, progress_bar=False)
+        self.input_spec_ = data.input_spec
         self._fit_point(data, train_loader, val_loader)
         if self.likelihood == "regression":
             self.noise_ = self._tune_noise(data, val_loader)

@@ -32,6 +32,7 @@ class Survey:
     num_val: int  # V (0 without validation data)
     sample: object | None  # the kept training inputs (M, ...), on the CPU, or None
     output_scale: torch.Tensor | None  # rho (C,), regression only
+    input_spec: dict  # the shape of one input row and its dtype (batches.spec)
 
 
 class _Reservoir:
@@ -89,14 +90,16 @@ def survey(model: nn.Module, likelihood: str, train_loader, val_loader=None, sam
     if train_loader is None and val_loader is None:
         raise ValueError("`train_loader` is required: an iterable of (x, y) batches")
     reservoir = _Reservoir(sample_size, seed) if sample_size else None
-    sizes, C = {}, None
+    sizes, C, spec = {}, None, None
     for name, loader in (("train_loader", train_loader), ("val_loader", val_loader)):
         if loader is None:
             continue
         sizes[name] = 0
         for x, y, rows in _iterate(loader, name, progress_bar):
             if C is None:
+                spec = batches.spec(x)
                 C = batches.call(model, batches.to_model(batches.take(x, slice(0, 1)), model)).shape[1]
+            batches.check_spec(x, spec, f"inputs of {name}")
             check_targets(y, rows, C, likelihood, name)
             if reservoir is not None and name == "train_loader":
                 reservoir.add(x)
@@ -107,7 +110,7 @@ def survey(model: nn.Module, likelihood: str, train_loader, val_loader=None, sam
     scale = None
     if likelihood == "regression":
         scale = output_rmse(model, val_loader if V else train_loader, "val_loader" if V else "train_loader", C)
-    return Survey(N, C, V, reservoir.result() if reservoir is not None else None, scale)
+    return Survey(N, C, V, reservoir.result() if reservoir is not None else None, scale, spec)
 
 
 @torch.no_grad()

@@ -26,6 +26,7 @@ from .._utils import progress, seeded_generator
 from ..trajectory import Trajectory, WeightMoments, flat_parameters, model_state, with_parameters
 from .base import Method
 from .map import PointPredictive
+from .survey import survey
 
 
 def has_batch_norm(model: nn.Module) -> bool:
@@ -150,6 +151,8 @@ class SWAG(Method):
         bn = has_batch_norm(self.model)
         if bn and train_loader is None:
             raise ValueError("the model has batch norm: `train_loader` is needed to recompute its statistics")
+        if train_loader is not None or val_loader is not None:
+            self.input_spec_ = survey(self.model, self.likelihood, train_loader, val_loader).input_spec
         gen, base = seeded_generator(self.seed), model_state(averaged_model(self.trajectory))
         samples = []
         for _ in progress(range(self.num_samples), self.progress, "SWAG samples"):

@@ -1,6 +1,7 @@
 """Must show: NeuralEF recovers the RBF kernel's top-5 eigenpairs under a 1-D Gaussian density, checked
 against the closed form (GPML 4.3.1), not against another solver."""
 
+import pytest
 import torch
 
 from ella.eigen import EigenfunctionNet, NeuralEF, RBFGaussianEigen, compare
@@ -8,6 +9,7 @@ from ella.eigen.nets import mlp_body
 from ella.experiments.eigen.problems import gaussian_quantiles
 
 
+@pytest.mark.slow
 def test_neuralef_recovers_the_closed_form_rbf_eigenpairs_in_order():
     # k(x, x') = exp(-(x - x')^2 / 2) under N(0, 1): mu_j = 0.618 * 0.382^j, so mu_5 / mu_1 = 0.02
     reference = RBFGaussianEigen(5, lengthscale=1.0, std=1.0)

@@ -39,6 +39,7 @@ def eigenfunction_mlp(seed=0):
         return EigenfunctionNet(mlp_body(40, 10 * K, width=256), 10, K)
 
 
+@pytest.mark.slow
 def test_neuralef_recovers_the_exact_ntk_eigenpairs(ntk_problem):
     kernel, x, x_test, exact = ntk_problem
     solver = NeuralEF(K, net=eigenfunction_mlp(), steps=STEPS, batch_size=len(x), lr=3e-3, seed=0, progress=False)

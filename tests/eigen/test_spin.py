@@ -1,8 +1,6 @@
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
 
-from ella import ELLA
 from ella.eigen import RBFGaussianEigen, SpIN, compare
 from ella.eigen.nets import mlp_body
 from ella.experiments.eigen.problems import gaussian_quantiles

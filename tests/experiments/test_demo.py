@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from torch.utils.data import DataLoader
 
@@ -23,6 +24,7 @@ def short_cnn(splits, seed=0, progress=True):
     return model, history
 
 
+@pytest.mark.slow
 def test_demo_writes_the_report_of_every_method(tmp_path, monkeypatch):
     monkeypatch.setitem(demo.TRAINERS, "cnn", short_cnn)
     report = demo.run_demo(out=tmp_path, models=("cnn",), progress=False, log=lambda *a: None, num_test=300,

@@ -2,22 +2,11 @@
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
 
 from ella.experiments.trajectory import swa_phase
 
 from tests.conftest import tiny_mlp
-
-
-def data(n=32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 3, dtype=torch.float64, generator=g)
-    return x, torch.randint(0, 3, (n,), generator=g)
-
-
-def loader(x, y, batch_size=8, seed=0):
-    return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True,
-                      generator=torch.Generator().manual_seed(seed))
+from tests.trajectory.test_trajectory import data, loader
 
 
 def test_swa_phase_leaves_the_model_alone_and_is_seeded():

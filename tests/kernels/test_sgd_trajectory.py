@@ -6,7 +6,6 @@ from ella import ELLA
 from ella.eigen import NeuralEF, Nystrom
 from ella.kernels.sgd_trajectory import SGDTrajectoryKernel
 from ella.experiments.train import train_map
-from ella.methods import swa_model
 from ella.trajectory import TrajectoryRecorder
 
 from tests.conftest import tiny_mlp

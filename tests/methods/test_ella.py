@@ -1,8 +1,6 @@
 """ELLA against exact references: full-rank ELLA is the exact linearised Laplace; NeuralEF approaches the exact
 top-k posterior; the residual variance is the left-out trace; refits, files and bad input behave."""
 
-import math
-import warnings
 
 import pytest
 import torch

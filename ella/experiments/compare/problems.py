@@ -5,6 +5,7 @@ problem                    data                                                 
 =========================  =======================================================  ================
 ``mnist1d`` / ``cnn``      MNIST-1D, 3,500 / 500 / ``num_test`` (10,000) generated  CNN (5,210)
 ``mnist1d`` / ``mlp``      same                                                     MLP, overfit (15,210)
+``mnist1d`` / ``cnn_bn``   same                                                     CNN + BatchNorm (5,360)
 ``digits`` / ``mlp``       scikit-learn digits, 60 / 15 / 25 % stratified           MLP 64-32-32-10 (3,466)
 ``toy`` / ``mlp``          1-D regression with an in-between gap, 100 / 50 / 300    tanh MLP (2,701)
 ``<torchvision>`` / ``cnn`` an image data set on disk (``data_root``)               small CNN
@@ -31,7 +32,7 @@ from ..train import train_map, train_mnist1d_cnn, train_mnist1d_mlp
 __all__ = ["Problem", "make_problem", "network_name", "MODELS", "image_cnn"]
 
 # data set -> the networks it is benchmarked with
-MODELS = {"mnist1d": ("cnn", "mlp"), "digits": ("mlp",), "toy": ("mlp",),
+MODELS = {"mnist1d": ("cnn", "mlp", "cnn_bn"), "digits": ("mlp",), "toy": ("mlp",),
           **{name: ("cnn",) for name in IMAGE_DATASETS}}
 
 DIGITS_RECIPE = dict(steps=3000, lr=1e-3, weight_decay=1e-4, optimizer="adam", schedule="cosine", batch_size=64)
@@ -126,8 +127,10 @@ def make_problem(dataset: str, model: str | None = None, seed: int = 0, num_test
     likelihood = "regression" if dataset == "toy" else "classification"
     if dataset == "mnist1d":
         splits = mnist1d(num_test=num_test)
-        trainer = train_mnist1d_cnn if model == "cnn" else train_mnist1d_mlp
-        net, history = trainer(splits, seed=seed, progress=progress)
+        if model == "mlp":
+            net, history = train_mnist1d_mlp(splits, seed=seed, progress=progress)
+        else:
+            net, history = train_mnist1d_cnn(splits, seed=seed, progress=progress, batch_norm=model == "cnn_bn")
         recipe = history["recipe"]
     else:
         if dataset == "digits":

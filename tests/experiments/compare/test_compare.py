@@ -197,3 +197,27 @@ def _plain(tmp_path):
     path = tmp_path / "plain.md"
     path.write_text("no markers\n")
     return path
+
+
+def test_kfac_on_a_batch_norm_cnn_leaves_the_norm_layers_out_and_says_so(monkeypatch):
+    """``ella compare --dataset mnist1d --model cnn_bn``: KFAC-LLA runs, its batch norms left out and named."""
+    from ella.experiments.compare import problems
+    from ella.experiments.data import mnist1d
+    from ella.experiments.models import mnist1d_cnn
+    from ella.experiments.train import train_map
+
+    def short(splits, seed=0, progress=True, batch_norm=False):
+        model = mnist1d_cnn(splits.num_classes, seed=seed, batch_norm=batch_norm)
+        loader = torch.utils.data.DataLoader(splits.train, batch_size=100, shuffle=True,
+                                             generator=torch.Generator().manual_seed(seed))
+        history = train_map(model, loader, steps=60, lr=2e-2, progress=False)
+        return model, {**history, "recipe": {"steps": 60}}
+
+    monkeypatch.setattr(problems, "train_mnist1d_cnn", short)
+    monkeypatch.setattr(problems, "mnist1d", lambda num_test: mnist1d(num_train=400, num_val=100, num_test=num_test))
+    problem = problems.make_problem("mnist1d", "cnn_bn", num_test=200, progress=False)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in problem.model.modules()) and not problem.model.training
+    with pytest.warns(UserWarning, match=r"left out of the posterior: 2 \(BatchNorm2d\), 5 \(BatchNorm2d\)"):
+        section, _ = compare_problem(problem, ["map", "kfac_lla"], TINY, fidelity_points=0, log=lambda *_: None)
+    kfac = section["rows"]["kfac_lla"]
+    assert kfac["nll"] < section["rows"]["map"]["nll"] + 0.05 and kfac["acc"] == section["rows"]["map"]["acc"]

@@ -1,0 +1,34 @@
+"""benchmarks/bad_input.py: every bad input of the table gets a clear answer before any long work."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bad_input.py"
+spec = importlib.util.spec_from_file_location("bad_input", SCRIPT)
+bad_input = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bad_input)
+
+
+@pytest.mark.parametrize("description, fn", bad_input.CASES, ids=[d for d, _ in bad_input.CASES])
+def test_every_case_is_answered_clearly_and_early(description, fn):
+    kind, message, ok = bad_input.run_case(fn)
+    assert ok, f"{description}: {kind}: {message}"
+    assert kind in ("error", "usage error", "warning") and message
+
+
+def test_the_watch_sees_long_work_and_a_silent_case_fails():
+    from ella.kernels import EmpiricalNTK
+
+    from tests.conftest import tiny_mlp
+
+    def late(tmp):
+        def action():
+            EmpiricalNTK(tiny_mlp(), num_samples=4, progress=False).features(bad_input.torch.zeros(2, 3).double())
+            raise ValueError("too late")
+
+        return action
+
+    assert bad_input.run_case(late) == ("error after the long work", "ValueError: too late", False)
+    assert bad_input.run_case(lambda tmp: lambda: None) == ("silent", "", False)

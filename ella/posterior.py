@@ -34,9 +34,11 @@ import torch
 
 
 def curvature(phi: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-    """``sum_i phi_i^T Lambda_i phi_i`` in float64, shape ``(D, D)``; ``phi`` ``(N, C, D)``, ``lam`` ``(N, C, C)``."""
-    phi = phi.double()
-    return torch.einsum("ncd,nce,nef->df", phi, lam.double(), phi)
+    """``sum_i phi_i^T Lambda_i phi_i``, shape ``(D, D)``, returned in float64 for accumulation over batches;
+    ``phi`` ``(N, C, D)``, ``lam`` ``(N, C, C)``. Two matrix products in ``phi``'s dtype: ``Lambda phi`` per input,
+    then ``(Lambda phi)^T phi`` over the ``N C`` rows."""
+    lam_phi = (lam.to(phi.dtype) @ phi).flatten(0, 1)  # rows of Lambda_i phi_i: (N C, D)
+    return (lam_phi.T @ phi.flatten(0, 1)).double()
 
 
 def eigen_curvature(curv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

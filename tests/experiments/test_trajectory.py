@@ -6,7 +6,7 @@ import torch
 from ella.experiments.trajectory import swa_phase
 
 from tests.conftest import tiny_mlp
-from tests.trajectory.test_trajectory import data, loader
+from tests.trajectory.test_record import data, loader
 
 
 def test_swa_phase_leaves_the_model_alone_and_is_seeded():

@@ -1,7 +1,6 @@
 """ELLA against exact references: full-rank ELLA is the exact linearised Laplace; NeuralEF approaches the exact
 top-k posterior; the residual variance is the left-out trace; refits, files and bad input behave."""
 
-
 import pytest
 import torch
 from torch import nn

@@ -1,0 +1,23 @@
+"""The layers point one way: importing the core loads no method, no experiment and no laplace-torch."""
+
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.parametrize("module", ["ella", "ella.kernels", "ella.eigen", "ella.posterior", "ella.trajectory",
+                                    "ella.metrics"])
+def test_the_core_imports_nothing_above_it(module):
+    code = (f"import sys, {module}\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('ella.methods', 'ella.experiments', 'ella.cli', "
+            "'laplace', 'matplotlib'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_the_methods_import_no_experiment():
+    code = ("import sys, ella.methods\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('ella.experiments', 'ella.cli', 'laplace'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"  # laplace-torch too is imported only when a baseline is fitted

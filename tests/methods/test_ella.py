@@ -1,6 +1,8 @@
 """ELLA against exact references: full-rank ELLA is the exact linearised Laplace; NeuralEF approaches the exact
 top-k posterior; the residual variance is the left-out trace; refits, files and bad input behave."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch import nn
@@ -340,3 +342,50 @@ def test_ella_sgd_trajectory_tunes_the_scale_and_round_trips(tmp_path):
         ELLA(model, kernel="sgd-trajectory")
     with pytest.raises(ValueError, match="posterior_update"):
         ELLA(model, posterior_update="yes")
+
+
+class TokenModel(nn.Module):
+    """Keyword inputs (token ids and a mask) and an output object with ``logits``, as a HuggingFace classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed, self.hidden, self.head = nn.Embedding(12, 6), nn.Linear(6, 8), nn.Linear(8, 3)
+
+    def forward(self, input_ids, attention_mask):
+        h = (self.embed(input_ids) * attention_mask[..., None]).sum(1) / attention_mask.sum(1, keepdim=True)
+        return SimpleNamespace(logits=self.head(torch.tanh(self.hidden(h))))
+
+
+class Tokens(torch.utils.data.Dataset):
+    """Dict samples ``{"input_ids", "attention_mask", "labels"}``, as a tokenizer's dataset."""
+
+    def __init__(self, n: int, seed: int):
+        g = torch.Generator().manual_seed(seed)
+        self.ids, self.mask = torch.randint(0, 12, (n, 5), generator=g), torch.ones(n, 5, dtype=torch.float64)
+        self.mask[:, 4] = (torch.rand(n, generator=g) > 0.5).double()
+        self.labels = self.ids[:, 0] % 3
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.ids[i], "attention_mask": self.mask[i], "labels": self.labels[i]}
+
+
+def test_dict_batches_and_logits_outputs_give_the_exact_linearised_laplace():
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = TokenModel().double().eval()
+    data = Tokens(40, 0)
+    train = DataLoader(data, batch_size=16)
+    x = {"input_ids": data.ids, "attention_mask": data.mask}
+    J = jacobians(model, x).flatten(0, 1)
+    rank = int(torch.linalg.matrix_rank(J))  # ELLA with every direction the data see is the exact LLA on them
+    post = ELLA(model, k=rank, kernel=EmpiricalNTK(model, "exact"), solver="exact", prior_precision=0.5,
+                progress=False).fit(train)
+    exact = ExactLLA(model, prior_precision=0.5, progress=False).fit(train)
+    assert torch.allclose(post.predictive_moments(x)[1], exact.predictive_moments(x)[1], rtol=1e-6, atol=1e-9)
+    for solver in ("neuralef", "nystrom"):  # the default solvers run on these inputs too
+        probs = ELLA(model, k=4, solver=solver, progress=False).fit(train, DataLoader(Tokens(20, 1), batch_size=8))
+        probs = probs.predict(x)
+        assert probs.shape == (40, 3) and torch.allclose(probs.sum(-1), torch.ones(40, dtype=torch.float64))

@@ -9,10 +9,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .distributed import is_main
+
 
 def progress(iterable: Iterable, enabled: bool, desc: str, total: int | None = None, **kwargs):
-    """A tqdm progress bar over ``iterable``, or the iterable itself when ``enabled`` is False."""
-    if not enabled:
+    """A tqdm progress bar over ``iterable``, or the iterable itself when ``enabled`` is False (or on any rank but
+    the first of several processes)."""
+    if not enabled or not is_main():
         return iterable
     return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True, mininterval=0.5, **kwargs)
 

@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-from .. import batches
+from .. import batches, distributed
 from .._checks import check_bool
 from .._utils import progress, seeded_generator
 from ..kernels.base import FeatureKernel, Kernel
@@ -30,19 +30,21 @@ from .rayleigh import (batch_moments, diagonal_blocks, gram_blocks, index_batche
 
 
 def neuralef_loss(psi: torch.Tensor, phi: torch.Tensor | None = None, gram: torch.Tensor | None = None,
-                  blocks: torch.Tensor | None = None, num_data: int | None = None,
-                  balanced: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                  blocks: torch.Tensor | None = None, num_data: int | None = None, balanced: bool = False,
+                  batch: int | None = None, reduce=None) -> tuple[torch.Tensor, torch.Tensor]:
     """The NeuralEF loss (to minimise) for a batch ``psi`` of shape ``(B, C, k)``; also returns ``diag(R)``.
 
     Give either random features ``phi`` ``(B, C, S)`` or the Gram block ``gram`` ``(B C, B C)``;
     ``blocks`` ``(B, C, C)`` are the diagonal blocks ``kappa(x_b, x_b)`` (read off ``gram`` if omitted).
     ``balanced`` maximises ``sum_j [R_jj - 2 sum_{i<j} R_ij^2 / sg(R_ii)] / sg(R_jj)`` instead (see
-    :class:`NeuralEF`); the maximisers are the same eigenfunctions.
+    :class:`NeuralEF`); the maximisers are the same eigenfunctions. When the batch's rows are split across
+    processes, ``batch`` is its whole number of inputs and ``reduce`` sums the moments over the processes.
     """
     B, C, k = psi.shape
+    B = batch or B
     if blocks is None:
         blocks = diagonal_blocks(phi) if phi is not None else gram_blocks(gram, C)
-    full, full_sg, diag, diag_sg = batch_moments(psi, phi, gram, blocks)
+    full, full_sg, diag, diag_sg = batch_moments(psi, phi, gram, blocks, reduce)
     R = rayleigh_quotients(full, diag, B, C, num_data)  # psi_i^T K psi_j
     R_sg = rayleigh_quotients(full_sg, diag_sg, B, C, num_data)  # sg(psi_i)^T K psi_j
     eigenvalues = R.diagonal()
@@ -114,18 +116,33 @@ class NeuralEF(NetworkSolver):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / self.steps)))
         order = index_batches(N, B, seeded_generator(self.seed), batches.device(x), shuffle=full_gram is None)
         ema, history = None, []
+        # with features and several processes, each takes every R-th row of a batch; the moments and the gradients
+        # are summed over them, so every process takes the step of the whole batch
+        split = distributed.shared() and phi is not None
         net.train()
         bar = progress(range(self.steps), self.progress, "NeuralEF")
         for _, idx in zip(bar, order):
-            psi = net(batches.take(x, idx))
-            if phi is not None:
+            if split:  # the L2 batch norm over the rows of every process
+                rows = distributed.my_rows(idx)
+                raw = net.raw(batches.take(x, rows))
+                square = distributed.total_with_grad(raw.pow(2).sum(dim=(0, 1))) / (len(idx) * C)
+                psi = raw / square.add(net.norm.eps).sqrt()
+                loss, eig = neuralef_loss(psi, phi=phi[rows], blocks=blocks[rows], num_data=num_data,
+                                          balanced=self.balanced, batch=len(idx), reduce=distributed.total_with_grad)
+            elif phi is not None:
+                psi = net(batches.take(x, idx))
                 loss, eig = neuralef_loss(psi, phi=phi[idx], blocks=blocks[idx], num_data=num_data,
                                           balanced=self.balanced)
             else:
+                psi = net(batches.take(x, idx))
                 gram = full_gram if full_gram is not None else kernel.gram(batches.take(x, idx))
                 loss, eig = neuralef_loss(psi, gram=gram.to(psi.dtype), num_data=num_data, balanced=self.balanced)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if split:
+                for p in net.parameters():
+                    if p.grad is not None:
+                        distributed.total(p.grad)
             opt.step()
             sched.step()
             ema = eig if ema is None else self.momentum * ema + (1 - self.momentum) * eig

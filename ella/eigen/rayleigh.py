@@ -74,21 +74,24 @@ def operator_moments(kernel: Kernel, x, phi: torch.Tensor | None, psi: torch.Ten
 
 
 def batch_moments(psi: torch.Tensor, phi: torch.Tensor | None, gram: torch.Tensor | None,
-             blocks: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                  blocks: torch.Tensor, reduce=None) -> tuple[torch.Tensor, ...]:
     """Full and diagonal-block parts of ``Psi^T K Psi`` for one batch, each also with ``sg(Psi)`` on the left.
 
-    Returns ``(full, full_sg, diag, diag_sg)``, all ``(k, k)``.
+    With random features every part is a sum over the batch's rows; ``reduce`` (the sum over the processes that
+    hold the other rows, see :mod:`ella.distributed`) adds them up. Returns ``(full, full_sg, diag, diag_sg)``,
+    all ``(k, k)``.
     """
+    reduce = reduce or (lambda t: t)
     B, C, k = psi.shape
     flat = psi.reshape(B * C, k)
     if phi is not None:
-        a = phi.reshape(B * C, -1).T @ flat  # A = Phi^T Psi: (S, k)
+        a = reduce(phi.reshape(B * C, -1).T @ flat)  # A = Phi^T Psi: (S, k)
         full, full_sg = a.T @ a / phi.shape[-1], a.detach().T @ a / phi.shape[-1]
     else:
         k_psi = gram @ flat  # K Psi
         full, full_sg = flat.T @ k_psi, flat.detach().T @ k_psi
     b_psi = (blocks @ psi).reshape(B * C, k)  # kappa(x_b, x_b) psi(x_b)
-    return full, full_sg, flat.T @ b_psi, flat.detach().T @ b_psi
+    return full, full_sg, reduce(flat.T @ b_psi), reduce(flat.detach().T @ b_psi)
 
 
 def rayleigh_quotients(full: torch.Tensor, diag: torch.Tensor, batch: int, num_outputs: int,

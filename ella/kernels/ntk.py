@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-from .. import batches
+from .. import batches, distributed
 from .._checks import check_bool, check_choice, check_float, check_int, check_model, check_positive_int
 from .._utils import num_parameters, progress, seeded_generator
 from ..functional import jacobian_rows, jacobians, jvps, perturbed_outputs
@@ -122,9 +122,19 @@ class EmpiricalNTK(FeatureKernel):
         """Dense per-sample Jacobians ``J(x)``, shape ``(B, C, P)``."""
         return jacobians(self.model, x)
 
-    def jacobian_rows(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    def jacobian_rows(self, x, index: torch.Tensor, chunk: int = 64) -> torch.Tensor:
         """Rows ``J_{c_b}(x_b)`` for one output ``c_b`` per input, shape ``(B, P)``."""
-        return jacobian_rows(self.model, x, index)
+        split = distributed.shared()
+        pieces = []
+        for j, start in enumerate(range(0, batches.num_rows(x), chunk)):
+            piece = batches.take(x, slice(start, start + chunk))
+            if split and not distributed.mine(j):
+                pieces.append(torch.zeros(batches.num_rows(piece), self.num_params, dtype=self.dtype,
+                                          device=self.device))
+            else:
+                pieces.append(jacobian_rows(self.model, piece, index[start : start + chunk], chunk))
+        rows = torch.cat(pieces)
+        return distributed.total(rows) if split else rows
 
     def jvp(self, x: torch.Tensor, tangents: torch.Tensor) -> torch.Tensor:
         """``J(x) V`` for ``V`` of shape ``(P, k)``, by k forward-mode JVPs; returns ``(B, C, k)``."""
@@ -141,11 +151,16 @@ class EmpiricalNTK(FeatureKernel):
         S, C = self.num_features, base.shape[1]
         phi = torch.empty(len(base), C, S, dtype=base.dtype, device=base.device)
         num_blocks = math.ceil(S / _BLOCK)
+        split = distributed.shared()  # every rank computes its blocks, and the blocks are added up
+        if split:
+            phi.zero_()
         for block in progress(range(num_blocks), self.progress, f"NTK features ({self.estimator})"):
+            if split and not distributed.mine(block):
+                continue
             lo, hi = block * _BLOCK, min(S, (block + 1) * _BLOCK)
             v = self._directions(block)[: hi - lo]
             phi[:, :, lo:hi] = self._jvp_block(x, v) if self.estimator == "jvp" else self._fd_block(x, v, base)
-        return phi
+        return distributed.total(phi) if split else phi
 
     def _directions(self, block: int) -> torch.Tensor:
         """Block ``block`` of directions on the kernel's device; kept, so that a kernel of at most one block

@@ -25,7 +25,7 @@ import copy
 import torch
 from torch import nn
 
-from .. import batches, files
+from .. import batches, distributed, files
 from .._checks import check_bool, check_int, check_positive_int
 from .._utils import num_parameters
 from ..eigen import EigenSolver, ExactEigen, NeuralEF, Nystrom, SpIN
@@ -126,7 +126,8 @@ class ELLA(LinearisedLaplace):
         """Learn the eigenfunctions on the kernel points; set up the residual's estimator."""
         x = batches.to_model(data.sample, self.model)
         self.num_kernel_points_ = batches.num_rows(x)
-        self.solver_ = copy.copy(self.solver).fit(self.kernel, x)
+        with distributed.sharing():  # every process holds the same kernel points: they split the solver's work
+            self.solver_ = copy.copy(self.solver).fit(self.kernel, x)
         self._set_scale()
 
     def _set_scale(self) -> None:
@@ -182,7 +183,7 @@ class ELLA(LinearisedLaplace):
     def save(self, path) -> None:
         """Write the fitted posterior (not the model) to ``path``: an :mod:`ella.files` file (tensors and JSON,
         checksummed) with a format version and the model's parameter count and fingerprint, checked by
-        :meth:`load`."""
+        :meth:`load`. Of several processes, the first writes it."""
         self._check_fitted()
         kernel = ({"kind": "ntk", "config": self.kernel.config} if isinstance(self.kernel, EmpiricalNTK)
                   else {"kind": type(self.kernel).__name__})
@@ -199,7 +200,8 @@ class ELLA(LinearisedLaplace):
         tensors = {"evals": self.evals_, "evecs": self.evecs_, "solver": solver_tensors}
         if self.noise_ is not None:
             tensors["noise"] = self.noise_
-        files.write(path, FORMAT, FORMAT_VERSION, meta, tensors)
+        if distributed.is_main():  # every process holds the same posterior: one of them writes it
+            files.write(path, FORMAT, FORMAT_VERSION, meta, tensors)
 
     @classmethod
     def load(cls, path, model: nn.Module, kernel: Kernel | None = None, net: nn.Module | None = None) -> "ELLA":

@@ -23,7 +23,7 @@ from abc import abstractmethod
 
 import torch
 
-from .. import batches
+from .. import batches, distributed
 from .._checks import check_float, check_grid
 from .._utils import progress, seeded_generator
 from ..posterior import curvature, eigen_curvature, factor_basis, linear_evidence, scales, with_isotropic
@@ -171,17 +171,17 @@ class LinearisedLaplace(GaussianMethod):
         device = next(self.model.parameters()).device
         out = {key: value.to(device) for key, value in out.items()}
         position = 0
-        total = len(loader) if hasattr(loader, "__len__") else None
-        for batch in progress(loader, self.progress, "curvature", total=total):
+        size = len(loader) if hasattr(loader, "__len__") else None
+        for index, batch in enumerate(progress(loader, self.progress, "curvature", total=size)):
             x, y = batches.split_batch(batch, "train_loader")
             rows = batches.num_rows(x)
-            if rows == 0:
+            position += rows
+            if rows == 0 or not distributed.mine(index):  # another process folds this batch in
                 continue
             mean, phi = self._features(batches.to_model(x, self.model))
             lam = hessian_factor(mean.double(), self.likelihood, 1.0 if rho is None else rho.to(device))
             first = torch.zeros(rows, dtype=torch.long) if rank is None else torch.searchsorted(
-                bounds, rank[position : position + rows], right=True)  # the first candidate holding each point
-            position += rows
+                bounds, rank[position - rows : position], right=True)  # the first candidate holding each point
             for t in first.unique().tolist():
                 if t >= T:  # folded into no candidate
                     continue
@@ -193,16 +193,16 @@ class LinearisedLaplace(GaussianMethod):
                     out["b"][t] += torch.einsum("ncd,nc->d", phi[sel].double(), lam_r)
                     out["c"][t] += (r * lam_r).sum()
                     out["n"][t] += r.numel()
-        # candidate t holds the points of every candidate before it
-        return {key: value.cumsum(0).cpu() for key, value in out.items()}
+        # the sums of every process; candidate t holds the points of every candidate before it
+        return {key: distributed.total(value).cumsum(0).cpu() for key, value in out.items()}
 
     @torch.no_grad()
     def _validation_score(self, loader, eig: list, rho):
         """``score(priors, noises)``: the validation NLL of the predictive for every candidate and grid value."""
         means, feats, extra, targets = [], [], [], []
-        for batch in loader:
+        for index, batch in enumerate(loader):
             x, y = batches.split_batch(batch, "val_loader")
-            if batches.num_rows(x) == 0:
+            if batches.num_rows(x) == 0 or not distributed.mine(index):  # another process scores this batch
                 continue
             x = batches.to_model(x, self.model)
             mean, phi = self._features(x)
@@ -211,23 +211,28 @@ class LinearisedLaplace(GaussianMethod):
             targets.append(y.cpu())
             iso = self._isotropic(x, phi)
             extra.append(None if iso is None else iso.double().cpu())
-        mean, phi, y = torch.cat(means), torch.cat(feats), torch.cat(targets)
-        iso = None if extra[0] is None else torch.cat(extra)
-        rotated = [phi @ evecs for _, evecs in eig]  # phi(x) U: the search only rescales its columns
+        if not means:  # fewer validation batches than processes: this one scores none
+            means, feats, targets = [torch.zeros(0, 0, dtype=torch.float64)], [torch.zeros(0, 0, 0)], [torch.zeros(0)]
+        mean, phi, y = torch.cat(means), torch.cat(feats).double(), torch.cat(targets)
+        iso = None if not extra or extra[0] is None else torch.cat(extra)
+        rotated = [phi @ evecs if len(phi) else phi for _, evecs in eig]  # phi(x) U: the search rescales its columns
+        count = distributed.total(torch.tensor(float(len(mean)), dtype=torch.float64))
 
         def score(priors, noises):
             priors = [self.prior_precision or 1.0] if priors is None else priors.tolist()
             noises = [1.0] if noises is None else noises.tolist()
-            table = torch.empty(len(eig), len(priors), len(noises), dtype=torch.float64)
+            table = torch.zeros(len(eig), len(priors), len(noises), dtype=torch.float64)
             for t, ((evals, _), basis) in enumerate(zip(eig, rotated)):
                 for i, delta in enumerate(priors):
                     for j, s in enumerate(noises):
+                        if not len(mean):
+                            continue
                         factor = basis * scales(evals, delta, s)
                         factor = with_isotropic(factor, None if iso is None else iso / delta)
                         noise = 1.0 if rho is None else s * rho
                         table[t, i, j] = predictive_nll(mean, factor, y, self.likelihood, self.link, noise,
-                                                        self.n_samples, self.seed).mean()
-            return table
+                                                        self.n_samples, self.seed).sum()
+            return distributed.total(table) / count  # the mean over every process's validation points
 
         return score
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from .._checks import check_positive_int
 
-__all__ = ["mnist1d_cnn", "mnist1d_mlp", "digits_mlp", "regression_mlp", "mlp", "SignalToImage"]
+__all__ = ["mnist1d_cnn", "mnist1d_mlp", "digits_mlp", "regression_mlp", "mlp", "SignalToImage", "cifar_resnet"]
 
 
 class SignalToImage(nn.Module):
@@ -117,3 +117,42 @@ def regression_mlp(
 ) -> nn.Sequential:
     """An MLP 1-``hidden``-``hidden``-1 with tanh for the toy regression (2,701 parameters by default)."""
     return mlp(in_features, (hidden, hidden), out_features, nn.Tanh, seed=seed)
+
+
+class _BasicBlock(nn.Module):
+    """Two 3x3 convolutions with batch norm; the shortcut subsamples and zero-pads channels ("option A")."""
+
+    def __init__(self, inputs: int, outputs: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inputs, outputs, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(outputs)
+        self.conv2 = nn.Conv2d(outputs, outputs, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(outputs)
+        self.stride, self.pad = stride, outputs - inputs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        shortcut = x[:, :, :: self.stride, :: self.stride] if self.stride > 1 else x
+        if self.pad:
+            shortcut = nn.functional.pad(shortcut, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+        return torch.relu(out + shortcut)
+
+
+def cifar_resnet(depth: int = 20, num_classes: int = 10, width: int = 16, seed: int | None = 0) -> nn.Sequential:
+    """The CIFAR ResNet of He et al. (2016): ``depth = 6 n + 2`` layers, three stages of ``n`` basic blocks with
+    ``width``, ``2 width`` and ``4 width`` channels, identity shortcuts with zero padding, global average pooling and
+    a linear head. ResNet-20 (``n = 3``) has 269,722 parameters."""
+    check_positive_int(depth, "depth")
+    if (depth - 2) % 6:
+        raise ValueError(f"`depth` must be 6 n + 2 (20, 32, 44, 56, ...), got {depth}")
+    n, layers = (depth - 2) // 6, []
+    with _seeded(seed):
+        layers += [nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+        channels = width
+        for stage in range(3):
+            for block in range(n):
+                outputs = width * 2**stage
+                layers.append(_BasicBlock(channels, outputs, 2 if stage and not block else 1))
+                channels = outputs
+        return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))

@@ -35,6 +35,12 @@ from .survey import Survey, survey
 FOLD_INS = ("all", "tune")
 
 
+def _release_cuda_memory(model) -> None:
+    """Between the stages of a fit on a GPU, hand the cached blocks of the last stage back to the device."""
+    if next(model.parameters()).is_cuda:
+        torch.cuda.empty_cache()
+
+
 def check_fold_in(fold_in):
     """``"all"``, ``"tune"`` or a positive number of training points."""
     if fold_in in FOLD_INS or (isinstance(fold_in, int) and not isinstance(fold_in, bool) and fold_in > 0):
@@ -104,6 +110,7 @@ class LinearisedLaplace(GaussianMethod):
                       self.progress)
         self.num_train_, self.input_spec_ = data.num_train, data.input_spec
         self._prepare(data, train_loader)
+        _release_cuda_memory(self.model)
         C = data.num_outputs
         like = torch.zeros((), dtype=torch.float64)
         fixed = self._fixed_noise(C, like)
@@ -114,6 +121,7 @@ class LinearisedLaplace(GaussianMethod):
         need_evidence = not data.num_val and tune_noise
         stats = self._accumulate(train_loader, data.num_train, counts, rho, need_evidence)
         eig = [eigen_curvature(curv) for curv in stats["curvature"]]
+        _release_cuda_memory(self.model)
 
         if data.num_val and (tune_prior or tune_noise or len(counts) > 1):
             choice = search(self._validation_score(val_loader, eig, rho), self.prior_grid if tune_prior else None,
@@ -167,8 +175,9 @@ class LinearisedLaplace(GaussianMethod):
             order = torch.randperm(n, generator=seeded_generator(self.seed))
             rank = torch.empty(n, dtype=torch.long)
             rank[order] = torch.arange(n)
-        bounds = torch.tensor(counts)
         device = next(self.model.parameters()).device
+        bounds = torch.tensor(counts, device=device)
+        rank = None if rank is None else rank.to(device)
         out = {key: value.to(device) for key, value in out.items()}
         position = 0
         size = len(loader) if hasattr(loader, "__len__") else None
@@ -180,12 +189,10 @@ class LinearisedLaplace(GaussianMethod):
                 continue
             mean, phi = self._features(batches.to_model(x, self.model))
             lam = hessian_factor(mean.double(), self.likelihood, 1.0 if rho is None else rho.to(device))
-            first = torch.zeros(rows, dtype=torch.long) if rank is None else torch.searchsorted(
-                bounds, rank[position - rows : position], right=True)  # the first candidate holding each point
-            for t in first.unique().tolist():
-                if t >= T:  # folded into no candidate
-                    continue
-                sel = (first == t).to(device)
+            # the first candidate holding each point (T: none); all points are in candidate 0 when nothing is tuned
+            first = None if rank is None else torch.searchsorted(bounds, rank[position - rows : position], right=True)
+            for t in range(T):
+                sel = slice(None) if first is None else first == t
                 out["curvature"][t] += curvature(phi[sel], lam[sel])
                 if need_evidence:
                     r = (y.to(device).reshape(mean.shape).double() - mean.double())[sel]  # training residuals

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from ..._checks import check_positive_int
 from ..._utils import seeded_generator
 
-__all__ = ["Splits", "mnist1d", "loaders", "MNIST1D_GENERATOR_ARGS"]
+__all__ = ["Splits", "mnist1d", "mnist1d_signals", "loaders", "MNIST1D_GENERATOR_ARGS"]
 
 # Generator arguments that may be overridden for the test set. ``num_samples``, ``train_split`` and
 # ``seed`` are set by ``mnist1d`` itself; ``final_seq_length`` fixes the input size and ``url`` is unused.
@@ -151,6 +151,30 @@ def _standard_raw(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def _fresh(num: int, seed: int, generator_args: dict, mean: float, std: float) -> tuple[TensorDataset, dict]:
+    """``num`` signals drawn afresh from the generator with ``seed`` (and ``generator_args``), standardised with
+    ``mean`` and ``std``; and the generator's arguments."""
+    from mnist1d.data import get_dataset_args
+
+    args = get_dataset_args(as_dict=True)
+    args.update(generator_args)
+    num_classes = 10
+    args.update(seed=int(seed), train_split=0.0, num_samples=-(-num // num_classes) * num_classes)
+    x, y = _generate_raw(type(get_dataset_args())(args))  # ObjectView, as make_dataset expects
+    args.pop("url", None)
+    return _dataset(x[:num], y[:num], mean, std), args
+
+
+def mnist1d_signals(num: int, seed: int, standard_seed: int = 42) -> TensorDataset:
+    """``num`` MNIST-1D signals drawn afresh with ``seed`` from the standard generator, standardised like every
+    split of :func:`mnist1d` (for training sets larger than the standard 4,000)."""
+    check_positive_int(num, "num")
+    x_std, _ = _standard_raw(int(standard_seed))
+    if seed == standard_seed:
+        raise ValueError(f"`seed` must differ from the standard set's seed {standard_seed}")
+    return _fresh(num, seed, {}, float(x_std.mean()), float(x_std.std()))[0]
+
+
 def _dataset(x: np.ndarray, y: np.ndarray, mean: float, std: float) -> TensorDataset:
     x = torch.from_numpy(((x - mean) / std).astype(np.float32))
     return TensorDataset(x, torch.from_numpy(np.array(y, dtype=np.int64, copy=True)))
@@ -211,14 +235,7 @@ def mnist1d(num_train: int = 3500, num_val: int = 500, num_test: int = 10000, se
     lo = num_standard_train - num_val
     val = _dataset(x_std[lo:num_standard_train], y_std[lo:num_standard_train], mean, std)
 
-    test_args = get_dataset_args(as_dict=True)
-    test_args.update(generator_args)
-    num_classes = 10
-    test_args.update(seed=int(test_seed), train_split=0.0, num_samples=-(-num_test // num_classes) * num_classes)
-    x_test, y_test = _generate_raw(type(args)(test_args))  # ObjectView, as make_dataset expects
-    test = _dataset(x_test[:num_test], y_test[:num_test], mean, std)
-
-    test_args.pop("url", None)
+    test, test_args = _fresh(num_test, int(test_seed), generator_args, mean, std)
     meta = {
         "seed": int(seed),
         "test_seed": int(test_seed),
@@ -226,4 +243,4 @@ def mnist1d(num_train: int = 3500, num_val: int = 500, num_test: int = 10000, se
         "test_generator_args": test_args,
         "generator_overrides": dict(generator_args),
     }
-    return Splits(train, val, test, num_classes, (int(x_std.shape[1]),), name="mnist1d", meta=meta)
+    return Splits(train, val, test, 10, (int(x_std.shape[1]),), name="mnist1d", meta=meta)

@@ -35,7 +35,7 @@ def demo_settings(quick: bool) -> dict:
 
 def methods_for(model, settings: dict, seed: int, progress: bool) -> dict:
     """The compared methods, built on one MAP model (each method is fitted by ``run_method``)."""
-    ella_opts = dict(seed=seed, progress=progress, fold_in="tune")
+    ella_opts = dict(seed=seed, progress=progress, fold_in="tune", kernel_points=Settings.kernel_points)
     neuralef = Settings().neuralef(model, seed, progress, steps=settings["neuralef_steps"])
     return {
         "map": MAP(model),

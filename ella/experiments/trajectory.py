@@ -130,8 +130,9 @@ def trajectory_methods(splits, model: nn.Module, recipe: dict, *, loader=None, k
                          f"({trajectory.num_snapshots} snapshots: at most {trajectory.num_snapshots - 1})")
     mean = swa_model(trajectory, loader)  # the predictive mean: the SWA solution
     solver = NeuralEF(k, steps=neuralef_steps, seed=seed, progress=progress)
-    ella = ELLA(mean, kernel=SGDTrajectoryKernel(trajectory, progress=progress), solver=solver, seed=seed,
-                progress=progress)
+    # the functions are recorded on every training input: the eigenfunctions are learned on all of them
+    ella = ELLA(mean, kernel=SGDTrajectoryKernel(trajectory, progress=progress), solver=solver,
+                kernel_points=len(x_train), seed=seed, progress=progress)
     methods = {"ella_sgd_trajectory": ella, "swa": SWA(trajectory),
                "swag": SWAG(trajectory, num_samples=swag_samples, seed=seed, progress=progress)}
     for method in methods.values():  # recording the shared trajectory is part of each method's cost

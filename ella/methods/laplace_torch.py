@@ -131,8 +131,13 @@ class LaplaceBaseline(GaussianMethod):
         """``(Js (B, C, P), g(x) (B, C))`` for a piece of inputs."""
         return jacobians(self.network, x, return_outputs=True)
 
-    def _covariance(self, Js: torch.Tensor, prior_precision: float, sigma: float) -> torch.Tensor:
-        """``J P^{-1} J^T`` ``(B, C, C)`` with ``P = H / sigma^2 + delta I`` from laplace-torch's ``H``."""
+    def _project(self, Js: torch.Tensor) -> torch.Tensor:
+        """What :meth:`_covariance` needs of the Jacobians, computed once for every ``(delta, sigma)``."""
+        return Js
+
+    def _covariance(self, projected: torch.Tensor, prior_precision: float, sigma: float) -> torch.Tensor:
+        """``J P^{-1} J^T`` ``(B, C, C)`` with ``P = H / sigma^2 + delta I`` from laplace-torch's ``H``, for the
+        :meth:`_project`-ed Jacobians."""
         raise NotImplementedError
 
     def _log_marglik(self, prior_precision: torch.Tensor, sigma_noise: torch.Tensor | None) -> torch.Tensor:
@@ -230,7 +235,7 @@ class LaplaceBaseline(GaussianMethod):
                 part = batches.take(x, slice(start, start + self.batch_size))
                 with torch.enable_grad():
                     Js, f = self._jacobians(part)
-                pieces.append((Js, f, y[start : start + self.batch_size].to(f.device)))
+                pieces.append((self._project(Js.detach()), f, y[start : start + self.batch_size].to(f.device)))
         count = sum(len(f) for _, f, _ in pieces)
         sigma0 = self.sigma_noise or 1.0
 
@@ -257,7 +262,8 @@ class LaplaceBaseline(GaussianMethod):
     def _mean_and_factor(self, x) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.enable_grad():
             Js, f = self._jacobians(x)
-        return f.detach(), covariance_factor(self._covariance(Js.detach(), self.prior_precision_, self._sigma))
+        projected = self._project(Js.detach())
+        return f.detach(), covariance_factor(self._covariance(projected, self.prior_precision_, self._sigma))
 
     @torch.no_grad()
     def laplace_predict(self, x, link_approx: str | None = None, batch_size: int = 100):

@@ -67,8 +67,10 @@ class LastLayerLLA(LaplaceBaseline):
         Js, f = self.la_.backend.last_layer_jacobians(x)
         return Js.detach(), f.detach()
 
-    def _covariance(self, Js: torch.Tensor, prior_precision: float, sigma: float) -> torch.Tensor:
-        evals, evecs = self._ggn_eigen()
-        rotated = Js.double() @ evecs  # J U, in float64
-        weights = (evals * self._h_factor(sigma) + prior_precision).reciprocal()
-        return torch.einsum("bcp,p,bdp->bcd", rotated, weights, rotated).to(Js.dtype)
+    def _project(self, Js: torch.Tensor) -> torch.Tensor:
+        return Js.double() @ self._ggn_eigen()[1]  # J U, in float64
+
+    def _covariance(self, projected: torch.Tensor, prior_precision: float, sigma: float) -> torch.Tensor:
+        # (J U) diag(1 / (lambda / sigma^2 + delta)) (J U)^T
+        weights = (self._ggn_eigen()[0] * self._h_factor(sigma) + prior_precision).reciprocal()
+        return torch.einsum("bcp,p,bdp->bcd", projected, weights, projected).to(self.la_._dtype)

@@ -79,15 +79,10 @@ class LinearisedLaplace(GaussianMethod):
         self.fold_in = check_fold_in(fold_in)
 
     # ---------------------------------------------------------------- what a subclass gives
-    @property
-    def _sample_size(self) -> int:
-        """Training inputs the door pass keeps for :meth:`_prepare`."""
-        return 0
-
-    @property
-    def _posterior_update(self) -> bool:
-        """Fold the likelihood curvature into the posterior (``False``: ``G = delta I``, the prior alone)."""
-        return True
+    #: training inputs the door pass keeps for :meth:`_prepare` (ELLA's kernel points).
+    kernel_points: int = 0
+    #: fold the likelihood curvature into the posterior (``False``: ``G = delta I``, the prior alone).
+    posterior_update: bool = True
 
     def _prepare(self, data: Survey, train_loader) -> None:
         """Fit what the features need (ELLA: the kernel's eigenfunctions on ``data.sample``)."""
@@ -106,7 +101,7 @@ class LinearisedLaplace(GaussianMethod):
 
     # ---------------------------------------------------------------- fit
     def _fit(self, train_loader, val_loader) -> None:
-        data = survey(self.model, self.likelihood, train_loader, val_loader, self._sample_size, self.seed,
+        data = survey(self.model, self.likelihood, train_loader, val_loader, self.kernel_points, self.seed,
                       self.progress)
         self.num_train_, self.input_spec_ = data.num_train, data.input_spec
         self._prepare(data, train_loader)
@@ -152,7 +147,7 @@ class LinearisedLaplace(GaussianMethod):
         return next(self.model.parameters()).dtype
 
     def _fold_in_counts(self, n: int, has_val: bool) -> list[int]:
-        if not self._posterior_update:
+        if not self.posterior_update:
             return [0]
         if self.fold_in == "all" or (self.fold_in == "tune" and not has_val):
             return [n]
@@ -218,28 +213,24 @@ class LinearisedLaplace(GaussianMethod):
             targets.append(y.cpu())
             iso = self._isotropic(x, phi)
             extra.append(None if iso is None else iso.double().cpu())
-        if not means:  # fewer validation batches than processes: this one scores none
-            means, feats, targets = [torch.zeros(0, 0, dtype=torch.float64)], [torch.zeros(0, 0, 0)], [torch.zeros(0)]
-        mean, phi, y = torch.cat(means), torch.cat(feats).double(), torch.cat(targets)
-        iso = None if not extra or extra[0] is None else torch.cat(extra)
-        rotated = [phi @ evecs if len(phi) else phi for _, evecs in eig]  # phi(x) U: the search rescales its columns
-        count = distributed.total(torch.tensor(float(len(mean)), dtype=torch.float64))
+        if means:  # (a process may hold no validation batch when there are fewer batches than processes)
+            mean, y, iso = torch.cat(means), torch.cat(targets), None if extra[0] is None else torch.cat(extra)
+            phi = torch.cat(feats)
+            rotated = [(evals, phi @ evecs) for evals, evecs in eig]  # phi(x) U: the search rescales its columns
+        count = distributed.total(torch.tensor(float(sum(len(m) for m in means)), dtype=torch.float64))
 
         def score(priors, noises):
             priors = [self.prior_precision or 1.0] if priors is None else priors.tolist()
             noises = [1.0] if noises is None else noises.tolist()
             table = torch.zeros(len(eig), len(priors), len(noises), dtype=torch.float64)
-            for t, ((evals, _), basis) in enumerate(zip(eig, rotated)):
+            for t, (evals, basis) in enumerate(rotated if means else ()):
                 for i, delta in enumerate(priors):
                     for j, s in enumerate(noises):
-                        if not len(mean):
-                            continue
-                        factor = basis * scales(evals, delta, s)
-                        factor = with_isotropic(factor, None if iso is None else iso / delta)
+                        factor = with_isotropic(basis * scales(evals, delta, s), None if iso is None else iso / delta)
                         noise = 1.0 if rho is None else s * rho
                         table[t, i, j] = predictive_nll(mean, factor, y, self.likelihood, self.link, noise,
                                                         self.n_samples, self.seed).sum()
-            return distributed.total(table) / count  # the mean over every process's validation points
+            return distributed.total(table) / count  # the mean over the validation points of every process
 
         return score
 

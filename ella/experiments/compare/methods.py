@@ -49,6 +49,8 @@ class Settings:
         residual_samples: S' of ``ella_neuralef_residual``, the random weight directions estimating the prior
             variance outside the k eigenfunctions (relative noise of the trace about ``sqrt(2 / (C S'))``, 16%
             for 10 classes; prediction costs S' more forward passes).
+        kernel_points: M of every ``ELLA`` row, the training inputs the eigenfunctions are learned on (5000:
+            all of MNIST-1D's 3,500; ``ELLA``'s default is 2000).
         nystrom_points: M of ``ella_nystrom`` and ``laplace_torch_ella`` (ELLA paper: 2000).
         laplace_prior: prior precision of ``kfac_lla``, ``diag_lla``, ``last_layer_lla``: ``"gridsearch"``
             (validation NLL, like the others) or ``"marglik"`` (Laplace evidence).
@@ -66,6 +68,7 @@ class Settings:
     neuralef_steps: int = 2000
     neuralef_lr: float = 5e-3
     residual_samples: int = 8
+    kernel_points: int = 5000
     nystrom_points: int = 2000
     laplace_prior: str = "gridsearch"
     laplace_torch_grid: int = 100
@@ -170,7 +173,8 @@ def _exact(problem, settings, progress) -> Method:
 
 def _ella(problem, settings, progress, **kwargs) -> Method:
     return ELLA(problem.model, problem.likelihood, prior_grid=settings.grid(), fold_in=settings.fold_in,
-                link=settings.link, seed=problem.seed, progress=progress, **kwargs)
+                link=settings.link, kernel_points=settings.kernel_points, seed=problem.seed, progress=progress,
+                **kwargs)
 
 
 @register("ella_nystrom")

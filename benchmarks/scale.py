@@ -75,7 +75,8 @@ def capped(seconds: float, fn, *args):
 
 
 def measured(fn, *args, device="cpu", cap: float | None = None) -> dict:
-    """Seconds and peak memory (MB) of ``fn(*args)``; ``status`` "ok", "time cap" or "out of memory"."""
+    """Seconds and peak memory (MB) of ``fn(*args)``; ``status`` "ok", "time cap" or "out of memory"; ``stages``:
+    the seconds of each stage of an ELLA fit."""
     memory = PeakMemory(device)
     start = time.perf_counter()
     try:
@@ -88,7 +89,9 @@ def measured(fn, *args, device="cpu", cap: float | None = None) -> dict:
         result, status = None, "out of memory"
     seconds = time.perf_counter() - start
     peak = None if memory.peak is None else memory.peak / MB
-    return {"seconds": seconds, "peak_mb": peak, "status": status, "result": result}
+    row = {"seconds": seconds, "peak_mb": peak, "status": status}
+    stages = getattr(result, "stage_seconds_", None)
+    return row if stages is None else {**row, "stages": stages}
 
 
 def predict_ratio(method, model, x: torch.Tensor, repeats: int = 3) -> dict:
@@ -133,12 +136,11 @@ def part_n(args, device) -> list[dict]:
         post = ella_for(model, settings)
         fit = measured(post.fit, train, val, device=device)
         rows.append({"part": "n", "method": "ella", "N": n, "P": num_parameters(model), **settings,
-                     **{k: v for k, v in fit.items() if k != "result"}, **predict_ratio(post, model, test_x)})
+                     **fit, **predict_ratio(post, model, test_x)})
         print(json.dumps(rows[-1]), flush=True)
         kfac = KFACLLA(model, prior="marglik", progress=False)
         fit = measured(kfac.fit, train, device=device, cap=args.cap)
-        row = {"part": "n", "method": "kfac_lla", "N": n, "P": num_parameters(model),
-               **{k: v for k, v in fit.items() if k != "result"}}
+        row = {"part": "n", "method": "kfac_lla", "N": n, "P": num_parameters(model), **fit}
         if fit["status"] == "ok":
             row.update(predict_ratio(kfac, model, test_x[:500]))
         rows.append(row)
@@ -178,14 +180,14 @@ def part_p(args, device) -> list[dict]:
         post = ella_for(model, settings)
         fit = measured(post.fit, train, val, device=device)
         row = {"part": "p", "method": "ella", "model": name, "N": len(train_set), "P": num_parameters(model),
-               **settings, **{k: v for k, v in fit.items() if k != "result"}}
+               **settings, **fit}
         row.update(predict_ratio(post, model, test_x.to(device)))
         rows.append(row)
         print(json.dumps(row), flush=True)
         kfac = KFACLLA(model, prior="marglik", progress=False)
         fit = measured(kfac.fit, train, device=device, cap=args.cap)
         rows.append({"part": "p", "method": "kfac_lla", "model": name, "N": len(train_set),
-                     "P": num_parameters(model), **{k: v for k, v in fit.items() if k != "result"}})
+                     "P": num_parameters(model), **fit})
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -202,8 +204,7 @@ def part_k(args, device) -> list[dict]:
         post = ella_for(model, settings)
         fit = measured(post.fit, train, val, device=device)
         rows.append({"part": "k", "method": "ella", "N": len(data.train), "P": num_parameters(model), **settings,
-                     **{key: v for key, v in fit.items() if key != "result"},
-                     **predict_ratio(post, model, data.test.tensors[0].to(device))})
+                     **fit, **predict_ratio(post, model, data.test.tensors[0].to(device))})
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -224,7 +225,7 @@ def part_m(args, device) -> list[dict]:
             post = ella_for(model, settings, seed=seed)
             fit = measured(post.fit, train, val, device=device)
             rows.append({"part": "m", "method": "ella", "seed": seed, "N": len(data.train), **settings,
-                         **{key: v for key, v in fit.items() if key != "result"}, "test_nll": evaluate(post, test)["nll"]})
+                         **fit, "test_nll": evaluate(post, test)["nll"]})
             print(json.dumps(rows[-1]), flush=True)
     return rows
 

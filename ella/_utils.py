@@ -1,8 +1,10 @@
-"""Small helpers shared across the package: progress bars, parameter vectors, seeds."""
+"""Small helpers shared across the package: progress bars, stage timers, parameter vectors, seeds."""
 
 from __future__ import annotations
 
 import copy
+import time
+from contextlib import contextmanager
 from typing import Iterable
 
 import torch
@@ -18,6 +20,16 @@ def progress(iterable: Iterable, enabled: bool, desc: str, total: int | None = N
     if not enabled or not is_main():
         return iterable
     return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True, mininterval=0.5, **kwargs)
+
+
+@contextmanager
+def timed(record: dict, name: str):
+    """Add the wall-clock seconds of the ``with`` block to ``record[name]``."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        record[name] = record.get(name, 0.0) + time.perf_counter() - start
 
 
 def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:

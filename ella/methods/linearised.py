@@ -25,7 +25,7 @@ import torch
 
 from .. import batches, distributed
 from .._checks import check_float, check_grid
-from .._utils import progress, seeded_generator
+from .._utils import progress, seeded_generator, timed
 from ..posterior import curvature, eigen_curvature, factor_basis, linear_evidence, scales, with_isotropic
 from ..predictive import hessian_factor, predictive_nll
 from .base import GaussianMethod
@@ -62,9 +62,9 @@ class LinearisedLaplace(GaussianMethod):
             ELLA paper's model selection).
 
     Fitted: ``prior_precision_``, ``noise_`` (regression; ``noise_scale_`` is ``s``), ``num_folded_``, ``num_train_``,
-    ``evals_`` and
-    ``evecs_`` (the curvature's eigendecomposition, float64), ``basis_`` (``W``), ``search_`` (the
-    :class:`~ella.methods.search.Choice`, or ``None`` when nothing was tuned).
+    ``evals_`` and ``evecs_`` (the curvature's eigendecomposition, float64), ``basis_`` (``W``), ``search_`` (the
+    :class:`~ella.methods.search.Choice`, or ``None`` when nothing was tuned), ``stage_seconds_`` (wall-clock
+    seconds of the ``survey``, ``features``, ``curvature`` and ``search`` stages).
     """
 
     prior_precision_: float | None = None
@@ -101,11 +101,14 @@ class LinearisedLaplace(GaussianMethod):
 
     # ---------------------------------------------------------------- fit
     def _fit(self, train_loader, val_loader) -> None:
-        data = survey(self.model, self.likelihood, train_loader, val_loader, self.kernel_points, self.seed,
-                      self.progress)
+        self.stage_seconds_ = seconds = {}
+        with timed(seconds, "survey"):
+            data = survey(self.model, self.likelihood, train_loader, val_loader, self.kernel_points, self.seed,
+                          self.progress)
         self.num_train_, self.input_spec_ = data.num_train, data.input_spec
-        self._prepare(data, train_loader)
-        _release_cuda_memory(self.model)
+        with timed(seconds, "features"):
+            self._prepare(data, train_loader)
+            _release_cuda_memory(self.model)
         C = data.num_outputs
         like = torch.zeros((), dtype=torch.float64)
         fixed = self._fixed_noise(C, like)
@@ -114,24 +117,26 @@ class LinearisedLaplace(GaussianMethod):
         tune_prior = self.prior_precision is None
         counts = self._fold_in_counts(data.num_train, data.num_val > 0)
         need_evidence = not data.num_val and tune_noise
-        stats = self._accumulate(train_loader, data.num_train, counts, rho, need_evidence)
-        eig = [eigen_curvature(curv) for curv in stats["curvature"]]
-        _release_cuda_memory(self.model)
+        with timed(seconds, "curvature"):
+            stats = self._accumulate(train_loader, data.num_train, counts, rho, need_evidence)
+            eig = [eigen_curvature(curv) for curv in stats["curvature"]]
+            _release_cuda_memory(self.model)
 
-        if data.num_val and (tune_prior or tune_noise or len(counts) > 1):
-            choice = search(self._validation_score(val_loader, eig, rho), self.prior_grid if tune_prior else None,
-                            self.noise_grid if tune_noise else None, "validation NLL")
-        elif need_evidence:
-            warnings.warn("no `val_loader`: the regression noise (and prior precision) are set by the marginal "
-                          "likelihood of the linear model on the training data; validation data are more reliable "
-                          "when the network overfits", UserWarning, stacklevel=3)
-            choice = search(self._evidence_score(eig, stats), self.prior_grid if tune_prior else None,
-                            self.noise_grid, "negative log evidence")
-        else:
-            if tune_prior:
-                warnings.warn("no `val_loader`: the prior precision is not tuned; using 1.0 (pass `val_loader` or "
-                              "`prior_precision`)", UserWarning, stacklevel=3)
-            choice = None
+        with timed(seconds, "search"):
+            if data.num_val and (tune_prior or tune_noise or len(counts) > 1):
+                choice = search(self._validation_score(val_loader, eig, rho), self.prior_grid if tune_prior else None,
+                                self.noise_grid if tune_noise else None, "validation NLL")
+            elif need_evidence:
+                warnings.warn("no `val_loader`: the regression noise (and prior precision) are set by the marginal "
+                              "likelihood of the linear model on the training data; validation data are more "
+                              "reliable when the network overfits", UserWarning, stacklevel=3)
+                choice = search(self._evidence_score(eig, stats), self.prior_grid if tune_prior else None,
+                                self.noise_grid, "negative log evidence")
+            else:
+                if tune_prior:
+                    warnings.warn("no `val_loader`: the prior precision is not tuned; using 1.0 (pass `val_loader` or "
+                                  "`prior_precision`)", UserWarning, stacklevel=3)
+                choice = None
         t = len(counts) - 1 if choice is None else choice.index
         delta = self.prior_precision or (choice.prior_precision if choice and tune_prior else 1.0)
         s = choice.noise_scale if choice is not None and tune_noise else 1.0

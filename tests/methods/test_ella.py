@@ -150,6 +150,8 @@ def test_prior_and_fold_in_are_chosen_on_validation_nll_and_the_model_is_untouch
     assert torch.allclose(G, G.T) and torch.linalg.eigvalsh(G).min() > 0
     for name, p in model.named_parameters():  # bit for bit, and never written in place
         assert torch.equal(p, before[name][0]) and p._version == before[name][1]
+    stages = post.stage_seconds_  # where the fit's time went: its stages, within the whole fit
+    assert list(stages) == ["survey", "features", "curvature", "search"] and sum(stages.values()) <= post.fit_seconds_
 
 
 def test_fit_twice_is_one_fit_and_configuration_is_never_overwritten(classifier):

@@ -1,4 +1,4 @@
-"""The benchmark of issue #5: every method on every problem, side by side, against exact LLA where it exists.
+"""The benchmark: every method on every problem, side by side, against exact LLA where it exists.
 
     python benchmarks/run.py                       # all problems -> benchmarks/results/, README table
     python benchmarks/run.py --data-root ~/data    # also the torchvision data sets found there
@@ -6,7 +6,7 @@
 
 Writes ``results.json`` (the demo's ``report.json`` schema plus ``shift``, ``ood``, ``fidelity``, ...),
 ``results.md``, reliability diagrams, shift curves and the toy regression's predictive bands into ``--out``,
-then ``README_table.md`` (the headline table and the issue's targets, each marked held or missed) and, unless
+then ``README_table.md`` (the headline table and the project's targets, each marked held or missed) and, unless
 ``--no-readme``, puts that table into README.md between the markers below. A method that raises stops the
 run with a non-zero exit status and its name.
 """
@@ -30,7 +30,7 @@ START, END = "<!-- benchmark-table:start -->", "<!-- benchmark-table:end -->"
 
 
 def targets(results: dict) -> list[tuple[str, bool | None, str]]:
-    """The issue's targets as ``(statement, held, evidence)``; ``held`` is None where a row is missing."""
+    """The targets ELLA is held to, as ``(statement, held, evidence)``; ``held`` is None where a row is missing."""
     out = []
     cnn = "mnist1d_cnn"
     rows, fid = results["models"].get(cnn, {}), results["fidelity"].get(cnn, {})
@@ -73,7 +73,7 @@ def readme_table(results: dict, command: str, out: str = "benchmarks/results") -
              f"{results['ece_bins']} bins). 'predict / MAP' is the prediction time as a multiple of the MAP "
              "forward pass; 'NLL gap to exact' and 'var. rel. err' compare with the exact full-GGN LLA on the "
              f"same network; AUROC uses the predictive entropy. Full tables: `{out}/results.md`.\n",
-             headline_table(results), "**Targets of issue #5**\n", "| target | held | measured |", "|---|---|---|"]
+             headline_table(results), "**Targets**\n", "| target | held | measured |", "|---|---|---|"]
     for statement, held, evidence in targets(results):
         lines.append(f"| {statement} | {'yes' if held else 'no' if held is not None else '-'} | {evidence} |")
     for key, reason in results.get("skipped", {}).items():

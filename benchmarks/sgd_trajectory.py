@@ -42,7 +42,7 @@ def best_predict_seconds(method, loader, repeats: int) -> float:
 
 
 def claims(rows: dict) -> dict:
-    """The three checks of the issue, on one model's rows."""
+    """The three checks of the SGD-trajectory rows against MAP and SWAG, on one model's rows."""
     ella, swag, map_ = rows["ella_sgd_trajectory"], rows["swag"], rows["map"]
     return {"nll_below_map": ella["nll"] < map_["nll"], "ece_below_map": ella["ece"] < map_["ece"],
             "nll_within_10pct_of_swag": ella["nll"] <= 1.1 * swag["nll"],

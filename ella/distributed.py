@@ -5,8 +5,9 @@ otherwise: a single process needs no launcher and no process group. Every rank i
 same seed, reads the data the same way and so holds the same kernel points; inside :func:`sharing`
 
 * each rank computes every ``R``-th block of kernel features, and the blocks are summed into the whole array;
-* each rank trains the eigenfunction network on every ``R``-th row of each minibatch, with the Rayleigh moments and
-  the gradients summed across ranks, so every rank takes the same optimisation step;
+* each rank trains the eigenfunction network on every ``R``-th row of each minibatch, with the Rayleigh moments
+  summed across ranks and the gradient of the whole batch's loss on every rank, so every rank takes the same
+  optimisation step;
 * each rank folds every ``R``-th training batch into the curvature and scores every ``R``-th validation batch,
   and the ``k x k`` sums are added up.
 
@@ -70,17 +71,49 @@ def my_rows(index: torch.Tensor) -> torch.Tensor:
     return index[rank::size] if size > 1 else index
 
 
+def barrier() -> None:
+    """Wait until every rank gets here (nothing for a single process)."""
+    if world()[1] > 1:
+        dist.barrier()
+
+
+def _collective_device(tensor: torch.Tensor) -> torch.device:
+    """Where a collective of the process group runs: NCCL reduces CUDA tensors only, gloo any."""
+    if tensor.device.type == "cpu" and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return tensor.device
+
+
 def total(tensor: torch.Tensor) -> torch.Tensor:
     """The sum of ``tensor`` over the ranks, in place (the tensor itself for a single process)."""
     if world()[1] > 1:
-        dist.all_reduce(tensor)
+        device = _collective_device(tensor)
+        if device == tensor.device:
+            dist.all_reduce(tensor)
+        else:  # a CPU sum under NCCL: through the device
+            moved = tensor.to(device)
+            dist.all_reduce(moved)
+            tensor.copy_(moved)
     return tensor
 
 
 def total_with_grad(tensor: torch.Tensor) -> torch.Tensor:
-    """The sum over the ranks as part of the autograd graph: its gradient is the sum of the ranks' gradients."""
+    """:func:`total` inside the autograd graph of a loss that every rank computes alike from such sums. Its backward
+    sums the gradients of every rank's copy of the loss: R copies of one loss (see :func:`whole_gradient`)."""
     if world()[1] == 1:
         return tensor
     from torch.distributed.nn.functional import all_reduce
 
     return all_reduce(tensor)
+
+
+def whole_gradient(parameters) -> None:
+    """After ``backward`` through :func:`total_with_grad`, set every rank's gradients to the gradient of the loss:
+    the sum of the ranks' gradients over ``R`` (R copies of the loss were differentiated), in one collective."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    size = world()[1]
+    if size == 1 or not grads:
+        return
+    flat = total(torch.cat([g.reshape(-1) for g in grads])) / size
+    for grad, part in zip(grads, flat.split([g.numel() for g in grads])):
+        grad.copy_(part.view_as(grad))

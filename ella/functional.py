@@ -9,6 +9,8 @@ other weights through ``torch.func.functional_call``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 from torch.func import jacrev, jvp, vmap
@@ -26,7 +28,7 @@ def jacobian_chunk(num_outputs: int, num_params: int) -> int:
 
 def _single(x, xb):
     """One input ``xb`` (a row of ``x``) as a batch of one."""
-    return {k: v.unsqueeze(0) for k, v in xb.items()} if isinstance(x, dict) else xb.unsqueeze(0)
+    return {k: v.unsqueeze(0) for k, v in xb.items()} if isinstance(x, Mapping) else xb.unsqueeze(0)
 
 
 def jacobians(model: nn.Module, x, chunk_size: int | None = None, return_outputs: bool = False):

@@ -10,7 +10,7 @@ and the latent predictive is ``f(x) ~ N(g(x, theta_MAP), phi(x) G^{-1} phi(x)^T)
 
 For regression with observation noise ``sigma_c = s rho_c`` (a scale ``s`` times fixed per-output scales
 ``rho``) the curvature is ``A / s^2`` with ``A = sum_i phi_i^T diag(1 / rho^2) phi_i`` (classification: ``s = 1``).
-``A`` is accumulated in float64 and eigendecomposed once, ``A = U diag(lambda) U^T``; then for every
+``A`` is summed over batches in float64 and eigendecomposed once, ``A = U diag(lambda) U^T``; then for every
 ``(delta, s)``
 
     G^{-1} = W W^T,   W = U diag((lambda / s^2 + delta)^{-1/2}),
@@ -35,8 +35,9 @@ import torch
 
 def curvature(phi: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
     """``sum_i phi_i^T Lambda_i phi_i``, shape ``(D, D)``, returned in float64 for accumulation over batches;
-    ``phi`` ``(N, C, D)``, ``lam`` ``(N, C, C)``. Two matrix products in ``phi``'s dtype: ``Lambda phi`` per input,
-    then ``(Lambda phi)^T phi`` over the ``N C`` rows."""
+    ``phi`` ``(N, C, D)``, ``lam`` ``(N, C, C)``. Two matrix products in ``phi``'s dtype (float32 at least, never
+    half precision): ``Lambda phi`` per input, then ``(Lambda phi)^T phi`` over the ``N C`` rows."""
+    phi = phi.to(torch.promote_types(phi.dtype, torch.float32))
     lam_phi = (lam.to(phi.dtype) @ phi).flatten(0, 1)  # rows of Lambda_i phi_i: (N C, D)
     return (lam_phi.T @ phi.flatten(0, 1)).double()
 

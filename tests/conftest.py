@@ -8,6 +8,12 @@ from torch import nn
 torch.set_num_threads(1)
 
 
+def is_png(path) -> bool:
+    """Whether ``path`` holds a PNG image with some content (more than an empty canvas's header)."""
+    data = open(path, "rb").read()
+    return data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+
+
 def tiny_mlp(in_features=3, hidden=8, out_features=3, seed=0, activation=nn.Tanh):
     """A float64 MLP in eval mode, initialised from ``seed``."""
     with torch.random.fork_rng(devices=[]):

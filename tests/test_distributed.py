@@ -1,6 +1,6 @@
 """Two processes (gloo on the CPU, launched from the test) give the one-process posterior: the same k x k
 curvature and the same predictions, each computing half of the kernel features, half of each NeuralEF batch
-and half of the curvature and validation batches."""
+(with the gradient of the whole batch) and half of the curvature and validation batches."""
 
 import os
 
@@ -35,10 +35,26 @@ def fit(solver: str):
     return post, xt
 
 
+def batch_loss(theta, scales, reduce):
+    """A loss of sums over the rows of a batch, normalised like NeuralEF's L2 batch norm: each row depends on the
+    sum over all rows. One process holds every row's scale; each of several holds its own."""
+    square = reduce(sum((a * theta).pow(2).sum() for a in scales))
+    moment = reduce(sum((a * theta / square.sqrt()).sum() + (a * theta).pow(3).sum() for a in scales))
+    return moment.pow(2)
+
+
+SCALES = [torch.tensor([1.0, -0.5], dtype=torch.float64), torch.tensor([2.0, 0.25], dtype=torch.float64)]
+THETA = torch.tensor([0.3, -1.2], dtype=torch.float64)
+
+
 def worker(rank: int, size: int, init: str, out: str, solver: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=size)
     try:
+        theta = THETA.clone().requires_grad_()
+        batch_loss(theta, SCALES[rank::size], distributed.total_with_grad).backward()
+        distributed.whole_gradient([theta])
+        torch.save(theta.grad, os.path.join(out, f"grad{rank}.pt"))
         post, xt = fit(solver)
         post.save(os.path.join(out, "post.pt"))  # the first process writes it
         torch.save({"G": post.posterior_precision, "probs": post.predict(xt), "prior": post.prior_precision_,
@@ -59,7 +75,12 @@ def test_two_processes_give_the_one_process_posterior(tmp_path, solver):
         assert ((result["G"] - G).norm() / G.norm()) < 1e-5
         assert ((result["probs"] - alone.predict(xt)).abs().max()) < 1e-5
     assert torch.equal(ranks[0]["G"], ranks[1]["G"]) and torch.equal(ranks[0]["probs"], ranks[1]["probs"])
-    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["post.pt", "rank0.pt", "rank1.pt"]
+    assert sorted(p.name for p in tmp_path.glob("rank*.pt")) == ["rank0.pt", "rank1.pt"]
+    assert [p.name for p in tmp_path.glob("post*")] == ["post.pt"]  # written once
+    theta = THETA.clone().requires_grad_()
+    batch_loss(theta, SCALES, lambda t: t).backward()  # one process, the whole batch
+    for r in range(2):  # every process holds the gradient of the whole batch's loss
+        assert torch.allclose(torch.load(tmp_path / f"grad{r}.pt", weights_only=True), theta.grad, rtol=1e-12)
     loaded = ELLA.load(tmp_path / "post.pt", alone.model)
     assert torch.allclose(loaded.predict(xt), ranks[0]["probs"], atol=1e-12)
 

@@ -139,10 +139,8 @@ class NeuralEF(NetworkSolver):
                 loss, eig = neuralef_loss(psi, gram=gram.to(psi.dtype), num_data=num_data, balanced=self.balanced)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if split:
-                for p in net.parameters():
-                    if p.grad is not None:
-                        distributed.total(p.grad)
+            if split:  # every process takes the step of the whole batch
+                distributed.whole_gradient(net.parameters())
             opt.step()
             sched.step()
             ema = eig if ema is None else self.momentum * ema + (1 - self.momentum) * eig

@@ -12,6 +12,16 @@ from ..metrics import ECE_BINS, calibration_bins
 _METRICS = (("nll", "NLL"), ("ece", "ECE"), ("acc", "accuracy"))
 
 
+def _save(fig, path, title: str | None, dpi: int = 110) -> Path:
+    """Title ``fig`` and write it to the PNG ``path`` (its folder made if needed); returns the path."""
+    if title:
+        fig.suptitle(title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=dpi)
+    return path
+
+
 def _draw_reliability(fig, spec, probs, labels, title, bins):
     counts, acc, conf = calibration_bins(probs, labels, bins)
     sub = spec.subgridspec(2, 1, height_ratios=[3, 1], hspace=0.08)
@@ -46,25 +56,7 @@ def reliability_diagrams(results: dict, path, title: str | None = None, bins: in
     grid = fig.add_gridspec(1, len(results))
     for spec, (name, (p, y)) in zip(grid, results.items()):
         _draw_reliability(fig, spec, p, y, name, bins)
-    if title:
-        fig.suptitle(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=100)
-    return path
-
-
-def reliability_diagram(probs, labels, path, title: str | None = None, bins: int = ECE_BINS) -> Path:
-    """Write a reliability diagram of one method to the PNG ``path`` (see :func:`reliability_diagrams`)."""
-    from matplotlib.figure import Figure
-
-    calibration_bins(probs, labels, bins)
-    fig = Figure(figsize=(4.8, 4.8), layout="constrained")
-    _draw_reliability(fig, fig.add_gridspec(1, 1)[0], probs, labels, title, bins)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=100)
-    return path
+    return _save(fig, path, title, dpi=100)
 
 
 def shift_curves(shift: dict, path, title: str = "") -> Path:
@@ -98,11 +90,7 @@ def shift_curves(shift: dict, path, title: str = "") -> Path:
         axes[0, j].set_title(curve)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right upper", fontsize="small")
-    if title:
-        fig.suptitle(title)
-    out = Path(path)
-    fig.savefig(out, dpi=110)
-    return out
+    return _save(fig, path, title)
 
 
 def regression_bands(x: np.ndarray, predictions: dict, path, train: tuple | None = None, truth=None,
@@ -138,8 +126,4 @@ def regression_bands(x: np.ndarray, predictions: dict, path, train: tuple | None
     for ax in axes[len(names):]:
         ax.set_visible(False)
     axes[0].legend(fontsize="x-small", loc="lower left")
-    if title:
-        fig.suptitle(title)
-    out = Path(path)
-    fig.savefig(out, dpi=110)
-    return out
+    return _save(fig, path, title)

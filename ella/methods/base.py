@@ -31,7 +31,7 @@ from ..predictive import LINKS, link_probs, noise_tensor
 
 
 def check_noise(sigma_noise, likelihood: str):
-    """``None`` (tuned) or the observation noise: a positive number, or one per output."""
+    """``None`` (tuned) or the observation noise: a positive number, or a list of one per output."""
     if sigma_noise is None:
         return None
     if likelihood != "regression":
@@ -40,7 +40,7 @@ def check_noise(sigma_noise, likelihood: str):
         values = [check_float(float(v), "sigma_noise") for v in torch.as_tensor(sigma_noise, dtype=torch.float64).flatten()]
         if not values:
             raise ValueError("`sigma_noise` must hold at least one value")
-        return values
+        return values if len(values) > 1 else values[0]
     return check_float(sigma_noise, "sigma_noise")
 
 
@@ -164,6 +164,11 @@ class GaussianMethod(Method):
     @abstractmethod
     def _mean_and_factor(self, x) -> tuple[torch.Tensor, torch.Tensor]:
         """``(m(x) (B, C), F(x) (B, C, r))`` for a piece of inputs on the model's device."""
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        """The model's floating dtype: the dtype of predictions."""
+        return next(self.model.parameters()).dtype
 
     def _fixed_noise(self, num_outputs: int, like: torch.Tensor) -> torch.Tensor | None:
         """``sigma_noise`` as a ``(C,)`` tensor (``None`` if it is tuned)."""

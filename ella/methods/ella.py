@@ -69,7 +69,7 @@ class ELLA(LinearisedLaplace):
         progress: as for :class:`~ella.methods.linearised.LinearisedLaplace` (the tuned ``delta``, the
             regression noise, the fold-in model selection, the link and the streamed prediction).
 
-    Fitted: besides the base class's, ``solver_`` (the fitted eigen-solver).
+    Fitted: besides the base class's, ``solver_`` (the fitted eigen-solver) and ``num_kernel_points_`` (M).
     """
 
     solver_: EigenSolver | None = None
@@ -132,7 +132,7 @@ class ELLA(LinearisedLaplace):
 
     def _features(self, x) -> tuple[torch.Tensor, torch.Tensor]:
         mean = batches.call(self.model, x)
-        psi = self.solver_(x)
+        psi = self.solver_(x).to(mean.dtype)  # (the exact solver works in float64)
         return mean, psi * self.feature_scale_.to(psi)
 
     def _isotropic(self, x, phi: torch.Tensor) -> torch.Tensor | None:
@@ -189,13 +189,15 @@ class ELLA(LinearisedLaplace):
                 "kernel": kernel, "solver": solver_meta,
                 "fitted": {"prior_precision": self.prior_precision_, "noise_scale": self.noise_scale_,
                            "num_folded": self.num_folded_, "num_train": self.num_train_,
-                           "fit_seconds": self.fit_seconds_, "input_spec": self.input_spec_},
+                           "fit_seconds": self.fit_seconds_, "stage_seconds": self.stage_seconds_,
+                           "num_kernel_points": self.num_kernel_points_, "input_spec": self.input_spec_},
                 "model": {"num_params": num_parameters(self.model), "fingerprint": files.fingerprint(self.model)}}
         tensors = {"evals": self.evals_, "evecs": self.evecs_, "solver": solver_tensors}
         if self.noise_ is not None:
             tensors["noise"] = self.noise_
         if distributed.is_main():  # every process holds the same posterior: one of them writes it
             files.write(path, FORMAT, FORMAT_VERSION, meta, tensors)
+        distributed.barrier()  # the file is whole before any process goes on (and may read it)
 
     @classmethod
     def load(cls, path, model: nn.Module, kernel: Kernel | None = None, net: nn.Module | None = None) -> "ELLA":
@@ -224,8 +226,12 @@ class ELLA(LinearisedLaplace):
                              "was fitted to")
         config, fitted = files.require(meta, "config", dict, where), files.require(meta, "fitted", dict, where)
         kind = files.require(meta, "kernel", dict, where).get("kind")
-        if kind == "ntk" and kernel is None:
-            kernel = EmpiricalNTK(model, **files.require(meta["kernel"], "config", dict, where), progress=False)
+        if kind == "ntk":  # rebuilt from its saved settings unless given
+            if kernel is None:
+                kernel = EmpiricalNTK(model, **files.require(meta["kernel"], "config", dict, where), progress=False)
+            elif not isinstance(kernel, EmpiricalNTK):
+                raise ValueError(f"the posterior in {where} was fitted with the NTK: `kernel` must be an EmpiricalNTK "
+                                 f"(or None, to rebuild it), got {type(kernel).__name__}")
         elif kernel is None or type(kernel).__name__ != kind:
             raise ValueError(f"the posterior in {where} was fitted with a {kind} kernel: pass it as `kernel`")
         solver_state = {**files.require(meta, "solver", dict, where), **files.require(tensors, "solver", dict, where)}
@@ -250,6 +256,7 @@ class ELLA(LinearisedLaplace):
             post.basis_ = factor_basis(post.evals_.double(), post.evecs_.double(), post.prior_precision_,
                                        post.noise_scale_).to(post._dtype)
             post.fit_seconds_, post.input_spec_ = float(fitted["fit_seconds"]), fitted["input_spec"]
+            post.stage_seconds_, post.num_kernel_points_ = fitted.get("stage_seconds"), fitted.get("num_kernel_points")
         except (KeyError, TypeError, RuntimeError) as e:
             raise ValueError(f"{where} is malformed: {type(e).__name__}: {e}") from None
         return post

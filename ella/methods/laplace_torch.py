@@ -94,8 +94,9 @@ class LaplaceBaseline(GaussianMethod):
                  n_samples: int = 512, sigma_noise=None, prior_grid=None, noise_grid=None, marglik_steps: int = 100,
                  marglik_lr: float = 0.1, seed: int = 0, batch_size: int = 256, progress: bool = True):
         super().__init__(model, likelihood, link, n_samples, sigma_noise, seed, batch_size, progress)
-        if isinstance(sigma_noise, list):
-            raise ValueError("laplace-torch models one `sigma_noise` for all outputs: give one number")
+        if isinstance(self.sigma_noise, list):
+            raise ValueError(f"laplace-torch models one `sigma_noise` for all outputs: give one number, got "
+                             f"{len(self.sigma_noise)}")
         self.prior = check_choice(prior, "prior", PRIORS) if isinstance(prior, str) else check_float(prior, "prior")
         self.prior_grid = DEFAULT_PRIOR_GRID if prior_grid is None else check_grid(prior_grid, "prior_grid")
         self.noise_grid = DEFAULT_NOISE_GRID if noise_grid is None else check_grid(noise_grid, "noise_grid")
@@ -192,8 +193,7 @@ class LaplaceBaseline(GaussianMethod):
             delta = self.search_.prior_precision or delta
             sigma = sigma if self.search_.noise_scale is None else self.search_.noise_scale * rho
         self.prior_precision_ = float(delta)
-        dtype = next(self.model.parameters()).dtype
-        self.noise_ = torch.tensor([sigma], dtype=dtype).expand(data.num_outputs) if regression else None
+        self.noise_ = torch.tensor([sigma], dtype=self._dtype).expand(data.num_outputs) if regression else None
 
     def _optimize_marglik(self, optimize_prior: bool, optimize_sigma: bool) -> tuple[float, float]:
         """Adam on the log hyperparameters maximising the Laplace evidence (scalar prior precision), started

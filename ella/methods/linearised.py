@@ -147,10 +147,6 @@ class LinearisedLaplace(GaussianMethod):
         self.noise_scale_ = s
         self.basis_ = factor_basis(self.evals_, self.evecs_, delta, s).to(self._dtype)
 
-    @property
-    def _dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
-
     def _fold_in_counts(self, n: int, has_val: bool) -> list[int]:
         if not self.posterior_update:
             return [0]

@@ -41,8 +41,8 @@ class PointPredictive(GaussianMethod):
             if self.likelihood == "regression" and self.sigma_noise is None:
                 raise ValueError("a regression point predictive needs `val_loader` (or `train_loader`) to set its "
                                  "noise, or a fixed `sigma_noise`")
-            like = torch.zeros((), dtype=next(self.model.parameters()).dtype)
-            self.noise_ = None if self.sigma_noise is None else torch.as_tensor(self.sigma_noise, dtype=torch.float64).to(like).flatten()
+            self.noise_ = None if self.sigma_noise is None else \
+                torch.as_tensor(self.sigma_noise, dtype=torch.float64).to(self._dtype).flatten()
             return
         data = survey(self.model, self.likelihood, train_loader, val_loader, progress_bar=False)
         self.input_spec_ = data.input_spec
@@ -52,7 +52,7 @@ class PointPredictive(GaussianMethod):
 
     @torch.no_grad()
     def _tune_noise(self, data: Survey, val_loader) -> torch.Tensor:
-        like = torch.zeros((), dtype=next(self.model.parameters()).dtype)
+        like = torch.zeros((), dtype=self._dtype)
         fixed = self._fixed_noise(data.num_outputs, like)
         if fixed is not None:
             return fixed

@@ -87,12 +87,16 @@ def search(score: Score, prior_grid: torch.Tensor | None, noise_grid: torch.Tens
                          "outputs (nan or inf), or pass the hyperparameters as fixed values")
     t, i, j = _argmin(table)
     names = ("prior precision", "noise scale")
-    for name, grid, best in zip(names, grids, (i, j)):
+    for axis, (name, grid, best) in enumerate(zip(names, grids, (i, j))):
         if grid is not None and len(grid) > 1 and best in (0, len(grid) - 1):
             edge = "lower" if best == 0 else "upper"
+            # the score one decade inside the edge tells a slope from a plateau
+            inside = int(torch.argmin((grid.log10() - grid[best].log10()).abs().sub(1.0).abs()))
+            change = float((table[t, inside, j] if axis == 0 else table[t, i, inside]) - table[t, i, j])
             warnings.warn(f"the {criterion} search put the {name} at {float(grid[best]):.3g}, the {edge} edge of the "
                           f"searched grid [{float(grid[0]):.3g}, {float(grid[-1]):.3g}] (widened by up to {widen:g} "
-                          "decades): the optimum may lie beyond it", UserWarning, stacklevel=3)
+                          f"decades): the optimum may lie beyond it (the {criterion} improved by {change:.2g} over "
+                          "the last decade)", UserWarning, stacklevel=3)
     return Choice(index=t, prior_precision=None if grids[0] is None else float(grids[0][i]),
                   noise_scale=None if grids[1] is None else float(grids[1][j]), scores=table,
                   prior_grid=grids[0], noise_grid=grids[1], criterion=criterion)

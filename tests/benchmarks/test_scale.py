@@ -8,6 +8,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # spawned workers import it too
 import scale  # noqa: E402
 
+from tests.conftest import is_png  # noqa: E402
+
 
 def test_smoke_run_of_the_k_and_processes_parts(tmp_path):
     assert scale.main(["--smoke", "--parts", "k", "processes", "--out", str(tmp_path), "--threads", "1"]) == 0
@@ -16,4 +18,5 @@ def test_smoke_run_of_the_k_and_processes_parts(tmp_path):
     assert [r["k"] for r in ks] == [3, 6] and all(r["status"] == "ok" and r["peak_mb"] is not None for r in ks)
     processes = [r for r in rows if r["part"] == "processes"]
     assert [r["processes"] for r in processes] == [1, 2] and processes[1]["same_features"]
-    assert (tmp_path / "scale_k.png").read_bytes()[:4] == b"\x89PNG"
+    assert is_png(tmp_path / "scale_k.png")
+    assert all(set(r["stages"]) == {"survey", "features", "curvature", "search"} for r in ks)

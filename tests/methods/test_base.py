@@ -108,7 +108,7 @@ def test_the_protocol():
     with pytest.raises(TypeError, match="abstract"):
         Method(tiny_mlp())
     method = MAP(tiny_mlp(), "regression", sigma_noise=[0.1, 0.2, 0.3])
-    assert method.fit().fit_seconds_ >= 0 and method.setup_seconds == 0.0
+    assert not method.is_fitted and method.fit() is method and method.is_fitted and method.setup_seconds == 0.0
     assert torch.equal(method.noise_, torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64))
     with pytest.raises(ValueError, match="sigma_noise` applies to regression only"):
         MAP(tiny_mlp(), "classification", sigma_noise=0.1)

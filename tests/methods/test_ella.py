@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from ella import ELLA
 from ella.eigen import NeuralEF, Nystrom, SpIN
 from ella.functional import jacobians
-from ella.kernels import EmpiricalNTK, SGDTrajectoryKernel
+from ella.kernels import RBF, EmpiricalNTK, SGDTrajectoryKernel
 from ella.methods import ExactLLA, swa_model
 from ella.predictive import hessian_factor
 
@@ -215,7 +215,10 @@ def test_regression_without_validation_uses_the_evidence_and_says_so():
     with pytest.warns(UserWarning, match="marginal likelihood"):
         post = ELLA(model, "regression", k=8, solver="nystrom", progress=False).fit(loader(x, y))
     assert post.search_.criterion == "negative log evidence"
-    assert post.noise_.shape == (2,) and torch.all((post.noise_ > 0.02) & (post.noise_ < 0.5))
+    # the network is the truth, so its residuals are the noise: the evidence keeps their scale (s = 1 of a grid
+    # a quarter decade apart), one sigma per output
+    rmse = (y - model(x)).pow(2).mean(0).sqrt().detach()
+    assert post.noise_scale_ == 1.0 and torch.allclose(post.noise_, rmse)
 
 
 def test_save_load_round_trip(classifier, tmp_path):
@@ -229,7 +232,12 @@ def test_save_load_round_trip(classifier, tmp_path):
         post.save(tmp_path / "post.pt")
         loaded = ELLA.load(tmp_path / "post.pt", model)
         assert loaded.residual_samples == residual and loaded.prior_precision_ == post.prior_precision_
+        assert loaded.stage_seconds_ == post.stage_seconds_ and loaded.num_kernel_points_ == len(x)
         assert torch.allclose(loaded.predict(x), post.predict(x), atol=1e-12)
+    given = ELLA.load(tmp_path / "post.pt", model, kernel=EmpiricalNTK(model, num_samples=32))  # the NTK, given
+    assert torch.allclose(given.predict(x), post.predict(x), atol=1e-12)
+    with pytest.raises(ValueError, match="fitted with the NTK: `kernel` must be an EmpiricalNTK"):
+        ELLA.load(tmp_path / "post.pt", model, kernel=RBF())
 
 
 def test_loading_checks_the_model_and_the_file(classifier, tmp_path):

@@ -69,6 +69,9 @@ def test_bad_arguments_raise(cnn, data):
         KFACLLA(cnn, link="mc", n_samples=0)
     with pytest.raises(ValueError, match="sigma_noise"):
         KFACLLA(cnn, sigma_noise=0.5)
+    with pytest.raises(ValueError, match="one `sigma_noise` for all outputs: give one number, got 2"):
+        KFACLLA(cnn, "regression", sigma_noise=(0.5, 0.2))
+    assert KFACLLA(cnn, "regression", sigma_noise=torch.tensor([0.5])).sigma_noise == 0.5  # one value is a number
 
     with pytest.raises(RuntimeError, match="fit"):
         KFACLLA(cnn, progress=False).predict(x[:3])

@@ -56,7 +56,7 @@ class Settings:
             (validation NLL, like the others) or ``"marglik"`` (Laplace evidence).
         laplace_torch_grid: grid size of laplace-torch's own ELLA grid search (its default, 100).
         exact_max_params: the largest network ``exact_lla`` runs on.
-        trajectory: options of :func:`ella.trajectory.trajectory_methods` (k, neuralef_steps, ...).
+        trajectory: options of :func:`ella.experiments.trajectory.trajectory_methods` (k, neuralef_steps, ...).
     """
 
     k: int = 20

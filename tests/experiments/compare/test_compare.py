@@ -21,7 +21,7 @@ from ella.experiments.compare.shift import digits_rotation_sets, mnist1d_ood_set
 from ella.experiments.data import Splits, digits, toy_regression
 from ella.experiments.data.images import DataUnavailable, image_dataset
 
-from tests.conftest import tiny_mlp
+from tests.conftest import is_png, tiny_mlp
 
 TINY = Settings(k=3, ntk_samples=32, neuralef_steps=20, nystrom_points=30, laplace_torch_grid=5, prior_grid=(-2, 2, 5))
 ROW_KEYS = {"acc", "nll", "ece", "mce", "brier", "fit_seconds", "predict_seconds", "predict_seconds_per_1000",
@@ -72,7 +72,7 @@ def test_driver_produces_the_schema(tmp_path):
     assert saved["models"]["synthetic_mlp"]["exact_lla"]["nll"] == section["rows"]["exact_lla"]["nll"]
     assert "## synthetic_mlp" in (tmp_path / "results.md").read_text()
     for png in ("reliability_synthetic_mlp.png", "shift_synthetic_mlp.png"):
-        assert (tmp_path / png).stat().st_size > 0
+        assert is_png(tmp_path / png)
     assert "| ella_neuralef |" in headline_table(saved)
 
 
@@ -110,7 +110,7 @@ def test_regression_problem_end_to_end(tmp_path):
     assert (var > art["preds"]["map"][1]).all()  # latent variance on top of the noise
     write_results(assemble({problem.key: section}, TINY.to_dict()), tmp_path, {problem.key: art},
                   {problem.key: splits})
-    assert (tmp_path / "bands_toy_mlp.png").stat().st_size > 0
+    assert is_png(tmp_path / "bands_toy_mlp.png")
 
 
 def test_shift_and_ood_sets_are_deterministic():
@@ -159,8 +159,8 @@ def test_bad_arguments_fail_before_any_work():
 
 
 def test_measure_sees_a_large_allocation():
-    _, seconds, peak = measure(lambda: torch.ones(25_000_000).sum())
-    assert seconds >= 0 and (peak is None or peak >= 50 * 2**20)
+    total, _, peak = measure(lambda: torch.ones(25_000_000).sum())  # 100 MB held for a moment
+    assert total == 25_000_000 and 50 * 2**20 <= peak < 400 * 2**20  # (Linux: the RSS is sampled)
 
 
 def test_benchmark_script_targets_and_readme_markers(tmp_path):

@@ -158,7 +158,7 @@ def synthetic_images(n: int, seed: int = 0) -> TensorDataset:
 
 def part_p(args, device) -> list[dict]:
     data = mnist1d(num_test=1000)
-    cpu = device == "cpu"
+    cpu = device.type == "cpu"
     small = dict(samples=250, steps=2000, k=20, points=3500)
     cases = [(f"mnist1d_cnn_c{c}", lambda c=c: mnist1d_cnn(channels=c), data.train, data.val, data.test.tensors[0],
               small) for c in ((48, 160, 512) if not args.smoke else (8,))]
@@ -171,6 +171,8 @@ def part_p(args, device) -> list[dict]:
         reduced = dict(samples=16, steps=50, k=10, points=200, batch=32) if cpu else dict(small, points=2000)
         cases.append(("resnet18", lambda: resnet18(num_classes=10), synthetic_images(5000 if cpu else 50000),
                       synthetic_images(500, 1), synthetic_images(200, 2).tensors[0], reduced))
+    if args.models:
+        cases = [case for case in cases if case[0] in args.models]
     rows = []
     for name, make, train_set, val_set, test_x, settings in cases:
         if args.smoke:
@@ -289,6 +291,11 @@ def plot(rows: list[dict], part: str, x_key: str, path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
+def _identity(row: dict) -> tuple:
+    """What a row measures (its part, method and sizes), apart from what was measured."""
+    return tuple(row.get(key) for key in ("part", "method", "model", "N", "k", "points", "seed", "processes"))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--parts", nargs="+", choices=sorted(PARTS), default=sorted(PARTS))
@@ -297,6 +304,7 @@ def main(argv=None) -> int:
     parser.add_argument("--cap", type=float, default=1800.0, help="seconds before a KFAC-LLA fit is stopped")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for tests")
+    parser.add_argument("--models", nargs="+", help="part p: only these networks (e.g. resnet20 resnet18)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
@@ -305,7 +313,8 @@ def main(argv=None) -> int:
     path = out / ("scale_smoke.json" if args.smoke else "scale.json")
     rows = json.loads(path.read_text())["rows"] if path.exists() else []
     for part in args.parts:
-        rows = [r for r in rows if r.get("part") != part] + PARTS[part](args, device)
+        new = PARTS[part](args, device)  # they replace the earlier rows of the same measurement
+        rows = [r for r in rows if _identity(r) not in {_identity(n) for n in new}] + new
         path.write_text(json.dumps({"device": str(device), "threads": args.threads, "torch": torch.__version__,
                                     "rows": rows}, indent=2))
     for part, x_key in (("n", "N"), ("p", "P"), ("k", "k"), ("m", "points")):

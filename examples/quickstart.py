@@ -20,10 +20,11 @@ model = digits_mlp(seed=0)
 train_map(model, train, epochs=60, lr=1e-2, progress=False)  # a MAP network, left in eval mode
 
 post = ella.ELLA(model, likelihood="classification", k=20, progress=False)
-post.fit(DataLoader(data.train, batch_size=256), val_loader=val)  # NTK -> NeuralEF -> k x k posterior
+post.fit(DataLoader(data.train, batch_size=256), val_loader=val)  # NTK -> eigenfunctions -> k x k posterior
 
 map_report = ella.evaluate(MAP(model), test)
 ella_report = ella.evaluate(post, test)
 for name, r in (("MAP", map_report), ("ELLA", ella_report)):
     print(f"{name:5s} acc {r['acc']:.3f}  NLL {r['nll']:.3f}  ECE {r['ece']:.3f} (15 bins)")
-print(f"prior precision {post.prior_precision_:.3g}, top eigenvalues {post.eigenvalues[:3].tolist()}")
+print(f"eigen-solver {post.solver_.kind} (auto), prior precision {post.prior_precision_:.3g}, "
+      f"top eigenvalues {post.eigenvalues[:3].tolist()}")

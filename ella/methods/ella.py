@@ -37,6 +37,7 @@ from .survey import Survey
 FORMAT = "ella-posterior"
 FORMAT_VERSION = 4  # 4: an ella.files file (tensors + JSON, checksummed); the curvature's eigendecomposition
 SOLVERS = {"neuralef": NeuralEF, "nystrom": Nystrom, "exact": ExactEigen, "spin": SpIN}
+AUTO_JACOBIAN = 2**24  # entries of the M x P Jacobian rows "auto" may form for Nystrom (64 MiB in float32)
 
 
 class ELLA(LinearisedLaplace):
@@ -50,10 +51,16 @@ class ELLA(LinearisedLaplace):
         kernel: ``"ntk"`` (the empirical NTK, :class:`~ella.kernels.EmpiricalNTK` with its defaults and ``seed``)
             or any :class:`~ella.kernels.Kernel`: ``EmpiricalNTK(model, estimator="fd", num_samples=250)``,
             ``SGDTrajectoryKernel(trajectory)`` (pass the SWA network as ``model``), ...
-        solver: ``"neuralef"`` (learned eigenfunctions: prediction costs one network forward), ``"nystrom"`` (the
-            ELLA paper's exact JVP features from an M x M Jacobian Gram matrix), ``"exact"`` (eigendecomposition
-            of the Gram matrix on all kernel points) or any :class:`~ella.eigen.EigenSolver`, e.g.
-            ``NeuralEF(k=20, steps=2000, lr=5e-3)``. A solver given here is copied before fitting, never changed.
+        solver: ``"auto"`` (default: ``"nystrom"`` on all the kernel points for a small problem, ``"neuralef"``
+            otherwise; see below), ``"neuralef"`` (learned eigenfunctions: prediction costs one network forward),
+            ``"nystrom"`` (the ELLA paper's exact JVP features from an M x M Jacobian Gram matrix), ``"exact"``
+            (eigendecomposition of the Gram matrix on all kernel points) or any :class:`~ella.eigen.EigenSolver`,
+            e.g. ``NeuralEF(k=20, steps=2000, lr=5e-3)``. A solver given here is copied before fitting, never
+            changed. ``"auto"`` picks Nystrom on all M kernel points when they are the whole training set
+            (``N <= kernel_points``), the kernel is the NTK, ``k <= M`` and the ``M x P`` Jacobian rows hold at
+            most :data:`AUTO_JACOBIAN` entries: a fit of seconds, with its prediction at ``k`` JVPs per input.
+            Otherwise NeuralEF, whose fit has a fixed cost (its steps) and whose prediction costs one forward of
+            its network (``python benchmarks/small.py`` measures both on small tabular problems).
         kernel_points: M, the training inputs (a seeded uniform sample of the loader) the kernel's eigenfunctions
             are learned on; memory and forward passes of the kernel stage are O(M C S). The default 2000 is the
             ELLA paper's; on MNIST-1D the test NLL is the same from M = 250 to 3,500 within the seed spread
@@ -69,13 +76,14 @@ class ELLA(LinearisedLaplace):
         progress: as for :class:`~ella.methods.linearised.LinearisedLaplace` (the tuned ``delta``, the
             regression noise, the fold-in model selection, the link and the streamed prediction).
 
-    Fitted: besides the base class's, ``solver_`` (the fitted eigen-solver) and ``num_kernel_points_`` (M).
+    Fitted: besides the base class's, ``solver_`` (the fitted eigen-solver: what ``"auto"`` chose) and
+    ``num_kernel_points_`` (M).
     """
 
     solver_: EigenSolver | None = None
 
     def __init__(self, model: nn.Module, likelihood: str = "classification", k: int | None = None,
-                 kernel: str | Kernel = "ntk", solver: str | EigenSolver = "neuralef", *, kernel_points: int = 2000,
+                 kernel: str | Kernel = "ntk", solver: str | EigenSolver = "auto", *, kernel_points: int = 2000,
                  residual_samples: int = 0, posterior_update: bool | None = None, prior_precision: float | None = None,
                  prior_grid=None, sigma_noise=None, noise_grid=None, fold_in="all", link: str = "margin",
                  n_samples: int = 512, seed: int = 0, batch_size: int = 512, progress: bool = True):
@@ -89,11 +97,14 @@ class ELLA(LinearisedLaplace):
         if isinstance(solver, EigenSolver):
             if k is not None and k != solver.k:
                 raise ValueError(f"`k` = {k} must equal the k = {solver.k} of the `solver`")
-        elif solver in SOLVERS:
-            solver = self._named_solver(solver, check_positive_int(20 if k is None else k, "k"))
+            k = solver.k
+        elif solver == "auto" or solver in SOLVERS:
+            k = check_positive_int(20 if k is None else k, "k")
+            solver = solver if solver == "auto" else self._named_solver(solver, k)
         else:
-            raise ValueError(f"`solver` must be one of {tuple(SOLVERS)} or an ella.eigen.EigenSolver, got {solver!r}")
-        self.kernel, self.solver, self.k = kernel, solver, solver.k
+            raise ValueError(f"`solver` must be 'auto', one of {tuple(SOLVERS)} or an ella.eigen.EigenSolver, "
+                             f"got {solver!r}")
+        self.kernel, self.solver, self.k = kernel, solver, k
         self.kernel_points = check_positive_int(kernel_points, "kernel_points")
         self.residual_samples = check_int(residual_samples, "residual_samples", 0)
         if self.residual_samples and not isinstance(kernel, EmpiricalNTK):
@@ -102,6 +113,15 @@ class ELLA(LinearisedLaplace):
         trajectory = isinstance(kernel, SGDTrajectoryKernel)
         self.posterior_update = not trajectory if posterior_update is None else check_bool(posterior_update,
                                                                                             "posterior_update")
+
+    def _auto_solver(self, data: Survey) -> EigenSolver:
+        """What ``solver="auto"`` fits: Nystrom on all M kernel points when they are the whole training set, the
+        kernel is the NTK, ``k <= M`` and the M x P Jacobian rows hold at most :data:`AUTO_JACOBIAN` entries; NeuralEF
+        otherwise."""
+        M = batches.num_rows(data.sample)
+        small = (data.num_train <= self.kernel_points and isinstance(self.kernel, EmpiricalNTK) and self.k <= M
+                 and M * self.kernel.num_params <= AUTO_JACOBIAN)
+        return Nystrom(self.k, M, seed=self.seed) if small else self._named_solver("neuralef", self.k)
 
     def _named_solver(self, name: str, k: int) -> EigenSolver:
         if name == "neuralef":
@@ -121,7 +141,8 @@ class ELLA(LinearisedLaplace):
         x = batches.to_model(data.sample, self.model)
         self.num_kernel_points_ = batches.num_rows(x)
         with distributed.sharing():  # every process holds the same kernel points: they split the solver's work
-            self.solver_ = copy.copy(self.solver).fit(self.kernel, x)
+            solver = self._auto_solver(data) if self.solver == "auto" else copy.copy(self.solver)
+            self.solver_ = solver.fit(self.kernel, x)
         self._set_scale()
 
     def _set_scale(self) -> None:
@@ -168,7 +189,7 @@ class ELLA(LinearisedLaplace):
 
     @property
     def name(self) -> str:
-        kind = self.solver.kind
+        kind = self.solver_.kind if self.solver_ is not None else getattr(self.solver, "kind", "auto")
         if isinstance(self.kernel, SGDTrajectoryKernel):
             return "ella_sgd_trajectory" if kind == "neuralef" else f"ella_sgd_trajectory_{kind}"
         return f"ella_{kind}_residual" if self.residual_samples else f"ella_{kind}"

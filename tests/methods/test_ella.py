@@ -168,6 +168,25 @@ def test_fit_twice_is_one_fit_and_configuration_is_never_overwritten(classifier)
     assert torch.equal(post.predict(x), fresh.predict(x))
 
 
+def test_auto_fits_nystrom_on_every_point_of_a_small_problem_and_neuralef_past_it(classifier, monkeypatch):
+    model, x, y = classifier
+    post = ELLA(model, k=4, progress=False).fit(loader(x, y))
+    nystrom = ELLA(model, k=4, solver=Nystrom(4, len(x)), progress=False).fit(loader(x, y))
+    assert post.solver == "auto" and post.name == "ella_nystrom" and post.solver_.num_points == len(x)
+    assert torch.equal(post.predict(x), nystrom.predict(x))
+
+    def choice(num_train, **options):  # what "auto" picks for a survey of num_train inputs
+        post = ELLA(model, progress=False, **{"k": 4, **options})
+        return post._auto_solver(SimpleNamespace(num_train=num_train, sample=x[: post.kernel_points])).kind
+
+    assert choice(40) == "nystrom"
+    assert choice(41, kernel_points=40) == "neuralef"  # the kernel points are a sample, not the training set
+    assert choice(3, k=4, kernel_points=3) == "neuralef"  # k > M: Nystrom has too few rows
+    assert choice(40, kernel=RBF()) == "neuralef"  # not the NTK: no Jacobian rows
+    monkeypatch.setattr("ella.methods.ella.AUTO_JACOBIAN", 40 * 31 - 1)  # M P entries over the budget
+    assert choice(40) == "neuralef"
+
+
 def test_overfit_regression_tunes_the_noise_on_validation_data():
     """A network that interpolates its training set: the training RMSE is a million times too small a noise; the
     noise and the prior tuned on validation NLL bring ELLA within 10% of exact LLA's NLL with the same tuning."""

@@ -6,7 +6,8 @@ same trained network, fitted on the same training and validation loaders, and th
 * scored on the test set: accuracy, NLL, ECE / MCE (15 equal-width bins, top label), Brier (regression:
   Gaussian NLL with observation noise, RMSE);
 * costed in this process, same thread count (:mod:`ella.experiments.compare.cost`): fit seconds, predict seconds per 1,000
-  inputs, peak memory of fit and predict, each also as a ratio to the MAP forward pass;
+  inputs (median of 3 timings on the first 2,000 test inputs, with the spread), peak memory of fit and predict,
+  each also as a ratio to the MAP forward pass (timed the same way);
 * compared with exact LLA where it ran (:mod:`ella.experiments.compare.fidelity`): NLL gap and predictive-variance error;
 * run on shifted test sets (NLL / ECE / accuracy per level) and OOD sets (AUROC of the predictive entropy,
   mean max-probability).
@@ -17,6 +18,7 @@ apply by design (:class:`~ella.experiments.compare.methods.NotApplicable`) is re
 
 from __future__ import annotations
 
+import statistics
 import time
 from functools import partial
 
@@ -45,23 +47,44 @@ class MethodFailed(RuntimeError):
         self.method, self.problem = method, problem
 
 
+TIMING_POINTS = 2000  # test inputs that every prediction cost is timed on
+REPEATS = 3  # timings per cost: the median is reported, with the spread
+
+
+def seconds_per_1000(predict, x: torch.Tensor, repeats: int = REPEATS, batch_size: int = 1000) -> list[float]:
+    """Seconds per 1,000 inputs of ``predict`` over ``x`` (in batches, on the model's device), ``repeats`` times."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for piece in x.split(batch_size):
+            predict(piece)
+        if x.device.type == "cuda":
+            torch.cuda.synchronize(x.device)
+        times.append((time.perf_counter() - start) * 1000 / len(x))
+    return times
+
+
 def map_forward_cost(model, x_test: torch.Tensor, x_train: torch.Tensor, batch_size: int = 1000,
-                     repeats: int = 3) -> dict:
-    """The MAP forward pass, the unit of every cost ratio: seconds per 1,000 test inputs (best of
-    ``repeats``), seconds of one pass over the training inputs, and peak memory of one batch."""
+                     repeats: int = REPEATS) -> dict:
+    """The MAP forward pass, the unit of every cost ratio: seconds per 1,000 of the first :data:`TIMING_POINTS` test
+    inputs (median of ``repeats``, with ``seconds_per_1000_range``), seconds of one pass over the training inputs
+    (best of ``repeats``), and peak memory of one batch."""
     device = next(model.parameters()).device
 
     @torch.no_grad()
     def forward(x):
-        for i in range(0, len(x), batch_size):
-            model(x[i : i + batch_size].to(device))
+        return model(x)
 
-    forward(x_test[:8])  # warm-up
-    per_1000 = min(measure(forward, x_test, device=device)[1] for _ in range(repeats)) * 1000 / len(x_test)
-    train_pass = min(measure(forward, x_train, device=device)[1] for _ in range(repeats))
-    _, _, peak = measure(forward, x_test[:batch_size], device=device)
-    return {"seconds_per_1000": per_1000, "train_pass_seconds": train_pass,
-            "peak_mb": None if peak is None else peak / MB}
+    def over(x):
+        for i in range(0, len(x), batch_size):
+            forward(x[i : i + batch_size].to(device))
+
+    over(x_test[:8])  # warm-up
+    per_1000 = seconds_per_1000(forward, x_test[:TIMING_POINTS].to(device), repeats, batch_size)
+    train_pass = min(measure(over, x_train, device=device)[1] for _ in range(repeats))
+    _, _, peak = measure(over, x_test[:batch_size], device=device)
+    return {"seconds_per_1000": statistics.median(per_1000), "seconds_per_1000_range": [min(per_1000), max(per_1000)],
+            "train_pass_seconds": train_pass, "peak_mb": None if peak is None else peak / MB}
 
 
 def _ratio(value, unit):
@@ -73,9 +96,12 @@ def _run_method(method, problem: Problem, loaders, reference: dict, shift: dict,
     """Fit, cost, score, shift and OOD for one method. Returns ``(row, extras)``."""
     device = next(problem.model.parameters()).device
     row, preds, targets = run_method(method, *loaders, timer=partial(measure, device=device))
-    row["predict_seconds_per_1000"] = row["predict_seconds"] * 1000 / row["n"]
+    times = seconds_per_1000(method.predict, problem.splits.test.tensors[0][:TIMING_POINTS].to(device))
+    unit = reference["seconds_per_1000"]
+    row["predict_seconds_per_1000"] = statistics.median(times)
     row.update(fit_vs_map_forward=_ratio(row["fit_seconds"], reference["train_pass_seconds"]),
-               predict_vs_map=_ratio(row["predict_seconds_per_1000"], reference["seconds_per_1000"]),
+               predict_vs_map=_ratio(row["predict_seconds_per_1000"], unit),
+               predict_vs_map_range=[_ratio(min(times), unit), _ratio(max(times), unit)],
                fit_memory_vs_map=_ratio(row["fit_peak_mb"], reference["peak_mb"]),
                predict_memory_vs_map=_ratio(row["predict_peak_mb"], reference["peak_mb"]))
     extras = {"preds": preds, "targets": targets, "shift": {}, "ood": {},

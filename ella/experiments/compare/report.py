@@ -49,15 +49,17 @@ def _f(value, kind: str = "num") -> str:
         return f"{value:.3f}" if value < 10 else f"{value:,.1f}"
     if kind == "mb":
         return f"{value:.1f}"
+    if kind == "range":  # [min, max] of a ratio
+        return f"[{_f(value[0], 'x')}, {_f(value[1], 'x')}]" if None not in value else "-"
     return f"{value:.4f}"
 
 
 def _cost(rows: dict) -> str:
     cols = (("fit_seconds", "s"), ("fit_vs_map_forward", "x"), ("predict_seconds_per_1000", "s"),
-            ("predict_vs_map", "x"), ("fit_peak_mb", "mb"), ("fit_memory_vs_map", "x"), ("predict_peak_mb", "mb"),
-            ("predict_memory_vs_map", "x"))
-    header = ["method", "fit s", "fit / MAP pass", "predict s / 1000", "predict / MAP", "fit peak MB",
-              "fit mem / MAP", "predict peak MB", "predict mem / MAP"]
+            ("predict_vs_map", "x"), ("predict_vs_map_range", "range"), ("fit_peak_mb", "mb"),
+            ("fit_memory_vs_map", "x"), ("predict_peak_mb", "mb"), ("predict_memory_vs_map", "x"))
+    header = ["method", "fit s", "fit / MAP pass", "predict s / 1000", "predict / MAP (median of 3)",
+              "predict / MAP [min, max]", "fit peak MB", "fit mem / MAP", "predict peak MB", "predict mem / MAP"]
     return table(header, [[m, *[_f(r.get(c), k) for c, k in cols]] for m, r in rows.items()])
 
 

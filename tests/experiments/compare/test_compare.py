@@ -26,7 +26,7 @@ from tests.conftest import is_png, tiny_mlp
 TINY = Settings(k=3, ntk_samples=32, neuralef_steps=20, nystrom_points=30, laplace_torch_grid=5, prior_grid=(-2, 2, 5))
 ROW_KEYS = {"acc", "nll", "ece", "mce", "brier", "fit_seconds", "predict_seconds", "predict_seconds_per_1000",
             "fit_peak_mb", "predict_peak_mb", "fit_vs_map_forward", "predict_vs_map", "fit_memory_vs_map",
-            "predict_memory_vs_map", "n"}
+            "predict_memory_vs_map", "predict_vs_map_range", "n"}
 
 
 def classification_problem() -> Problem:
@@ -57,6 +57,8 @@ def test_driver_produces_the_schema(tmp_path):
     assert list(section["rows"]) == names and not section["not_applicable"]
     for name, row in section["rows"].items():
         assert ROW_KEYS <= set(row), name
+        low, high = row["predict_vs_map_range"]  # the median of 3 timings lies within their spread
+        assert low <= row["predict_vs_map"] <= high, name
         assert section["shift"]["noise"][name][1]["level"] == 1.0
         assert 0 <= section["ood"]["far"][name]["auroc"] <= 1
     assert section["rows"]["ella_neuralef"]["link"] == "margin" and section["rows"]["exact_lla"]["link"] == "margin"

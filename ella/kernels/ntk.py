@@ -154,12 +154,16 @@ class EmpiricalNTK(FeatureKernel):
         split = distributed.shared()  # every rank computes its blocks, and the blocks are added up
         if split:
             phi.zero_()
-        for block in progress(range(num_blocks), self.progress, f"NTK features ({self.estimator})"):
-            if split and not distributed.mine(block):
-                continue
+        blocks = [block for block in range(num_blocks) if not split or distributed.mine(block)]
+        # one tick of the progress bar per block of directions on one batch of inputs
+        units = [(block, start) for block in blocks for start in range(0, len(base), self.batch_size)]
+        for block, start in progress(units, self.progress, f"NTK features ({self.estimator})"):
             lo, hi = block * _BLOCK, min(S, (block + 1) * _BLOCK)
             v = self._directions(block)[: hi - lo]
-            phi[:, :, lo:hi] = self._jvp_block(x, v) if self.estimator == "jvp" else self._fd_block(x, v, base)
+            rows = slice(start, start + self.batch_size)
+            piece = batches.take(x, rows)
+            phi[rows, :, lo:hi] = (self._jvp_block(piece, v) if self.estimator == "jvp" else
+                                   self._fd_block(piece, v, base[rows]))
         return distributed.total(phi) if split else phi
 
     def _directions(self, block: int) -> torch.Tensor:
@@ -171,23 +175,21 @@ class EmpiricalNTK(FeatureKernel):
         return self._block[1]
 
     @torch.no_grad()
-    def _jvp_block(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        # v_s -> J(x) v_s for the whole block, batch by batch: (B, C, s)
-        return torch.cat([jvps(self.model, piece, v) for piece in batches.chunks(x, self.batch_size)])
+    def _jvp_block(self, x, v: torch.Tensor) -> torch.Tensor:
+        # v_s -> J(x) v_s for a block of directions on one batch of inputs: (B, C, s)
+        return jvps(self.model, x, v)
 
     @torch.no_grad()
-    def _fd_block(self, x: torch.Tensor, v: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    def _fd_block(self, x, v: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        # (g(x, theta + eps v_s) - g(x, theta)) / eps, or the central difference, on one batch of inputs: (B, C, s)
         cols = []
         for vs in v:
-            plus = self._perturbed(x, vs, self.eps)  # g(x, theta + eps v)
+            plus = perturbed_outputs(self.model, x, vs, self.eps)
             if self.central:
-                cols.append((plus - self._perturbed(x, vs, -self.eps)) / (2 * self.eps))
+                cols.append((plus - perturbed_outputs(self.model, x, vs, -self.eps)) / (2 * self.eps))
             else:
                 cols.append((plus - base) / self.eps)
         return torch.stack(cols, dim=-1)
-
-    def _perturbed(self, x, v: torch.Tensor, eps: float) -> torch.Tensor:
-        return torch.cat([perturbed_outputs(self.model, piece, v, eps) for piece in batches.chunks(x, self.batch_size)])
 
     def gram(self, x1: torch.Tensor, x2: torch.Tensor | None = None) -> torch.Tensor:
         if self.estimator == "exact":

@@ -115,3 +115,10 @@ def test_rejects_training_mode_dropout_and_non_finite_weights():
         net[0].weight[0, 0] = float("nan")
     with pytest.raises(ValueError, match="non-finite"):
         EmpiricalNTK(net)
+
+
+def test_the_progress_bar_ticks_per_batch_of_inputs_and_block_of_directions(mlp, inputs, monkeypatch):
+    ticks = []
+    monkeypatch.setattr("ella.kernels.ntk.progress", lambda units, *args, **kwargs: ticks.append(len(units)) or units)
+    EmpiricalNTK(mlp, "fd", num_samples=70, batch_size=4, progress=True).features(inputs)
+    assert ticks == [math.ceil(70 / 32) * math.ceil(len(inputs) / 4)]  # blocks of 32 directions x batches

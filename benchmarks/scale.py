@@ -105,8 +105,9 @@ def repeated(make, repeats: int, *args, device="cpu") -> tuple[object, dict]:
     middle = sorted(fits, key=lambda fit: fit["seconds"])[len(fits) // 2]
     peaks = [fit["peak_mb"] for fit in fits if fit["peak_mb"] is not None]
     row = {**middle, "seconds_range": [min(f["seconds"] for f in fits), max(f["seconds"] for f in fits)],
-           "peak_mb": statistics.median(peaks) if peaks else None, "peak_range": [min(peaks), max(peaks)] if peaks
-           else None, "repeats": repeats, "status": "ok" if all(f["status"] == "ok" for f in fits) else middle["status"]}
+           "peak_mb": statistics.median(peaks) if peaks else None,
+           "peak_range": [min(peaks), max(peaks)] if peaks else None, "repeats": repeats,
+           "status": "ok" if all(f["status"] == "ok" for f in fits) else middle["status"]}
     return method, row
 
 

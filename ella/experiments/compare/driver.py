@@ -1,14 +1,16 @@
 """The comparison driver: every method on the same MAP network, side by side, with shift, OOD, fidelity and cost.
 
-For one :class:`~ella.experiments.compare.problems.Problem` each method of the registry (:mod:`ella.experiments.compare.methods`) is built on the
-same trained network, fitted on the same training and validation loaders, and then
+For one :class:`~ella.experiments.compare.problems.Problem` each method of the registry
+(:mod:`ella.experiments.compare.methods`) is built on the same trained network, fitted on the same training and
+validation loaders, and then
 
 * scored on the test set: accuracy, NLL, ECE / MCE (15 equal-width bins, top label), Brier (regression:
   Gaussian NLL with observation noise, RMSE);
-* costed in this process, same thread count (:mod:`ella.experiments.compare.cost`): fit seconds, predict seconds per 1,000
-  inputs (median of 3 timings on the first 2,000 test inputs, with the spread), peak memory of fit and predict,
-  each also as a ratio to the MAP forward pass (timed the same way);
-* compared with exact LLA where it ran (:mod:`ella.experiments.compare.fidelity`): NLL gap and predictive-variance error;
+* costed in this process, same thread count (:mod:`ella.experiments.compare.cost`): fit seconds, predict seconds
+  per 1,000 inputs (median of 3 timings on the first 2,000 test inputs, with the spread), peak memory of fit and
+  predict, each also as a ratio to the MAP forward pass (timed the same way);
+* compared with exact LLA where it ran (:mod:`ella.experiments.compare.fidelity`): NLL gap and predictive-variance
+  error;
 * run on shifted test sets (NLL / ECE / accuracy per level) and OOD sets (AUROC of the predictive entropy,
   mean max-probability).
 

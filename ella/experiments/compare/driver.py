@@ -54,7 +54,8 @@ REPEATS = 3  # timings per cost: the median is reported, with the spread
 
 
 def seconds_per_1000(predict, x: torch.Tensor, repeats: int = REPEATS, batch_size: int = 1000) -> list[float]:
-    """Seconds per 1,000 inputs of ``predict`` over ``x`` (in batches, on the model's device), ``repeats`` times."""
+    """Seconds per 1,000 inputs of ``predict`` over ``x`` (already on the model's device), in batches, ``repeats``
+    times."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

@@ -20,17 +20,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
-from ella import batches
-from ella._checks import check_deterministic, check_mode
 from ella.eigen import NeuralEF, Nystrom
 from ella.eigen.nets import eigenfunction_net
 from ella.experiments.compare import Settings
+from ella.experiments.compare.cost import seconds_per_1000
 from ella.experiments.data import mnist1d
 from ella.experiments.models import mnist1d_cnn
 from ella.experiments.train import train_mnist1d_cnn, train_mnist1d_mlp
@@ -43,17 +41,10 @@ FIDELITY_POINTS = 2000  # test points the NLL of every method is compared with e
 def breakdown(post: ELLA, x: torch.Tensor, repeats: int) -> dict:
     """Where ``post.predict`` spends its time, seconds per 1,000 inputs (medians): the MAP forward, the eigenfunction
     network, the checks every call makes, and the rest (the posterior factor and the link)."""
-    model = post.model
-
-    def checks(piece):
-        batches.check_inputs(piece, "x")
-        batches.check_spec(piece, post.input_spec_)
-        check_mode(model)
-        check_deterministic(model, piece[:8])
-
-    parts = {"map_forward": model, "eigenfunction_net": post.solver_, "checks": checks, "predict": post.predict}
+    parts = {"map_forward": post.model, "eigenfunction_net": post.solver_, "checks": post._checked,
+             "predict": post.predict}
     with torch.no_grad():
-        out = {part: statistics.median(times(fn, x, repeats)) * 1000 / len(x) for part, fn in parts.items()}
+        out = {part: statistics.median(seconds_per_1000(fn, x, repeats)) for part, fn in parts.items()}
     out["posterior_and_link"] = out["predict"] - out["map_forward"] - out["eigenfunction_net"] - out["checks"]
     return out
 
@@ -70,18 +61,6 @@ def narrow_neuralef(model, settings: Settings, channels: int, x: torch.Tensor) -
     net = eigenfunction_net(mnist1d_cnn(channels=channels), settings.k, x[:2], num_outputs=10)
     options["solver"] = NeuralEF(settings.k, net=net, steps=default.steps, lr=default.lr, progress=False)
     return ELLA(model, progress=False, **options, **search(settings))
-
-
-def times(fn, x: torch.Tensor, repeats: int, batch_size: int = 1000) -> list[float]:
-    """Seconds of predicting all of ``x`` in batches, ``repeats`` times (one warm-up first)."""
-    fn(x[:batch_size])
-    out = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for i in range(0, len(x), batch_size):
-            fn(x[i : i + batch_size])
-        out.append(time.perf_counter() - start)
-    return out
 
 
 def main(argv=None) -> None:
@@ -126,7 +105,7 @@ def main(argv=None) -> None:
                 fn = method.predict
             slow = method_name in ("kfac_lla", "exact_lla")  # their dense Jacobians are slow
             points = x[:2000] if slow else x
-            per_1000 = [t * 1000 / len(points) for t in times(fn, points, 3 if slow else args.repeats)]
+            per_1000 = seconds_per_1000(fn, points, 3 if slow else args.repeats)
             rows[method_name] = {"seconds_per_1000": statistics.median(per_1000), "min": min(per_1000),
                                  "max": max(per_1000), "repeats": len(per_1000),
                                  "nll": nll(fn(x[:FIDELITY_POINTS]), y[:FIDELITY_POINTS])}

@@ -45,7 +45,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from ella import ELLA, distributed
 from ella._utils import num_parameters
 from ella.eigen import NeuralEF
-from ella.experiments.compare.cost import PeakMemory
+from ella.experiments.compare.cost import PeakMemory, seconds_per_1000
 from ella.experiments.data import mnist1d
 from ella.experiments.data.mnist1d import mnist1d_signals
 from ella.experiments.models import cifar_resnet, mnist1d_cnn
@@ -113,18 +113,9 @@ def repeated(make, repeats: int, *args, device="cpu") -> tuple[object, dict]:
 
 def predict_ratio(method, model, x: torch.Tensor, repeats: int = 3) -> dict:
     """Prediction time per input as a multiple of the MAP forward pass: median of ``repeats`` (min, max)."""
-    def seconds(fn):
-        fn(x[:8])
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn(x)
-            times.append(time.perf_counter() - start)
-        return times
-
     with torch.no_grad():
-        base = statistics.median(seconds(lambda z: [model(p) for p in z.split(512)]))
-    times = seconds(method.predict)
+        base = statistics.median(seconds_per_1000(lambda z: [model(p) for p in z.split(512)], x, repeats, len(x)))
+    times = seconds_per_1000(method.predict, x, repeats, len(x))
     return {"predict_vs_map": statistics.median(times) / base, "min": min(times) / base, "max": max(times) / base}
 
 

@@ -107,13 +107,9 @@ class Method(ABC):
         if not self.is_fitted:
             raise RuntimeError(f"{type(self).__name__} is not fitted: call `fit(train_loader, val_loader)` first")
 
-    @torch.no_grad()
-    def _stream(self, x, fn):
-        """``fn`` over pieces of ``batch_size`` inputs, results concatenated (tensors, or tuples of tensors).
-
-        Checks the inputs and the model's mode first: a model switched to training mode, or one whose outputs
-        are random (dropout), is refused rather than silently giving random predictions."""
-        self._check_fitted()
+    def _checked(self, x):
+        """``x`` on the model's device, after the checks of every prediction call: non-empty, finite, shaped like
+        the inputs ``fit`` saw; the model in eval mode and deterministic on a probe of 8 inputs."""
         if batches.check_inputs(x, "x") == 0:
             raise ValueError("`x` is an empty batch: give at least one input")
         if self.input_spec_ is not None:
@@ -121,6 +117,16 @@ class Method(ABC):
         x = batches.to_model(x, self.model)
         check_mode(self.model)
         check_deterministic(self.model, batches.take(x, slice(0, 8)))
+        return x
+
+    @torch.no_grad()
+    def _stream(self, x, fn):
+        """``fn`` over pieces of ``batch_size`` inputs, results concatenated (tensors, or tuples of tensors).
+
+        Checks the inputs and the model's mode first: a model switched to training mode, or one whose outputs
+        are random (dropout), is refused rather than silently giving random predictions."""
+        self._check_fitted()
+        x = self._checked(x)
         rows, out, start = batches.num_rows(x), None, 0
         for piece in batches.chunks(x, self.batch_size):
             result = fn(piece)

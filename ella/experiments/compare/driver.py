@@ -31,7 +31,7 @@ from ..._utils import num_parameters
 from ...methods import evaluate, predict_all
 from ...metrics import mean_max_prob, ood_auroc
 from ..report import run_method
-from .cost import measure
+from .cost import measure, seconds_per_1000
 from .fidelity import fidelity, latent_variances
 from .methods import METHODS, NotApplicable, Settings, build, check_methods
 from .problems import Problem
@@ -51,20 +51,6 @@ class MethodFailed(RuntimeError):
 
 TIMING_POINTS = 2000  # test inputs that every prediction cost is timed on
 REPEATS = 3  # timings per cost: the median is reported, with the spread
-
-
-def seconds_per_1000(predict, x: torch.Tensor, repeats: int = REPEATS, batch_size: int = 1000) -> list[float]:
-    """Seconds per 1,000 inputs of ``predict`` over ``x`` (already on the model's device), in batches, ``repeats``
-    times."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for piece in x.split(batch_size):
-            predict(piece)
-        if x.device.type == "cuda":
-            torch.cuda.synchronize(x.device)
-        times.append((time.perf_counter() - start) * 1000 / len(x))
-    return times
 
 
 def map_forward_cost(model, x_test: torch.Tensor, x_train: torch.Tensor, batch_size: int = 1000,
@@ -99,7 +85,7 @@ def _run_method(method, problem: Problem, loaders, reference: dict, shift: dict,
     """Fit, cost, score, shift and OOD for one method. Returns ``(row, extras)``."""
     device = next(problem.model.parameters()).device
     row, preds, targets = run_method(method, *loaders, timer=partial(measure, device=device))
-    times = seconds_per_1000(method.predict, problem.splits.test.tensors[0][:TIMING_POINTS].to(device))
+    times = seconds_per_1000(method.predict, problem.splits.test.tensors[0][:TIMING_POINTS].to(device), REPEATS)
     unit = reference["seconds_per_1000"]
     row["predict_seconds_per_1000"] = statistics.median(times)
     row.update(fit_vs_map_forward=_ratio(row["fit_seconds"], reference["train_pass_seconds"]),

@@ -41,8 +41,11 @@ START, END = "<!-- bad-input-table:start -->", "<!-- bad-input-table:end -->"
 CASES = []
 
 
-def case(description: str):
+def case(description: str, needs: str | None = None):
+    """Register a case; ``needs`` names the optional module (such as laplace-torch's ``laplace``) it uses."""
+
     def add(fn):
+        fn.needs = needs
         CASES.append((description, fn))
         return fn
 
@@ -334,7 +337,7 @@ def _(tmp):
     return lambda: ELLA(net(), k=200, solver="exact", progress=False).fit(loader(*data()))
 
 
-@case("KFAC-LLA on a CNN with batch norm (left out of the curvature, named)")
+@case("KFAC-LLA on a CNN with batch norm (left out of the curvature, named)", needs="laplace")
 def _(tmp):
     cnn = nn.Sequential(nn.Unflatten(1, (1, 1, 4)), nn.Conv2d(1, 4, (1, 3)), nn.BatchNorm2d(4), nn.ReLU(),
                         nn.Flatten(), nn.Linear(8, 3)).eval()

@@ -54,13 +54,17 @@ def search(settings: Settings) -> dict:
     return {"prior_grid": settings.grid(), "fold_in": settings.fold_in}
 
 
-def narrow_neuralef(model, settings: Settings, channels: int, x: torch.Tensor) -> ELLA:
-    """``ella_neuralef`` whose eigenfunction network is the MNIST-1D CNN with ``channels`` channels."""
+def neuralef_with(model, settings: Settings, net) -> ELLA:
+    """``ella_neuralef`` with the eigenfunction network ``net`` (``"copy"``, ``"head"`` or a network)."""
     options = settings.neuralef(model)
     default = options["solver"]
-    net = eigenfunction_net(mnist1d_cnn(channels=channels), settings.k, x[:2], num_outputs=10)
     options["solver"] = NeuralEF(settings.k, net=net, steps=default.steps, lr=default.lr, progress=False)
     return ELLA(model, progress=False, **options, **search(settings))
+
+
+def narrow_neuralef(model, settings: Settings, channels: int, x: torch.Tensor) -> ELLA:
+    """``ella_neuralef`` whose eigenfunction network is the MNIST-1D CNN with ``channels`` channels."""
+    return neuralef_with(model, settings, eigenfunction_net(mnist1d_cnn(channels=channels), settings.k, x[:2], 10))
 
 
 def main(argv=None) -> None:
@@ -85,6 +89,8 @@ def main(argv=None) -> None:
         methods = {
             "map": MAP(model),
             "ella_neuralef": ELLA(model, progress=False, **settings.neuralef(model), **search(settings)),
+            "ella_neuralef_copy": neuralef_with(model, settings, "copy"),
+            "ella_neuralef_head": neuralef_with(model, settings, "head"),
             "ella_neuralef_mc": None,
             "ella_neuralef_residual": ELLA(model, progress=False, residual_samples=settings.residual_samples,
                                            **settings.neuralef(model), **search(settings)),

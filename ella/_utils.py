@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib
 import time
 from contextlib import contextmanager
 from typing import Iterable
@@ -30,6 +31,14 @@ def timed(record: dict, name: str):
         yield
     finally:
         record[name] = record.get(name, 0.0) + time.perf_counter() - start
+
+
+def require(module: str, package: str, extra: str, user: str):
+    """Import an optional dependency, or raise an ImportError naming who needs it and the extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ImportError(f"{user} needs {package}, which is not installed: pip install 'ella[{extra}]'") from e
 
 
 def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:

@@ -20,4 +20,16 @@ def test_the_methods_import_no_experiment():
     code = ("import sys, ella.methods\n"
             "print(sorted(m for m in sys.modules if m.startswith(('ella.experiments', 'ella.cli', 'laplace'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"  # laplace-torch too is imported only when a baseline is fitted
+    assert out.strip() == "[]"  # laplace-torch too is imported only when a baseline is built
+
+
+@pytest.mark.parametrize("name", ["KFACLLA", "DiagLLA", "LastLayerLLA", "LaplaceTorchELLA"])
+def test_a_laplace_torch_baseline_without_laplace_torch_names_the_extra_to_install(name, monkeypatch):
+    import ella.methods
+
+    from tests.conftest import tiny_mlp
+
+    monkeypatch.setitem(sys.modules, "laplace", None)  # as if laplace-torch were not installed
+    with pytest.raises(ImportError, match=rf"{name} needs laplace-torch, which is not installed: "
+                                          r"pip install 'ella\[laplace\]'"):
+        getattr(ella.methods, name)(tiny_mlp(), progress=False)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .. import batches
-from .._checks import check_bool, check_float, check_int, check_positive_int
+from .._checks import check_bool, check_choice, check_float, check_int, check_positive_int
 from .._utils import reinitialised
 from ..kernels.base import Kernel
 from .solver import EigenSolver
@@ -41,6 +41,40 @@ class L2BatchNorm(nn.Module):
         return psi / norm
 
 
+class FeatureHead(nn.Module):
+    """A body that reads the eigenfunctions off a trained model's own hidden features: ``h(x)``, the input of the
+    model's last ``nn.Linear``, mapped by a small SiLU MLP (the only trained part) to ``C k`` outputs.
+
+    The model is held, not registered: it is neither trained, nor saved with the body, nor copied. Where the
+    model's outputs are needed too (ELLA's prediction), :meth:`outputs_and_features` gives both from one forward
+    pass, so the eigenfunctions cost one pass of the head on top of the MAP forward.
+    """
+
+    def __init__(self, model: nn.Module, layer: str, out_features: int, width: int = 128, depth: int = 2):
+        super().__init__()
+        self._held, self.layer = (model,), layer  # a tuple keeps the model out of the module tree
+        linear = model.get_submodule(layer)
+        self.head = mlp_body(linear.in_features, out_features, width, depth).to(linear.weight)
+
+    @property
+    def model(self) -> nn.Module:
+        return self._held[0]
+
+    @torch.no_grad()
+    def outputs_and_features(self, x) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's outputs ``(B, C)`` and hidden features ``h(x)`` ``(B, d)``, from one forward pass."""
+        seen = []
+        hook = self.model.get_submodule(self.layer).register_forward_hook(lambda m, i, o: seen.append(i[0]))
+        try:
+            out = batches.call(self.model, x)
+        finally:
+            hook.remove()
+        return out, seen[-1]
+
+    def forward(self, x=None, **inputs) -> torch.Tensor:  # a tensor, or the keyword inputs of a dict batch
+        return self.head(self.outputs_and_features(inputs or x)[1])
+
+
 class EigenfunctionNet(nn.Module):
     """``body(x)`` of shape ``(B, C * k)`` reshaped to ``(B, C, k)`` and passed through :class:`L2BatchNorm`."""
 
@@ -55,6 +89,14 @@ class EigenfunctionNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.raw(x))
+
+    def with_outputs(self, model: nn.Module, x) -> tuple[torch.Tensor, torch.Tensor]:
+        """``model(x)`` ``(B, C)`` and ``psi(x)`` ``(B, C, k)``: one forward pass of ``model`` when the body is a
+        :class:`FeatureHead` on it."""
+        if isinstance(self.body, FeatureHead) and self.body.model is model:
+            out, h = self.body.outputs_and_features(x)
+            return out, self.norm(self.body.head(h).reshape(-1, self.num_outputs, self.k))
+        return batches.call(model, x), self(x)
 
 
 def mlp_body(in_features: int, out_features: int, width: int = 256, depth: int = 2) -> nn.Module:
@@ -82,55 +124,69 @@ def _last_linear(model: nn.Module, x) -> str | None:
     return None
 
 
-def eigenfunction_net(model: nn.Module | None, k: int, x, num_outputs: int,
-                      seed: int = 0) -> EigenfunctionNet:
+NETS = ("copy", "head")
+
+
+def eigenfunction_net(model: nn.Module | None, k: int, x, num_outputs: int, seed: int = 0,
+                      body: str | None = None) -> EigenfunctionNet:
     """The default eigenfunction network for ``k`` eigenfunctions of a kernel with ``num_outputs`` outputs.
 
-    If ``model`` ends in an ``nn.Linear`` layer, a freshly initialised copy of ``model`` whose last layer
-    is widened to ``num_outputs * k`` outputs (the classifier's own architecture, as in NeuralEF; one
-    forward pass gives all k eigenfunctions). Otherwise a 2-layer MLP on the flattened inputs.
+    If ``model``'s output is that of an ``nn.Linear`` layer: with ``body="head"`` (or ``None``) a
+    :class:`FeatureHead` on ``model``'s own hidden features (the model itself, frozen, and a 2-layer MLP); with
+    ``body="copy"`` a freshly initialised copy of ``model`` whose last layer is widened to ``num_outputs * k``
+    outputs (the classifier's own architecture, as in the NeuralEF and ELLA papers; one forward pass gives all k
+    eigenfunctions). Otherwise a 2-layer MLP on the flattened inputs (an error for ``body="head"``).
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         name = _last_linear(model, batches.take(x, slice(0, 2))) if model is not None else None
         if name is None:
+            if body == "head":
+                raise ValueError("`net='head'` reads the eigenfunctions off the input of the model's last nn.Linear: "
+                                 "the model's output must be that layer's (or use `net='copy'`)")
             if not isinstance(x, torch.Tensor):
                 raise ValueError("the default eigenfunction network of a model that does not end in nn.Linear is an "
                                  "MLP on tensor inputs: pass `net` for these inputs")
-            body = mlp_body(x[0].numel(), num_outputs * k)
+            net = mlp_body(x[0].numel(), num_outputs * k)
             if model is not None:
                 p = next(model.parameters())
-                body = body.to(device=p.device, dtype=p.dtype)
+                net = net.to(device=p.device, dtype=p.dtype)
             else:
-                body = body.to(device=x.device, dtype=x.dtype if x.dtype.is_floating_point else None)
+                net = net.to(device=x.device, dtype=x.dtype if x.dtype.is_floating_point else None)
+        elif body in (None, "head"):
+            net = FeatureHead(model, name, num_outputs * k)
         else:
-            body = reinitialised(model)
+            net = reinitialised(model)
             parent_name, _, attr = name.rpartition(".")
-            parent = body.get_submodule(parent_name) if parent_name else body
+            parent = net.get_submodule(parent_name) if parent_name else net
             old = getattr(parent, attr)
             new = nn.Linear(old.in_features, num_outputs * k, bias=old.bias is not None)
             setattr(parent, attr, new.to(device=old.weight.device, dtype=old.weight.dtype))
-        for p in body.parameters():
+        for p in net.parameters():
             p.requires_grad_(True)
-    p0 = next(body.parameters())
-    return EigenfunctionNet(body, num_outputs, k).to(device=p0.device, dtype=p0.dtype)
+    p0 = next(net.parameters())
+    return EigenfunctionNet(net, num_outputs, k).to(device=p0.device, dtype=p0.dtype)
 
 
 class NetworkSolver(EigenSolver):
     """A solver that trains an eigenfunction network: its configuration, its initial network and the restoring of a
-    saved one. The network given as ``net`` is configuration: ``fit`` trains a copy (``net_``). Without ``net`` the
-    default network copies the architecture of ``model``, or of the kernel's ``model`` (an NTK's network)."""
+    saved one. A network given as ``net`` is configuration: ``fit`` trains a copy (``net_``). Otherwise the default
+    network (:func:`eigenfunction_net`) is built on ``model``, or on the kernel's ``model`` (an NTK's network):
+    ``net="head"`` (or ``None``) a head on its hidden features, ``net="copy"`` a widened copy of its architecture."""
 
     net_: nn.Module | None = None
 
-    def __init__(self, k: int, net: nn.Module | None, model: nn.Module | None, steps: int, batch_size: int,
+    def __init__(self, k: int, net: nn.Module | str | None, model: nn.Module | None, steps: int, batch_size: int,
                  lr: float, momentum: float, seed: int, progress: bool, population: bool):
         self.k = check_positive_int(k, "k")
         self.steps = check_positive_int(steps, "steps")
         self.batch_size = check_positive_int(batch_size, "batch_size")
-        for name, value in (("net", net), ("model", model)):
-            if value is not None and not isinstance(value, nn.Module):
-                raise TypeError(f"`{name}` must be an nn.Module, got {type(value).__name__}")
+        if isinstance(net, str):
+            check_choice(net, "net", NETS)
+        elif net is not None and not isinstance(net, nn.Module):
+            raise TypeError(f"`net` must be an nn.Module or one of {NETS}, got {type(net).__name__}")
+        if model is not None and not isinstance(model, nn.Module):
+            raise TypeError(f"`model` must be an nn.Module, got {type(model).__name__}")
         self.net, self.model = net, model
         self.lr, self.momentum = check_float(lr, "lr"), check_float(momentum, "momentum", inclusive=True)
         if self.momentum >= 1:
@@ -141,17 +197,18 @@ class NetworkSolver(EigenSolver):
     def _template(self, kernel: Kernel | None) -> nn.Module | None:
         return self.model if self.model is not None else getattr(kernel, "model", None)
 
-    def _initial_net(self, x, num_outputs: int, kernel: Kernel | None) -> nn.Module:
-        """A fresh copy of ``net``, or the default network for these inputs (seeded)."""
-        if self.net is not None:
+    def _initial_net(self, x, num_outputs: int, kernel: Kernel | None, body: str | None = None) -> nn.Module:
+        """A fresh copy of ``net``, or the default network for these inputs (seeded; ``body`` overrides ``net``)."""
+        if isinstance(self.net, nn.Module):
             return copy.deepcopy(self.net)
-        return eigenfunction_net(self._template(kernel), self.k, x, num_outputs, seed=self.seed)
+        return eigenfunction_net(self._template(kernel), self.k, x, num_outputs, seed=self.seed, body=body or self.net)
 
     def _load_net(self, state: dict, kernel: Kernel | None) -> None:
         """Rebuild ``net_`` with the saved weights; the fitted values every network solver has."""
-        anchor = next((m for m in (self._template(kernel), self.net) if m is not None), None)
+        body = check_choice(state.get("body") or "copy", "the saved `body`", NETS)  # files before "head": "copy"
+        anchor = next((m for m in (self._template(kernel), self.net) if isinstance(m, nn.Module)), None)
         example = batches.example(state["input_spec"], anchor if anchor is not None else nn.Linear(1, 1))
-        net = self._initial_net(example, state["num_outputs"], kernel)
+        net = self._initial_net(example, state["num_outputs"], kernel, body)
         try:
             net.load_state_dict(state["net"])
         except RuntimeError as e:
@@ -163,4 +220,5 @@ class NetworkSolver(EigenSolver):
     def _net_state(self) -> dict:
         self._check_fitted()
         return {"kind": self.kind, "k": self.k, "eigenvalues": self.eigenvalues_, "net": self.net_.state_dict(),
+                "body": "head" if isinstance(getattr(self.net_, "body", None), FeatureHead) else "copy",
                 "num_outputs": self.num_outputs_, "input_spec": self.input_spec_}

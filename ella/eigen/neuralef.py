@@ -62,8 +62,11 @@ class NeuralEF(NetworkSolver):
     Args:
         k: number of eigenfunctions.
         net: an :class:`~ella.eigen.nets.EigenfunctionNet` to start from (a copy is trained; the given one is
-            never changed); default :func:`~ella.eigen.nets.eigenfunction_net`, built from ``model`` (a widened
-            copy of it) or an MLP.
+            never changed), or the default :func:`~ella.eigen.nets.eigenfunction_net` built on ``model``:
+            ``"head"`` (or ``None``) a small MLP on the model's own hidden features (the input of its last
+            ``nn.Linear``), which ELLA evaluates on the forward pass that gives the MAP outputs, so a prediction
+            costs about one MAP forward; ``"copy"`` a widened copy of the model's architecture (the papers'
+            choice), one more forward pass of the model's size per prediction.
         model: the network whose architecture the default eigenfunction network copies (default: the kernel's
             ``model``, e.g. the network of an :class:`~ella.kernels.EmpiricalNTK`).
         steps: optimisation steps (Adam, cosine learning-rate decay).
@@ -88,7 +91,7 @@ class NeuralEF(NetworkSolver):
 
     kind = "neuralef"
 
-    def __init__(self, k: int, net: nn.Module | None = None, model: nn.Module | None = None,
+    def __init__(self, k: int, net: nn.Module | str | None = None, model: nn.Module | None = None,
                  steps: int = 2000, batch_size: int = 256, lr: float = 1e-3, momentum: float = 0.9,
                  seed: int = 0, progress: bool = True, balanced: bool = False, population: bool = False):
         super().__init__(k, net, model, steps, batch_size, lr, momentum, seed, progress, population)
@@ -180,3 +183,9 @@ class NeuralEF(NetworkSolver):
         self._check_fitted()
         with torch.no_grad():
             return self.net_(x)
+
+    def outputs_and_eigenfunctions(self, model: nn.Module, x) -> tuple[torch.Tensor, torch.Tensor]:
+        """``model(x)`` and ``psi(x)``; from one forward pass of ``model`` when the network is a head on it."""
+        self._check_fitted()
+        with torch.no_grad():
+            return self.net_.with_outputs(model, x)

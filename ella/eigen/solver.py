@@ -11,6 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 
 import torch
+from torch import nn
 
 from .. import batches
 from ..kernels.base import Kernel
@@ -50,6 +51,11 @@ class EigenSolver(ABC):
     @abstractmethod
     def __call__(self, x) -> torch.Tensor:
         """Eigenfunctions ``psi(x)`` of shape ``(B, C, k)``."""
+
+    def outputs_and_eigenfunctions(self, model: nn.Module, x) -> tuple[torch.Tensor, torch.Tensor]:
+        """``model(x)`` ``(B, C)`` and ``psi(x)`` ``(B, C, k)``; a solver whose eigenfunctions are read off the
+        model's own forward pass gives both from that one pass."""
+        return batches.call(model, x), self(x)
 
     @abstractmethod
     def state_dict(self) -> dict:

@@ -8,6 +8,7 @@ SGD-trajectory kernel; all scored on the same 10,000 generated test points.
 
 from __future__ import annotations
 
+import importlib.util
 import time
 
 import torch
@@ -15,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from ..eigen import Nystrom
 from ..methods import ELLA, KFACLLA, MAP, LastLayerLLA
+from .compare.driver import map_forward_cost, predict_cost
 from .compare.methods import Settings
 from .data import mnist1d
 from .report import environment, markdown_table, run_method, write_report
@@ -37,13 +39,19 @@ def methods_for(model, settings: dict, seed: int, progress: bool) -> dict:
     """The compared methods, built on one MAP model (each method is fitted by ``run_method``)."""
     ella_opts = dict(seed=seed, progress=progress, fold_in="tune", kernel_points=Settings.kernel_points)
     neuralef = Settings().neuralef(model, seed, progress, steps=settings["neuralef_steps"])
-    return {
-        "map": MAP(model),
-        "kfac_lla": KFACLLA(model, "classification", prior="marglik", link="margin", progress=progress),
-        "last_layer_lla": LastLayerLLA(model, "classification", prior="marglik", link="margin", progress=progress),
-        "ella_neuralef": ELLA(model, **neuralef, **ella_opts),
-        "ella_nystrom": ELLA(model, solver=Nystrom(20, settings["nystrom_points"], seed=seed), **ella_opts),
-    }
+    methods = {"map": MAP(model)}
+    if has_laplace_torch():
+        methods["kfac_lla"] = KFACLLA(model, "classification", prior="marglik", link="margin", progress=progress)
+        methods["last_layer_lla"] = LastLayerLLA(model, "classification", prior="marglik", link="margin",
+                                                 progress=progress)
+    methods["ella_neuralef"] = ELLA(model, **neuralef, **ella_opts)
+    methods["ella_nystrom"] = ELLA(model, solver=Nystrom(20, settings["nystrom_points"], seed=seed), **ella_opts)
+    return methods
+
+
+def has_laplace_torch() -> bool:
+    """Whether laplace-torch (the ``laplace`` extra), which the KFAC-LLA and last-layer LLA rows need, is installed."""
+    return importlib.util.find_spec("laplace") is not None
 
 
 def laplace_torch_predict_seconds(method: KFACLLA, x: torch.Tensor) -> float:
@@ -63,6 +71,7 @@ def run_demo(out: str = "ella-demo", quick: bool = False, seed: int = 0, models=
     if unknown:
         raise ValueError(f"unknown demo settings {sorted(unknown)}; known: {sorted(settings)}")
     settings.update(sizes)
+    start = time.perf_counter()
     data = mnist1d(num_test=settings["num_test"])
     train = DataLoader(data.train, batch_size=256)
     val = DataLoader(data.val, batch_size=500)
@@ -71,17 +80,22 @@ def run_demo(out: str = "ella-demo", quick: bool = False, seed: int = 0, models=
               "num_val": len(data.val), "num_test": len(data.test), "settings": settings,
               "environment": environment(), "models": {}, "map_training": {}}
     diagrams = {}
+    if not has_laplace_torch():
+        log("laplace-torch is not installed: the kfac_lla and last_layer_lla rows are left out "
+            "(pip install 'ella[laplace]')")
     for name in models:
         log(f"[{name}] training the MAP network")
         model, history = TRAINERS[name](data, seed=seed, progress=progress)
         report["map_training"][name] = {"seconds": history["seconds"], "recipe": history["recipe"]}
         rows, diagrams[name] = {}, {}
+        unit = map_forward_cost(model, data.test.tensors[0], data.train.tensors[0])["seconds_per_1000"]
         methods = methods_for(model, settings, seed, progress)
         methods.update(trajectory_methods(data, model, history["recipe"], seed=seed, progress=progress,
                                           neuralef_steps=settings["neuralef_steps"]))
         for method_name, method in methods.items():
             log(f"[{name}] {method_name}")
             row, probs, labels = run_method(method, train, val, test, progress)
+            row.update(predict_cost(method.predict, data.test.tensors[0], unit))
             if method_name == "kfac_lla":
                 row["laplace_torch_predict_seconds_per_1000"] = laplace_torch_predict_seconds(
                     method, data.test.tensors[0][: settings["laplace_torch_points"]])
@@ -89,6 +103,7 @@ def run_demo(out: str = "ella-demo", quick: bool = False, seed: int = 0, models=
         report["models"][name] = rows
         log(f"\nMNIST-1D {name} ({len(data.test)} test points; ECE: 15 equal-width bins, top label)")
         log(markdown_table(rows) + "\n")
+    report["seconds"] = time.perf_counter() - start
     write_report(report, out, diagrams, title="ella demo: MNIST-1D")
     log(f"report written to {out}/ (report.json, report.md, reliability_*.png)")
     return report

@@ -63,6 +63,8 @@ class Method(ABC):
     fit_seconds_: float | None = None
     #: the shape and dtype of the input rows ``fit`` saw (:func:`ella.batches.spec`); ``predict`` checks them.
     input_spec_: dict | None = None
+    #: the training flags of the model's modules when its determinism was last probed (one probe per mode state).
+    _probed_mode: tuple | None = None
 
     def __init__(self, model: nn.Module, likelihood: str = "classification", batch_size: int = 1024,
                  progress: bool = True):
@@ -109,14 +111,18 @@ class Method(ABC):
 
     def _checked(self, x):
         """``x`` on the model's device, after the checks of every prediction call: non-empty, finite, shaped like
-        the inputs ``fit`` saw; the model in eval mode and deterministic on a probe of 8 inputs."""
+        the inputs ``fit`` saw; the model in eval mode, and deterministic on a probe of 8 inputs (two forward
+        passes that must agree), probed again whenever a module's training flag has changed since the last probe."""
         if batches.check_inputs(x, "x") == 0:
             raise ValueError("`x` is an empty batch: give at least one input")
         if self.input_spec_ is not None:
             batches.check_spec(x, self.input_spec_)
         x = batches.to_model(x, self.model)
         check_mode(self.model)
-        check_deterministic(self.model, batches.take(x, slice(0, 8)))
+        mode = tuple(m.training for m in self.model.modules())
+        if mode != self._probed_mode:
+            check_deterministic(self.model, batches.take(x, slice(0, 8)))
+            self._probed_mode = mode
         return x
 
     @torch.no_grad()
@@ -146,7 +152,9 @@ class GaussianMethod(Method):
     """A method whose latent predictive is ``f(x) ~ N(m(x), F(x) F(x)^T)``, a mean ``(B, C)`` and a factor
     ``(B, C, r)``; subclasses give :meth:`_mean_and_factor` for a piece of inputs.
 
-    Args (besides :class:`Method`'s):
+    Besides the arguments of :class:`Method`:
+
+    Args:
         link: class probabilities from the Gaussian: ``"margin"`` (probit on the margins against the top class;
             deterministic, keeps the MAP class), ``"probit"`` or ``"mc"`` (``n_samples`` Monte-Carlo samples).
         n_samples: Monte-Carlo samples of the ``"mc"`` link.

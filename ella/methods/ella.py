@@ -72,9 +72,17 @@ class ELLA(LinearisedLaplace):
         posterior_update: fold the likelihood curvature into ``G`` (the ELLA posterior). ``False`` drops it:
             ``G = delta I_k`` and the predictive covariance is the kernel's ``Psi Psi^T`` scaled by ``1 / delta``.
             Default: ``True``, except for the SGD-trajectory kernel.
-        prior_precision, prior_grid, sigma_noise, noise_grid, fold_in, link, n_samples, seed, batch_size,
-        progress: as for :class:`~ella.methods.linearised.LinearisedLaplace` (the tuned ``delta``, the
-            regression noise, the fold-in model selection, the link and the streamed prediction).
+        prior_precision: ``delta``, the prior precision of the ``k`` linear weights; ``None`` (default) tunes it
+            on validation NLL (as for :class:`~ella.methods.linearised.LinearisedLaplace`).
+        prior_grid: the ``delta`` values searched (widened at an edge; see :mod:`ella.methods.search`).
+        sigma_noise: regression only: the observation noise (a number, or one per output); ``None`` tunes it.
+        noise_grid: the noise scales ``s`` searched for regression, ``sigma_c = s rho_c``.
+        fold_in: training points folded into the curvature: ``"all"``, a number, or ``"tune"``.
+        link: ``"margin"``, ``"probit"`` or ``"mc"``: class probabilities from the Gaussian predictive.
+        n_samples: Monte-Carlo samples of the ``"mc"`` link.
+        seed: seed of the kernel's directions, the kernel-point sample, the solver and the ``"mc"`` draws.
+        batch_size: inputs per piece of work in ``predict``.
+        progress: show progress bars.
 
     Fitted: besides the base class's, ``solver_`` (the fitted eigen-solver: what ``"auto"`` chose) and
     ``num_kernel_points_`` (M).
@@ -152,8 +160,8 @@ class ELLA(LinearisedLaplace):
                                  if self.residual_samples else None)
 
     def _features(self, x) -> tuple[torch.Tensor, torch.Tensor]:
-        mean = batches.call(self.model, x)
-        psi = self.solver_(x).to(mean.dtype)  # (the exact solver works in float64)
+        mean, psi = self.solver_.outputs_and_eigenfunctions(self.model, x)  # one forward pass with net="head"
+        psi = psi.to(mean.dtype)  # (the exact solver works in float64)
         return mean, psi * self.feature_scale_.to(psi)
 
     def _isotropic(self, x, phi: torch.Tensor) -> torch.Tensor | None:

@@ -34,11 +34,12 @@ class ExactLLA(LinearisedLaplace):
         model: the trained network (eval mode) with outputs ``(B, C)``; never modified.
         likelihood: ``"classification"`` or ``"regression"``.
         max_params: refuse networks with more weights than this (the GGN is ``P x P``).
-        prior_precision, prior_grid, sigma_noise, noise_grid, fold_in, link, n_samples, seed, batch_size,
-        progress: as for :class:`~ella.methods.linearised.LinearisedLaplace`.
 
     Raises:
         ValueError: at construction, if the network has more than ``max_params`` weights.
+
+    ``prior_precision``, ``prior_grid``, ``sigma_noise``, ``noise_grid``, ``fold_in``, ``link``, ``n_samples``,
+    ``seed``, ``batch_size`` and ``progress`` are as for :class:`~ella.methods.linearised.LinearisedLaplace`.
     """
 
     name = "exact_lla"

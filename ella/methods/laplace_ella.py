@@ -16,6 +16,7 @@ from torch import nn
 
 from .. import batches
 from .._checks import check_positive_int
+from .._utils import require
 from .laplace_torch import _as_dataloader
 from .linearised import LinearisedLaplace
 from .survey import Survey
@@ -30,8 +31,10 @@ class LaplaceTorchELLA(LinearisedLaplace):
         k: ``n_eigenvalues``, the number of Nystrom directions.
         subsample_size: ``M``, training inputs behind the Nystrom basis (capped at the training set size;
             2000 as in the ELLA paper).
-        prior_precision, prior_grid, sigma_noise, noise_grid, link, n_samples, seed, batch_size, progress: as for
-            :class:`~ella.methods.linearised.LinearisedLaplace`; ``seed`` is also laplace-torch's.
+
+    ``prior_precision``, ``prior_grid``, ``sigma_noise``, ``noise_grid``, ``link``, ``n_samples``, ``seed``,
+    ``batch_size`` and ``progress`` are as for :class:`~ella.methods.linearised.LinearisedLaplace`; ``seed`` is also
+    laplace-torch's.
 
     Fitted: besides the base class's, ``la_`` (the fitted ``laplace.ELLA``).
     """
@@ -45,6 +48,7 @@ class LaplaceTorchELLA(LinearisedLaplace):
         super().__init__(model, likelihood, prior_precision=prior_precision, prior_grid=prior_grid,
                          sigma_noise=sigma_noise, noise_grid=noise_grid, link=link, n_samples=n_samples, seed=seed,
                          batch_size=batch_size, progress=progress)
+        require("laplace", "laplace-torch", "laplace", type(self).__name__)
         self.k = check_positive_int(k, "k")
         self.subsample_size = check_positive_int(subsample_size, "subsample_size")
         if self.k > self.subsample_size:

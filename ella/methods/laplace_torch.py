@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from .. import batches
 from .._checks import check_choice, check_float, check_grid, check_loader, check_positive_int
-from .._utils import progress
+from .._utils import progress, require
 from ..functional import jacobians
 from ..predictive import covariance_factor, predictive_nll
 from .base import GaussianMethod
@@ -78,10 +78,16 @@ class LaplaceBaseline(GaussianMethod):
         model: trained ``nn.Module`` in eval mode; never modified (see :attr:`excluded_layers`).
         likelihood: ``"classification"`` or ``"regression"``.
         prior: ``"auto"``, ``"gridsearch"``, ``"marglik"`` or a positive number (see the module docstring).
-        link, n_samples, sigma_noise, seed, batch_size, progress: as for
-            :class:`~ella.methods.base.GaussianMethod`; ``sigma_noise`` is one number here.
-        prior_grid, noise_grid: the grids of the search (``noise_grid`` relative to the validation RMSE).
-        marglik_steps, marglik_lr: Adam steps and learning rate on the log hyperparameters (``"marglik"``).
+        link: ``"margin"``, ``"probit"`` or ``"mc"`` (as for :class:`~ella.methods.base.GaussianMethod`).
+        n_samples: Monte-Carlo samples of the ``"mc"`` link.
+        sigma_noise: regression: the observation noise, one number for all outputs (default: searched).
+        prior_grid: the grid of prior precisions searched.
+        noise_grid: the grid of noise scales searched, relative to the validation RMSE.
+        marglik_steps: Adam steps on the log hyperparameters (``prior="marglik"``).
+        marglik_lr: their learning rate.
+        seed: seed of the ``"mc"`` link's draws.
+        batch_size: inputs per piece of ``predict``.
+        progress: show progress bars.
 
     Fitted: ``la_`` (laplace-torch's object), ``prior_precision_``, ``noise_``, ``search_``.
     """
@@ -94,6 +100,7 @@ class LaplaceBaseline(GaussianMethod):
                  n_samples: int = 512, sigma_noise=None, prior_grid=None, noise_grid=None, marglik_steps: int = 100,
                  marglik_lr: float = 0.1, seed: int = 0, batch_size: int = 256, progress: bool = True):
         super().__init__(model, likelihood, link, n_samples, sigma_noise, seed, batch_size, progress)
+        require("laplace", "laplace-torch", "laplace", type(self).__name__)
         if isinstance(self.sigma_noise, list):
             raise ValueError(f"laplace-torch models one `sigma_noise` for all outputs: give one number, got "
                              f"{len(self.sigma_noise)}")

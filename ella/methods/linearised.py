@@ -51,7 +51,9 @@ def check_fold_in(fold_in):
 class LinearisedLaplace(GaussianMethod):
     """The linearised Laplace approximation in the feature space of :meth:`_features` (see the module docstring).
 
-    Args (besides :class:`~ella.methods.base.GaussianMethod`'s):
+    Besides the arguments of :class:`~ella.methods.base.GaussianMethod`:
+
+    Args:
         prior_precision: ``delta``; ``None`` tunes it (validation NLL; without validation data 1.0 for
             classification, with a warning, and the evidence for regression).
         prior_grid: the ``delta`` values searched (widened at an edge; see :mod:`ella.methods.search`).

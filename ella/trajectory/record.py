@@ -63,7 +63,9 @@ class TrajectoryRecorder:
         inputs: the training inputs ``(N, ...)`` (a tensor, or a loader of ``(x, y)`` batches) on which the
             functions are recorded; needed for ``store="functions"`` / ``"both"``.
         store: ``"functions"``, ``"weights"`` or ``"both"``.
-        start, every, max_snapshots: the schedule.
+        start: the first snapshot step (the :class:`Schedule`).
+        every: steps between snapshots.
+        max_snapshots: the most snapshots kept; later steps are not recorded.
         storage_dtype: dtype of the stored functions (e.g. ``torch.float16``); default the model's.
         directory: where weight snapshots are written (one file each); ``None`` keeps them in memory.
         resume: continue the snapshots already in ``directory`` (they are re-read at the first call).

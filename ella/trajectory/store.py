@@ -41,7 +41,9 @@ class Trajectory:
         model: a network of the recorded architecture (its weights are not used).
         steps: the training step of every snapshot (length M >= 2).
         moments: SWA/SWAG moments of the M snapshots.
-        inputs, anchor, deviations: the recorded functions ``(N, ...)``, ``(N, C)``, ``(M, N, C)``.
+        inputs: the training inputs the functions were recorded on, ``(N, ...)``.
+        anchor: the first snapshot's outputs on them, ``(N, C)``.
+        deviations: every snapshot's outputs minus ``anchor``, ``(M, N, C)``.
         snapshots: M state dicts, or a :class:`~ella.trajectory.snapshots.SnapshotFiles`.
         meta: free-form information (schedule, seconds, ...).
     """

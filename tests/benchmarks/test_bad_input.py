@@ -5,13 +5,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import needs_laplace
+
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bad_input.py"
 spec = importlib.util.spec_from_file_location("bad_input", SCRIPT)
 bad_input = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bad_input)
 
 
-@pytest.mark.parametrize("description, fn", bad_input.CASES, ids=[d for d, _ in bad_input.CASES])
+@pytest.mark.parametrize("description, fn", [
+    pytest.param(d, fn, id=d, marks=needs_laplace if fn.needs == "laplace" else ()) for d, fn in bad_input.CASES])
 def test_every_case_is_answered_clearly_and_early(description, fn):
     kind, message, ok = bad_input.run_case(fn)
     assert ok, f"{description}: {kind}: {message}"

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from ella.eigen import NeuralEF, neuralef_loss
-from ella.eigen.nets import L2BatchNorm, eigenfunction_net
+from ella.eigen.nets import FeatureHead, L2BatchNorm, eigenfunction_net
 from ella.kernels import EmpiricalNTK
 
 from tests.conftest import tiny_mlp
@@ -79,12 +79,48 @@ def test_neuralef_is_reproducible(problem):
     assert torch.equal(a(x), b(x)) and torch.equal(a.eigenvalues, b.eigenvalues)
 
 
-def test_default_net_widens_the_models_last_linear_layer(problem):
+def test_default_net_is_a_head_on_the_model_and_copy_widens_its_last_linear_layer(problem):
     model, x, _, _ = problem
-    net = eigenfunction_net(model, 5, x, 2)
+    head = eigenfunction_net(model, 5, x, 2)
+    assert isinstance(head.body, FeatureHead) and head.body.head[1].in_features == 16  # the hidden width
+    assert head(x).shape == (len(x), 2, 5)
+    net = eigenfunction_net(model, 5, x, 2, body="copy")
     assert net.body[-1].out_features == 10 and net.body[0].in_features == 3
     assert net(x).shape == (len(x), 2, 5)
     assert not torch.equal(net.body[0].weight, model[0].weight)  # freshly initialised
+
+
+def test_head_net_reads_the_eigenfunctions_off_the_models_hidden_features(problem):
+    model, x, kernel, K = problem
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    solver = NeuralEF(4, net="head", steps=1500, batch_size=64, lr=3e-3, seed=0, progress=False).fit(kernel, x)
+    net = solver.net_
+    assert isinstance(net.body, FeatureHead) and net.body.model is model  # held, not copied
+    # only the head is trained and saved; the model is untouched
+    assert {id(p) for p in net.parameters()} == {id(p) for p in net.body.head.parameters()}
+    assert all(name.startswith(("body.head.", "norm.")) for name in net.state_dict())
+    assert all(torch.equal(before[name], value) for name, value in model.state_dict().items())
+    # the model's outputs and the eigenfunctions from one forward pass of the model
+    forwards = []
+    hook = model.register_forward_hook(lambda *args: forwards.append(1))
+    try:
+        out, psi = solver.outputs_and_eigenfunctions(model, x)
+    finally:
+        hook.remove()
+    assert len(forwards) == 1 and torch.equal(out, model(x).detach()) and torch.allclose(psi, solver(x))
+    # the eigenpairs, as close to the exact ones as those of the default network
+    mu, vecs = exact_eigenpairs(K, 4)
+    assert torch.all((solver.eigenvalues - mu).abs() / mu < 0.10), (solver.eigenvalues, mu)
+    assert torch.all(cosines(solver(x), vecs) > 0.9), cosines(solver(x), vecs)
+
+
+def test_head_net_needs_a_model_that_ends_in_a_linear_layer(problem):
+    _, x, _, _ = problem
+    ends_in_tanh = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Tanh()).double()
+    with pytest.raises(ValueError, match="`net='head'` reads the eigenfunctions off the input of the model's last"):
+        NeuralEF(2, net="head", steps=5, progress=False).fit(EmpiricalNTK(ends_in_tanh, "exact"), x)
+    with pytest.raises(ValueError, match="`net` must be one of"):
+        NeuralEF(2, net="wide")
 
 
 def test_l2_batch_norm_normalises_in_training_and_uses_running_norm_in_eval():

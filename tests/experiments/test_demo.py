@@ -10,8 +10,10 @@ from ella.experiments import demo
 from ella.experiments.models import mnist1d_cnn
 from ella.experiments.train import train_map
 
+from tests.conftest import needs_laplace
+
 METHODS = {"map", "kfac_lla", "last_layer_lla", "ella_neuralef", "ella_nystrom", "ella_sgd_trajectory", "swa", "swag"}
-COLUMNS = {"acc", "nll", "ece", "mce", "brier", "fit_seconds", "predict_seconds"}
+COLUMNS = {"acc", "nll", "ece", "mce", "brier", "fit_seconds", "predict_seconds", "predict_vs_map"}
 
 
 def short_cnn(splits, seed=0, progress=True):
@@ -25,6 +27,7 @@ def short_cnn(splits, seed=0, progress=True):
 
 
 @pytest.mark.slow
+@needs_laplace
 def test_demo_writes_the_report_of_every_method(tmp_path, monkeypatch):
     monkeypatch.setitem(demo.TRAINERS, "cnn", short_cnn)
     report = demo.run_demo(out=tmp_path, models=("cnn",), progress=False, log=lambda *a: None, num_test=300,
@@ -39,3 +42,9 @@ def test_demo_writes_the_report_of_every_method(tmp_path, monkeypatch):
     assert "laplace_torch_predict_seconds_per_1000" in rows["kfac_lla"]
     assert report["models"]["cnn"]["map"]["nll"] == rows["map"]["nll"]
     assert (tmp_path / "report.md").exists() and list(tmp_path.glob("reliability_*.png"))
+
+
+def test_without_laplace_torch_the_demo_leaves_its_rows_out(monkeypatch):
+    monkeypatch.setattr(demo, "has_laplace_torch", lambda: False)
+    methods = demo.methods_for(mnist1d_cnn(), demo.demo_settings(quick=True), seed=0, progress=False)
+    assert set(methods) == {"map", "ella_neuralef", "ella_nystrom"}

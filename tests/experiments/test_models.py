@@ -7,6 +7,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from ella._utils import num_parameters, seeded_generator
 from ella.experiments.models import SignalToImage, digits_mlp, mnist1d_cnn, mnist1d_mlp, regression_mlp
 
+from tests.conftest import needs_laplace
+
 
 @pytest.mark.parametrize(
     "make, in_dim, out_dim, count",
@@ -47,6 +49,7 @@ def test_models_seeded_without_touching_global_rng():
         mnist1d_mlp(seed=1.5)
 
 
+@needs_laplace
 def test_kfac_laplace_fits_cnn():
     from laplace import Laplace
 

@@ -54,9 +54,10 @@ def test_ella_fits_and_predicts_a_bert_classifier_on_dict_batches(classifier):
     kernel = EmpiricalNTK(classifier, "fd", num_samples=64, progress=False)
     post = ELLA(classifier, kernel=kernel, solver=NeuralEF(4, steps=60, batch_size=32, progress=False),
                 progress=False).fit(train, val)
-    # the default eigenfunction network is a copy of the classifier whose classification head has C k outputs
-    assert type(post.solver_.net_.body).__name__ == "BertForSequenceClassification"
-    assert post.solver_.net_.body.classifier.out_features == 3 * 4
+    # the default eigenfunction network is a head on the pooled features the classification layer reads
+    body = post.solver_.net_.body
+    assert type(body).__name__ == "FeatureHead" and body.model is classifier and body.layer == "classifier"
+    assert body.head[1].in_features == classifier.config.hidden_size and body.head[-1].out_features == 3 * 4
     batch = next(iter(val))
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     probs = post.predict(inputs)

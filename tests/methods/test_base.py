@@ -79,19 +79,23 @@ def test_each_row_is_predicted_alone_whatever_its_batch_mates(fitted):
 
 
 def test_predict_rechecks_the_models_mode():
-    class FunctionalDropout(nn.Module):
+    class FunctionalDropout(nn.Module):  # dropout without a Dropout module: only two forward passes can tell
         def __init__(self):
             super().__init__()
-            self.layer, self.active = nn.Linear(4, 3), False
+            self.layer, self.forwards = nn.Linear(4, 3), 0
 
         def forward(self, x):
-            return nn.functional.dropout(self.layer(x), 0.5, training=self.active)
+            self.forwards += 1
+            return nn.functional.dropout(self.layer(x), 0.5, training=self.training)
 
     model = FunctionalDropout().eval()
     method = MAP(model)
     x = torch.randn(8, 4)
     method.predict(x)
-    model.active = True
+    assert model.forwards == 3  # the probe's two passes, then the prediction
+    method.predict(x)
+    assert model.forwards == 4  # the same mode: no second probe
+    model.train()
     with pytest.raises(ValueError, match="different outputs for the same input"):
         method.predict(x)
     bn = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3)).eval()

@@ -5,7 +5,10 @@ import torch
 from ella.functional import jacobians
 from ella.methods.diag_lla import DiagLLA
 
+from tests.conftest import needs_laplace
 from tests.methods.test_laplace_ella import loader
+
+pytestmark = needs_laplace
 
 
 def test_diag_lla_predictive_is_the_diagonal_glm_formula(small_classifier):

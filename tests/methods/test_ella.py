@@ -242,11 +242,10 @@ def test_regression_without_validation_uses_the_evidence_and_says_so():
 
 def test_save_load_round_trip(classifier, tmp_path):
     model, x, y = classifier
-    for solver, residual in (("neuralef", 0), ("nystrom", 3)):
+    for solver, residual in ((NeuralEF(4, net="copy", steps=20, progress=False), 0),
+                             (NeuralEF(4, net="head", steps=20, progress=False), 0), ("nystrom", 3)):
         post = ELLA(model, k=4, kernel=EmpiricalNTK(model, num_samples=32), solver=solver, residual_samples=residual,
                     progress=False)
-        if solver == "neuralef":
-            post.solver.steps = 20
         post.fit(loader(x, y))
         post.save(tmp_path / "post.pt")
         loaded = ELLA.load(tmp_path / "post.pt", model)

@@ -7,7 +7,10 @@ from torch import nn
 
 from ella.methods import KFACLLA
 
+from tests.conftest import needs_laplace
 from tests.methods.conftest import at_fitted, dense_jacobian, loader, mlp, train
+
+pytestmark = needs_laplace
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,10 @@ from torch import nn
 
 from ella.methods import KFACLLA, MAP, LastLayerLLA
 
+from tests.conftest import needs_laplace
 from tests.methods.conftest import loader, mlp, train
+
+pytestmark = needs_laplace
 
 # --------------------------------------------------------------------------- reference models
 

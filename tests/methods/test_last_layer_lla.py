@@ -9,7 +9,10 @@ import torch
 
 from ella.methods import LastLayerLLA
 
+from tests.conftest import needs_laplace
 from tests.methods.conftest import loader, mlp, train
+
+pytestmark = needs_laplace
 
 
 def test_last_layer_lla_predicts_valid_probabilities(cnn, data):

@@ -80,17 +80,22 @@ def _ratio(value, unit):
     return None if value is None or not unit else value / unit
 
 
+def predict_cost(predict, x_test: torch.Tensor, unit: float) -> dict:
+    """``predict``'s seconds per 1,000 of the first :data:`TIMING_POINTS` test inputs (median of :data:`REPEATS`)
+    and as a multiple of ``unit`` (the MAP forward's, :func:`map_forward_cost`), with the spread of the ratio."""
+    times = seconds_per_1000(predict, x_test[:TIMING_POINTS], REPEATS)
+    return {"predict_seconds_per_1000": statistics.median(times),
+            "predict_vs_map": _ratio(statistics.median(times), unit),
+            "predict_vs_map_range": [_ratio(min(times), unit), _ratio(max(times), unit)]}
+
+
 def _run_method(method, problem: Problem, loaders, reference: dict, shift: dict, ood: dict,
                 fidelity_x: torch.Tensor | None) -> tuple[dict, dict]:
     """Fit, cost, score, shift and OOD for one method. Returns ``(row, extras)``."""
     device = next(problem.model.parameters()).device
     row, preds, targets = run_method(method, *loaders, timer=partial(measure, device=device))
-    times = seconds_per_1000(method.predict, problem.splits.test.tensors[0][:TIMING_POINTS].to(device), REPEATS)
-    unit = reference["seconds_per_1000"]
-    row["predict_seconds_per_1000"] = statistics.median(times)
+    row.update(predict_cost(method.predict, problem.splits.test.tensors[0].to(device), reference["seconds_per_1000"]))
     row.update(fit_vs_map_forward=_ratio(row["fit_seconds"], reference["train_pass_seconds"]),
-               predict_vs_map=_ratio(row["predict_seconds_per_1000"], unit),
-               predict_vs_map_range=[_ratio(min(times), unit), _ratio(max(times), unit)],
                fit_memory_vs_map=_ratio(row["fit_peak_mb"], reference["peak_mb"]),
                predict_memory_vs_map=_ratio(row["predict_peak_mb"], reference["peak_mb"]))
     extras = {"preds": preds, "targets": targets, "shift": {}, "ood": {},

@@ -121,7 +121,10 @@ def build(name: str, problem, settings: Settings, progress: bool = False):
     """The unfitted method ``name`` for ``problem``; ``ValueError`` for an unknown name."""
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; registered: {list(METHODS)}")
-    return METHODS[name](problem, settings, progress)
+    try:
+        return METHODS[name](problem, settings, progress)
+    except ImportError as e:  # an optional dependency (laplace-torch) is not installed
+        raise NotApplicable(str(e)) from e
 
 
 # ------------------------------------------------------------------ builders

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from ..._checks import check_positive_int
-from ..._utils import seeded_generator
+from ..._utils import require, seeded_generator
 from .mnist1d import Splits
 
 __all__ = ["IMAGE_DATASETS", "DataUnavailable", "image_dataset"]
@@ -28,7 +28,7 @@ class DataUnavailable(FileNotFoundError):
 
 
 def _load(name: str, root, train: bool):
-    import torchvision
+    torchvision = require("torchvision", "torchvision", "vision", "reading image data sets")
 
     cls = getattr(torchvision.datasets, IMAGE_DATASETS[name])
     try:

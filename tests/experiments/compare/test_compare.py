@@ -21,7 +21,7 @@ from ella.experiments.compare.shift import digits_rotation_sets, mnist1d_ood_set
 from ella.experiments.data import Splits, digits, toy_regression
 from ella.experiments.data.images import DataUnavailable, image_dataset
 
-from tests.conftest import is_png, tiny_mlp
+from tests.conftest import is_png, needs_laplace, needs_torchvision, tiny_mlp
 
 TINY = Settings(k=3, ntk_samples=32, neuralef_steps=20, nystrom_points=30, laplace_torch_grid=5, prior_grid=(-2, 2, 5))
 ROW_KEYS = {"acc", "nll", "ece", "mce", "brier", "fit_seconds", "predict_seconds", "predict_seconds_per_1000",
@@ -48,6 +48,7 @@ def sets(problem):
     return shift, ood
 
 
+@needs_laplace
 def test_driver_produces_the_schema(tmp_path):
     problem = classification_problem()
     shift, ood = sets(problem)
@@ -135,6 +136,7 @@ def write_idx(path, array: np.ndarray) -> None:
     path.write_bytes(header + array.astype(np.uint8).tobytes())
 
 
+@needs_torchvision
 def test_torchvision_data_on_disk_or_a_clear_skip(tmp_path, capsys):
     with pytest.raises(DataUnavailable, match="MNIST files not found"):
         image_dataset("mnist", tmp_path)
@@ -201,6 +203,7 @@ def _plain(tmp_path):
     return path
 
 
+@needs_laplace
 def test_kfac_on_a_batch_norm_cnn_leaves_the_norm_layers_out_and_says_so(monkeypatch):
     """``ella compare --dataset mnist1d --model cnn_bn``: KFAC-LLA runs, its batch norms left out and named."""
     from ella.experiments.compare import problems

@@ -70,8 +70,9 @@ def render(block: str, reports: list[dict]) -> str:
     lines = [f"From `{command}` ({len(reports)} run(s); seed {first['seed']}, {env['threads']} CPU threads, torch "
              f"{env['torch']}, Python {env['python']}; {first['num_test']:,} test points; ECE with "
              f"{env['ece_bins']} bins): the whole demo took {minutes}. Accuracy, NLL and ECE are the same in "
-             f"every run; 'predict / MAP' is the prediction time as a multiple of the MAP forward pass (each run: the "
-             f"median of 3 timings on 2,000 test inputs), median [min, max] over the runs. Written by `python benchmarks/demo_table.py write {block} ...`.", "",
+             f"every run; 'predict / MAP' is the prediction time as a multiple of the MAP forward pass (each run: "
+             f"the median of 3 timings on 2,000 test inputs, each paired with a MAP forward pass), median [min, max] "
+             f"over the runs. Written by `python benchmarks/demo_table.py write {block} ...`.", "",
              "| MNIST-1D | method | acc | NLL | ECE | predict / MAP |", "|---|---|---|---|---|---|"]
     for model, methods in first["models"].items():
         for method, row in methods.items():

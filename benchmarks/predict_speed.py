@@ -1,15 +1,18 @@
 """Prediction cost of every method as a ratio to the MAP forward pass, measured in one run.
 
-Trains the MNIST-1D MAP models (CNN and MLP), fits the methods once, then times ``predict`` on the same
-test inputs for each (``--repeats`` runs after a warm-up, same thread count, in one process), and prints and
-writes the median seconds per 1,000 inputs with the spread (min and max) and the median ratio to MAP, and where
-``ella_neuralef``'s time goes (the MAP forward, the eigenfunction network, the checks of every call, the posterior
-factor with the link).
+Trains the MNIST-1D MAP models (CNN and MLP), fits the methods once, then times ``predict`` on the first 2,000
+test inputs for each (``--repeats`` timings, each paired with a MAP forward pass on the same inputs just before
+it, same thread count, in one process), and prints and writes the median seconds per 1,000 inputs and the median
+ratio to the MAP forward pass with its spread (min and max), and where ``ella_neuralef``'s time goes (the MAP
+forward, the eigenfunction network, the checks of every call, the posterior factor with the link).
 
-The trade-off of a cheaper eigenfunction network: on the CNN, ``ella_neuralef_c{C}`` learns the eigenfunctions
-with the MNIST-1D CNN of ``C`` channels (``--widths``) in place of the default copy of the model (25 channels);
-every method's test NLL on the first 2,000 test points is set beside the exact linearised Laplace's
-(``exact_lla``, the full GGN) on the same points: the fidelity each saving costs.
+The eigenfunction network's trade-off: ``ella_neuralef`` reads the eigenfunctions off the model's own hidden
+features (``NeuralEF(net="head")``, the default), ``ella_neuralef_copy`` learns them with a widened copy of the
+model (``net="copy"``, the papers' network), and on the CNN ``ella_neuralef_c{C}`` with the MNIST-1D CNN of ``C``
+channels (``--widths``) instead of the model's 25; every method's test NLL on the first 2,000 test points is set
+beside the exact linearised Laplace's (``exact_lla``, the full GGN) on the same points: the fidelity each saving
+costs. On ResNet-20 (freshly initialised, synthetic images, reduced fit settings) the same two networks show
+where a head pays: a model whose forward pass outweighs the head.
 
     python benchmarks/predict_speed.py [--test 10000] [--repeats 5] [--threads 2] [--widths 4 8 16]
                                        [--out benchmarks/results]
@@ -29,11 +32,14 @@ from ella.eigen import NeuralEF, Nystrom
 from ella.eigen.nets import eigenfunction_net
 from ella.experiments.compare import Settings
 from ella.experiments.compare.cost import seconds_per_1000
+from ella.experiments.compare.driver import predict_cost
 from ella.experiments.data import mnist1d
-from ella.experiments.models import mnist1d_cnn
+from ella.experiments.models import cifar_resnet, mnist1d_cnn
 from ella.experiments.train import train_mnist1d_cnn, train_mnist1d_mlp
 from ella.methods import ELLA, KFACLLA, MAP, ExactLLA
+from ella.kernels import EmpiricalNTK
 from ella.metrics import nll
+from scale import synthetic_images  # noqa: E402 - a sibling script (benchmarks/ is on sys.path)
 
 FIDELITY_POINTS = 2000  # test points the NLL of every method is compared with exact LLA's on
 
@@ -67,6 +73,29 @@ def narrow_neuralef(model, settings: Settings, channels: int, x: torch.Tensor) -
     return neuralef_with(model, settings, eigenfunction_net(mnist1d_cnn(channels=channels), settings.k, x[:2], 10))
 
 
+def resnet_rows(repeats: int) -> dict:
+    """ResNet-20 (freshly initialised: its cost does not depend on training) on synthetic 3 x 32 x 32 images,
+    reduced fit settings: the eigenfunction networks' prediction cost where the model outweighs a head."""
+    model = cifar_resnet(20).eval()
+    train, val = DataLoader(synthetic_images(2000), batch_size=128), DataLoader(synthetic_images(500, 1), batch_size=250)
+    x = synthetic_images(1000, 2).tensors[0]
+    methods = {"map": MAP(model)}
+    for net in ("head", "copy"):
+        methods[f"ella_neuralef_{net}"] = ELLA(
+            model, kernel=EmpiricalNTK(model, "fd", 16, progress=False), kernel_points=500, progress=False,
+            solver=NeuralEF(20, net=net, steps=50, batch_size=64, lr=5e-3, progress=False))
+    rows = {}
+    for name, method in methods.items():
+        method.fit(train, val)
+        cost = predict_cost(method.predict, x, model, repeats)
+        rows[name] = {"seconds_per_1000": cost["predict_seconds_per_1000"], "ratio_to_map": cost["predict_vs_map"],
+                      "ratio_range": cost["predict_vs_map_range"], "fit_seconds": method.fit_seconds_}
+        low, high = cost["predict_vs_map_range"]
+        print(f"  ResNet-20 {name:20s} fit {method.fit_seconds_:6.1f} s   predict {cost['predict_vs_map']:.2f}x MAP "
+              f"[{low:.2f}, {high:.2f}]", flush=True)
+    return rows
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--test", type=int, default=10000)
@@ -90,7 +119,6 @@ def main(argv=None) -> None:
             "map": MAP(model),
             "ella_neuralef": ELLA(model, progress=False, **settings.neuralef(model), **search(settings)),
             "ella_neuralef_copy": neuralef_with(model, settings, "copy"),
-            "ella_neuralef_head": neuralef_with(model, settings, "head"),
             "ella_neuralef_mc": None,
             "ella_neuralef_residual": ELLA(model, progress=False, residual_samples=settings.residual_samples,
                                            **settings.neuralef(model), **search(settings)),
@@ -110,26 +138,27 @@ def main(argv=None) -> None:
                 method.fit(train, val)
                 fn = method.predict
             slow = method_name in ("kfac_lla", "exact_lla")  # their dense Jacobians are slow
-            points = x[:2000] if slow else x
-            per_1000 = seconds_per_1000(fn, points, 3 if slow else args.repeats)
-            rows[method_name] = {"seconds_per_1000": statistics.median(per_1000), "min": min(per_1000),
-                                 "max": max(per_1000), "repeats": len(per_1000),
+            cost = predict_cost(fn, x, model, 3 if slow else args.repeats)
+            rows[method_name] = {"seconds_per_1000": cost["predict_seconds_per_1000"],
+                                 "ratio_to_map": cost["predict_vs_map"], "ratio_range": cost["predict_vs_map_range"],
+                                 "repeats": 3 if slow else args.repeats,
                                  "nll": nll(fn(x[:FIDELITY_POINTS]), y[:FIDELITY_POINTS])}
-        unit = rows["map"]["seconds_per_1000"]
         for row in rows.values():
-            row["ratio_to_map"] = row["seconds_per_1000"] / unit
             if "exact_lla" in rows:
                 row["nll_gap_to_exact"] = row["nll"] / rows["exact_lla"]["nll"] - 1
         results[name] = {**rows, "breakdown": breakdown(methods["ella_neuralef"], x, args.repeats)}
-        print(f"\nMNIST-1D {name}: predict seconds per 1,000 inputs, median of {args.repeats} (min - max), "
-              f"threads = {torch.get_num_threads()}")
+        print(f"\nMNIST-1D {name}: predict seconds per 1,000 inputs and as a multiple of the MAP forward pass, "
+              f"median of {args.repeats} paired timings [min, max], threads = {torch.get_num_threads()}")
         for method_name, row in rows.items():
             gap = f"   NLL {row['nll']:.4f}" + (f" ({100 * row['nll_gap_to_exact']:+.2f}% to exact)"
                                                    if "nll_gap_to_exact" in row else "")
-            print(f"  {method_name:24s} {row['seconds_per_1000']:8.4f} s ({row['min']:.4f} - {row['max']:.4f})"
-                  f"   {row['ratio_to_map']:7.1f}x MAP{gap}")
+            low, high = row["ratio_range"]
+            print(f"  {method_name:24s} {row['seconds_per_1000']:8.4f} s   {row['ratio_to_map']:7.1f}x MAP "
+                  f"[{low:.1f}, {high:.1f}]{gap}")
         print("  ella_neuralef's predict, seconds per 1,000 inputs: " +
               ", ".join(f"{part} {seconds:.4f}" for part, seconds in results[name]["breakdown"].items()))
+    print(f"\nResNet-20, synthetic images (reduced fit settings), median of {args.repeats} paired timings:")
+    results["resnet20"] = resnet_rows(args.repeats)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "predict_speed.json").write_text(json.dumps({"threads": torch.get_num_threads(), "test_points": args.test,

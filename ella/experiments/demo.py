@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from ..eigen import Nystrom
 from ..methods import ELLA, KFACLLA, MAP, LastLayerLLA
-from .compare.driver import map_forward_cost, predict_cost
+from .compare.driver import predict_cost
 from .compare.methods import Settings
 from .data import mnist1d
 from .report import environment, markdown_table, run_method, write_report
@@ -88,14 +88,13 @@ def run_demo(out: str = "ella-demo", quick: bool = False, seed: int = 0, models=
         model, history = TRAINERS[name](data, seed=seed, progress=progress)
         report["map_training"][name] = {"seconds": history["seconds"], "recipe": history["recipe"]}
         rows, diagrams[name] = {}, {}
-        unit = map_forward_cost(model, data.test.tensors[0], data.train.tensors[0])["seconds_per_1000"]
         methods = methods_for(model, settings, seed, progress)
         methods.update(trajectory_methods(data, model, history["recipe"], seed=seed, progress=progress,
                                           neuralef_steps=settings["neuralef_steps"]))
         for method_name, method in methods.items():
             log(f"[{name}] {method_name}")
             row, probs, labels = run_method(method, train, val, test, progress)
-            row.update(predict_cost(method.predict, data.test.tensors[0], unit))
+            row.update(predict_cost(method.predict, data.test.tensors[0], model))
             if method_name == "kfac_lla":
                 row["laplace_torch_predict_seconds_per_1000"] = laplace_torch_predict_seconds(
                     method, data.test.tensors[0][: settings["laplace_torch_points"]])

@@ -8,7 +8,7 @@ validation loaders, and then
   Gaussian NLL with observation noise, RMSE);
 * costed in this process, same thread count (:mod:`ella.experiments.compare.cost`): fit seconds, predict seconds
   per 1,000 inputs (median of 3 timings on the first 2,000 test inputs, with the spread), peak memory of fit and
-  predict, each also as a ratio to the MAP forward pass (timed the same way);
+  predict, each also as a ratio to the MAP forward pass (for prediction, each timing paired with a forward pass);
 * compared with exact LLA where it ran (:mod:`ella.experiments.compare.fidelity`): NLL gap and predictive-variance
   error;
 * run on shifted test sets (NLL / ECE / accuracy per level) and OOD sets (AUROC of the predictive entropy,
@@ -55,9 +55,10 @@ REPEATS = 3  # timings per cost: the median is reported, with the spread
 
 def map_forward_cost(model, x_test: torch.Tensor, x_train: torch.Tensor, batch_size: int = 1000,
                      repeats: int = REPEATS) -> dict:
-    """The MAP forward pass, the unit of every cost ratio: seconds per 1,000 of the first :data:`TIMING_POINTS` test
-    inputs (median of ``repeats``, with ``seconds_per_1000_range``), seconds of one pass over the training inputs
-    (best of ``repeats``), and peak memory of one batch."""
+    """The MAP forward pass, the unit of the fit and memory ratios: seconds per 1,000 of the first
+    :data:`TIMING_POINTS` test inputs (median of ``repeats``, with ``seconds_per_1000_range``), seconds of one pass
+    over the training inputs (best of ``repeats``), and peak memory of one batch. (Prediction ratios pair each timing
+    with a forward pass of its own: :func:`predict_cost`.)"""
     device = next(model.parameters()).device
 
     @torch.no_grad()
@@ -80,13 +81,23 @@ def _ratio(value, unit):
     return None if value is None or not unit else value / unit
 
 
-def predict_cost(predict, x_test: torch.Tensor, unit: float) -> dict:
-    """``predict``'s seconds per 1,000 of the first :data:`TIMING_POINTS` test inputs (median of :data:`REPEATS`)
-    and as a multiple of ``unit`` (the MAP forward's, :func:`map_forward_cost`), with the spread of the ratio."""
-    times = seconds_per_1000(predict, x_test[:TIMING_POINTS], REPEATS)
-    return {"predict_seconds_per_1000": statistics.median(times),
-            "predict_vs_map": _ratio(statistics.median(times), unit),
-            "predict_vs_map_range": [_ratio(min(times), unit), _ratio(max(times), unit)]}
+def predict_cost(predict, x_test: torch.Tensor, model, repeats: int = REPEATS) -> dict:
+    """``predict``'s cost on the first :data:`TIMING_POINTS` test inputs: seconds per 1,000 (median of ``repeats``)
+    and as a multiple of ``model``'s forward pass on the same inputs, each timing paired with one of the forward pass
+    just before it (median ratio, with its spread), so that a machine whose speed drifts moves both alike."""
+    x = x_test[:TIMING_POINTS]
+
+    @torch.no_grad()
+    def forward(piece):
+        return model(piece)
+
+    times, ratios = [], []
+    for _ in range(repeats):
+        unit = seconds_per_1000(forward, x, 1)[0]
+        times.append(seconds_per_1000(predict, x, 1)[0])
+        ratios.append(times[-1] / unit)
+    return {"predict_seconds_per_1000": statistics.median(times), "predict_vs_map": statistics.median(ratios),
+            "predict_vs_map_range": [min(ratios), max(ratios)]}
 
 
 def _run_method(method, problem: Problem, loaders, reference: dict, shift: dict, ood: dict,
@@ -94,7 +105,7 @@ def _run_method(method, problem: Problem, loaders, reference: dict, shift: dict,
     """Fit, cost, score, shift and OOD for one method. Returns ``(row, extras)``."""
     device = next(problem.model.parameters()).device
     row, preds, targets = run_method(method, *loaders, timer=partial(measure, device=device))
-    row.update(predict_cost(method.predict, problem.splits.test.tensors[0].to(device), reference["seconds_per_1000"]))
+    row.update(predict_cost(method.predict, problem.splits.test.tensors[0].to(device), problem.model))
     row.update(fit_vs_map_forward=_ratio(row["fit_seconds"], reference["train_pass_seconds"]),
                fit_memory_vs_map=_ratio(row["fit_peak_mb"], reference["peak_mb"]),
                predict_memory_vs_map=_ratio(row["predict_peak_mb"], reference["peak_mb"]))

@@ -65,10 +65,10 @@ class NeuralEF(NetworkSolver):
             never changed), or the default :func:`~ella.eigen.nets.eigenfunction_net` built on ``model``:
             ``"head"`` (or ``None``) a small MLP on the model's own hidden features (the input of its last
             ``nn.Linear``), which ELLA evaluates on the forward pass that gives the MAP outputs, so a prediction
-            costs about one MAP forward; ``"copy"`` a widened copy of the model's architecture (the papers'
-            choice), one more forward pass of the model's size per prediction.
-        model: the network whose architecture the default eigenfunction network copies (default: the kernel's
-            ``model``, e.g. the network of an :class:`~ella.kernels.EmpiricalNTK`).
+            costs that forward pass and the head; ``"copy"`` a widened copy of the model's architecture (the
+            papers' choice), one more forward pass of the model's size per prediction.
+        model: the network the default eigenfunction network is built on (default: the kernel's ``model``, e.g.
+            the network of an :class:`~ella.kernels.EmpiricalNTK`).
         steps: optimisation steps (Adam, cosine learning-rate decay).
         batch_size: inputs per step (``B``; the batch has ``B * C`` rows).
         lr: Adam learning rate.

@@ -25,8 +25,15 @@ MODELS = {"cnn": "CNN", "mlp": "MLP (overfit)"}
 TOLERANCE = {"acc": 0.01, "nll": 0.05, "ece": 0.015}
 
 
-def markers(block: str) -> tuple[str, str]:
-    return f"<!-- demo-{block}:start -->", f"<!-- demo-{block}:end -->"
+def split(readme: str, block: str) -> tuple[str, str, str]:
+    """The README around its ``block`` table and the table: ``(head with the start marker, table, end marker with
+    the tail)``."""
+    start, end = f"<!-- demo-{block}:start -->", f"<!-- demo-{block}:end -->"
+    if start not in readme or end not in readme:
+        raise SystemExit(f"README.md has no {start} ... {end} block")
+    head, rest = readme.split(start, 1)
+    table, tail = rest.split(end, 1)
+    return head + start, table, end + tail
 
 
 def spread(values: list[float], fmt: str, unit: str) -> str:
@@ -84,12 +91,9 @@ def render(block: str, reports: list[dict]) -> str:
 
 def read_table(readme: str, block: str) -> dict:
     """The table in the README's ``block``, as ``{(model, method): {"acc", "nll", "ece"}}``."""
-    start, end = markers(block)
-    if start not in readme or end not in readme:
-        raise SystemExit(f"README.md has no {start} ... {end} block")
     labels = {label: model for model, label in MODELS.items()}
     table = {}
-    for line in readme[readme.index(start):readme.index(end)].splitlines():
+    for line in split(readme, block)[1].splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if cells[0] in labels:
             table[labels[cells[0]], cells[1]] = {"acc": float(cells[2].rstrip("%")) / 100, "nll": float(cells[3]),
@@ -98,12 +102,8 @@ def read_table(readme: str, block: str) -> dict:
 
 
 def write(block: str, reports: list[dict], readme_path: Path) -> None:
-    readme = readme_path.read_text()
-    start, end = markers(block)
-    if start not in readme or end not in readme:
-        raise SystemExit(f"README.md has no {start} ... {end} block")
-    head, tail = readme.split(start)[0], readme.split(end)[1]
-    readme_path.write_text(f"{head}{start}\n{render(block, reports)}\n{end}{tail}")
+    head, _, tail = split(readme_path.read_text(), block)
+    readme_path.write_text(f"{head}\n{render(block, reports)}\n{tail}")
 
 
 def main(argv=None) -> int:

@@ -29,22 +29,17 @@ ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- benchmark-table:start -->", "<!-- benchmark-table:end -->"
 
 
-def exact_mlp() -> dict | None:
-    """The exact LLA of the overfitting MNIST-1D MLP (``benchmarks/exact_mlp.py``: too large for the table's run)."""
-    path = ROOT / "benchmarks" / "results" / "exact_mlp.json"
+def saved(name: str) -> dict | None:
+    """The result another benchmark wrote to ``benchmarks/results/<name>.json``, if it has run: ``exact_mlp``
+    (exact LLA of the overfitting MNIST-1D MLP, too large for this run), ``fit_speed`` (repeated fits of
+    ``ella_neuralef`` and ``laplace_torch_ella``), ``small`` (the small tabular problems)."""
+    path = ROOT / "benchmarks" / "results" / f"{name}.json"
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def fit_speed() -> dict | None:
-    """Repeated fits of ``ella_neuralef`` and ``laplace_torch_ella`` (``benchmarks/fit_speed.py``), if it has run."""
-    path = ROOT / "benchmarks" / "results" / "fit_speed.json"
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def small_problems() -> list[dict]:
-    """The small tabular problems of ``benchmarks/small.py``, if it has run."""
-    path = ROOT / "benchmarks" / "results" / "small.json"
-    return json.loads(path.read_text())["rows"] if path.exists() else []
+def saved_targets(results: dict) -> list[tuple[str, bool | None, str]]:
+    """:func:`targets` with the results the other benchmarks saved."""
+    return targets(results, (saved("small") or {}).get("rows", []), saved("exact_mlp"), saved("fit_speed"))
 
 
 def targets(results: dict, small: list[dict] = (), exact: dict | None = None,
@@ -117,7 +112,7 @@ def readme_table(results: dict, command: str, out: str = "benchmarks/results") -
              "forward pass (median of 3 timings on 2,000 test inputs, each paired with a MAP forward pass; the spread is in results.md); 'NLL gap to exact' and 'var. rel. err' compare with the exact full-GGN LLA on the "
              f"same network; AUROC uses the predictive entropy. Full tables: `{out}/results.md`.\n",
              headline_table(results), "**Targets**\n", "| target | held | measured |", "|---|---|---|"]
-    for statement, held, evidence in targets(results, small_problems(), exact_mlp(), fit_speed()):
+    for statement, held, evidence in saved_targets(results):
         lines.append(f"| {statement} | {'yes' if held else 'no' if held is not None else '(stated)'} | {evidence} |")
     for key, reason in results.get("skipped", {}).items():
         lines.append(f"\n{key}: skipped ({reason})")
@@ -167,7 +162,7 @@ def main(argv=None) -> int:
     table = readme_table(results, command.strip(), str(shown))
     (out / "README_table.md").write_text(table)
     (out / "targets.json").write_text(json.dumps([dict(target=s, held=h, measured=e)
-                                                  for s, h, e in targets(results, small_problems(), exact_mlp(), fit_speed())],
+                                                  for s, h, e in saved_targets(results)],
                                                  indent=2))
     print(table)
     print(f"benchmark finished in {time.perf_counter() - start:.0f} s; results in {out}/")

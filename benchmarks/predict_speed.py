@@ -87,7 +87,7 @@ def resnet_rows(repeats: int) -> dict:
     rows = {}
     for name, method in methods.items():
         method.fit(train, val)
-        cost = predict_cost(method.predict, x, model, repeats)
+        cost = predict_cost(method.predict, x, model, repeats, piece=method.batch_size)
         rows[name] = {"seconds_per_1000": cost["predict_seconds_per_1000"], "ratio_to_map": cost["predict_vs_map"],
                       "ratio_range": cost["predict_vs_map_range"], "fit_seconds": method.fit_seconds_}
         low, high = cost["predict_vs_map_range"]
@@ -138,7 +138,7 @@ def main(argv=None) -> None:
                 method.fit(train, val)
                 fn = method.predict
             slow = method_name in ("kfac_lla", "exact_lla")  # their dense Jacobians are slow
-            cost = predict_cost(fn, x, model, 3 if slow else args.repeats)
+            cost = predict_cost(fn, x, model, 3 if slow else args.repeats, piece=(method or post).batch_size)
             rows[method_name] = {"seconds_per_1000": cost["predict_seconds_per_1000"],
                                  "ratio_to_map": cost["predict_vs_map"], "ratio_range": cost["predict_vs_map_range"],
                                  "repeats": 3 if slow else args.repeats,

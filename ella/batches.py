@@ -57,8 +57,8 @@ def check_inputs(x, name: str = "x") -> int:
         raise ValueError(f"`{name}` must have a batch dimension: got a 0-d tensor (use x.unsqueeze(0) for one input)")
     if len(sizes) > 1:
         raise ValueError(f"the tensors of `{name}` must share their batch size, got {sorted(sizes)}")
-    for t in tensors:
-        if t.dtype.is_floating_point and not torch.isfinite(t).all():
+    for t in tensors:  # nan and inf reach the extremes (nan propagates): two reductions, no boolean copy
+        if t.dtype.is_floating_point and t.numel() and not all(torch.isfinite(v) for v in torch.aminmax(t)):
             raise ValueError(f"`{name}` holds nan or inf values")
     return sizes.pop()
 

@@ -86,10 +86,11 @@ def _eigen(parser, args) -> int:
 def _compare(parser, args) -> int:
     from .experiments.compare import Settings, compare
     from .experiments.compare.methods import METHODS
-    from .experiments.compare.problems import MODELS
+    from .experiments.compare.problems import ALIASES, MODELS
 
+    args.dataset = ALIASES.get(args.dataset, args.dataset)
     if args.dataset not in MODELS:
-        parser.error(f"--dataset: expected one of {sorted(MODELS)}, got {args.dataset!r}")
+        parser.error(f"--dataset: expected one of {sorted([*MODELS, *ALIASES])}, got {args.dataset!r}")
     if args.model is not None and args.model not in MODELS[args.dataset]:
         parser.error(f"--model: for {args.dataset} expected one of {list(MODELS[args.dataset])}, got {args.model!r}")
     unknown = [m for m in args.methods or () if m not in METHODS]
@@ -135,8 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp = sub.add_parser("compare", help="every method on the same MAP network: quality, cost, fidelity, shift, OOD",
                          description="Train the data set's MAP network and compare every method on it, with "
                                      "shifted and out-of-distribution test sets where the data set has them.")
-    cmp.add_argument("--dataset", required=True, help="mnist1d, digits, toy, or a torchvision data set on disk "
-                     "(mnist, fashionmnist, kmnist, cifar10; see --data-root)")
+    cmp.add_argument("--dataset", required=True, help="mnist1d, digits, toy, fashion-mnist (the Debian package "
+                     "dataset-fashion-mnist, or --data-root), or image files on disk (mnist, kmnist, cifar10; see "
+                     "--data-root)")
     cmp.add_argument("--model", default=None, help="the network: cnn or mlp (default: the data set's first)")
     cmp.add_argument("--methods", nargs="+", default=None, help="method names (default: all available)")
     cmp.add_argument("--link", default="margin", choices=LINKS,
@@ -146,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "NLL or the Laplace marginal likelihood (default: gridsearch)")
     cmp.add_argument("--num-test", type=_positive_int, default=10000,
                      help="MNIST-1D / torchvision test points (default: 10000)")
-    cmp.add_argument("--data-root", default=None, help="folder with torchvision data set files (never downloaded)")
+    cmp.add_argument("--data-root", default=None, help="folder with the image data set's files: its idx files, or "
+                     "torchvision's layout (never downloaded)")
     _common(cmp, "ella-compare", 1)
     cmp.set_defaults(run=_compare)
 

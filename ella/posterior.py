@@ -23,7 +23,10 @@ the ``k x k`` posterior never sees, and it is largest away from the training dat
 as prior variance, an isotropic term (the deterministic-training-conditional correction of sparse Gaussian
 processes; it over-counts the directions past the top ``k`` that the data do constrain):
 
-    r(x) = (tr kappa(x, x) - ||Psi(x)||_F^2) / C,    Sigma(x) = Psi G^{-1} Psi^T + (r(x) / delta) I_C.
+    r(x) = (tr kappa(x, x) - ||Psi(x)||_F^2) / C,    Sigma(x) = Psi G^{-1} Psi^T + (r(x) / delta) I_C,
+
+with ``tr kappa(x, x)`` estimated at ``x`` (:func:`kernel_trace`) or predicted from ``Psi(x)`` by a trace model
+fitted at the kernel points (:func:`fit_trace_model`), which costs nothing more at prediction.
 """
 
 from __future__ import annotations
@@ -59,16 +62,42 @@ def factor_basis(evals: torch.Tensor, evecs: torch.Tensor, prior_precision: floa
     return evecs * scales(evals, prior_precision, noise_scale)
 
 
-def residual_variance(phi: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
-    """``r(x) = max(0, tr kappa(x, x) - ||Psi(x)||_F^2) / C`` per input, shape ``(B,)``.
+def kernel_trace(phi: torch.Tensor) -> torch.Tensor:
+    """``tr kappa(x, x) ~= ||Phi(x)||_F^2 / S`` per input, shape ``(B,)``, from kernel features ``(B, C, S)`` with
+    ``kappa ~= Phi Phi^T / S`` (Hutchinson's estimator for random-direction features; float64)."""
+    return phi.double().pow(2).sum((1, 2)) / phi.shape[-1]
+
+
+def residual_variance(trace: torch.Tensor | float, psi: torch.Tensor) -> torch.Tensor:
+    """``r(x) = max(0, tr kappa(x, x) - ||Psi(x)||_F^2) / C`` per input, shape ``(B,)`` (float64).
 
     Args:
-        phi: kernel features ``(B, C, S)`` with ``kappa(x, x) ~= Phi Phi^T / S``, so that
-            ``tr kappa(x, x) ~= ||Phi(x)||_F^2 / S`` (Hutchinson's estimator for random-direction features).
+        trace: ``tr kappa(x, x)``, ``(B,)`` (:func:`kernel_trace`), or one number for every input (the kernel's
+            mean diagonal).
         psi: the feature map ``Psi(x)``, ``(B, C, k)``.
     """
-    trace = phi.double().pow(2).sum((1, 2)) / phi.shape[-1]  # tr kappa(x, x)
-    return ((trace - psi.double().pow(2).sum((1, 2))) / phi.shape[1]).clamp_min(0)
+    return ((trace - psi.double().pow(2).sum((1, 2))) / psi.shape[1]).clamp_min(0)
+
+
+def trace_design(psi: torch.Tensor) -> torch.Tensor:
+    """The regressors of the trace model: ``[Psi(x), Psi(x)^2, 1]``, shape ``(B, 2 C k + 1)`` (float64)."""
+    flat = psi.double().flatten(1)
+    return torch.cat([flat, flat.pow(2), torch.ones_like(flat[:, :1])], dim=1)
+
+
+def fit_trace_model(psi: torch.Tensor, trace: torch.Tensor, ridge: float = 0.1) -> torch.Tensor:
+    """Weights ``w`` ``(2 C k + 1,)`` of ``tr kappa(x, x) ~= trace_design(Psi(x)) w``, by ridge regression.
+
+    The diagonal of the kernel varies with the input, and the top-``k`` feature map ``Psi(x)`` that predicts the
+    rest of the kernel predicts it too: its squares carry ``sum_j mu_j psi_j(x)^2`` and the input's scale. Fitted on
+    noisy estimates ``trace`` ``(M,)`` (Hutchinson's, at the kernel points), relative to their mean, with the
+    penalty ``ridge * M ||w||^2`` on every weight (the intercept's too). The default 0.1 held on the held-out
+    traces of both Fashion-MNIST networks (4-8% median error).
+    """
+    A = trace_design(psi)
+    scale = trace.double().mean().clamp_min(1e-30)
+    gram = A.T @ A + ridge * len(A) * torch.eye(A.shape[1], dtype=A.dtype, device=A.device)
+    return torch.linalg.solve(gram, A.T @ (trace.double() / scale)) * scale
 
 
 def with_isotropic(factor: torch.Tensor, variance: torch.Tensor | None) -> torch.Tensor:

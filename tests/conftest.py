@@ -9,11 +9,9 @@ from torch import nn
 # Small problems run fastest, and reproducibly, on one thread.
 torch.set_num_threads(1)
 
-# Tests of the laplace-torch baselines and of torchvision data sets run where their extras are installed.
+# Tests of the laplace-torch baselines run where their extra is installed.
 needs_laplace = pytest.mark.skipif(importlib.util.find_spec("laplace") is None,
                                    reason="laplace-torch (the `laplace` extra) is not installed")
-needs_torchvision = pytest.mark.skipif(importlib.util.find_spec("torchvision") is None,
-                                       reason="torchvision (the `vision` extra) is not installed")
 
 
 def is_png(path) -> bool:

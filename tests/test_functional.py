@@ -26,7 +26,8 @@ def test_jacobians_match_autograd(mlp, inputs):
 
 def test_jacobians_chunking_outputs_and_frozen_parameters(mlp, inputs):
     J, out = jacobians(mlp, inputs, chunk_size=3, return_outputs=True)
-    assert torch.equal(jacobians(mlp, inputs), J) and torch.allclose(out, mlp(inputs))
+    # chunks change only the round-off of the matrix products (BLAS picks their blocking by shape)
+    assert torch.allclose(jacobians(mlp, inputs), J, atol=1e-14, rtol=0) and torch.allclose(out, mlp(inputs))
     mlp[0].weight.requires_grad_(False)  # frozen weights are held fixed: P shrinks
     try:
         assert torch.allclose(jacobians(mlp, inputs), dense_jacobian(mlp, inputs), atol=1e-12)

@@ -40,9 +40,11 @@ def test_residual_variance_is_the_left_out_trace_per_output():
     V = torch.linalg.qr(torch.randn(8, 2, generator=g, dtype=torch.float64))[0]  # 2 orthonormal directions
     psi = J @ V  # Psi Psi^T = J V V^T J^T
     left_out = J @ (torch.eye(8, dtype=torch.float64) - V @ V.T) @ J.transpose(1, 2)
-    r = P.residual_variance(J * 8**0.5, psi)  # Phi = sqrt(S) J with S = 8 gives tr kappa exactly
+    r = P.residual_variance(P.kernel_trace(J * 8**0.5), psi)  # Phi = sqrt(S) J with S = 8 gives tr kappa exactly
     assert torch.allclose(r, left_out.diagonal(dim1=1, dim2=2).sum(-1) / 3, atol=1e-12)
-    assert torch.equal(P.residual_variance(psi, 2 * psi), torch.zeros(6, dtype=torch.float64))  # clamped at 0
+    assert torch.equal(P.residual_variance(psi.pow(2).sum((1, 2)), 2 * psi), torch.zeros(6, dtype=torch.float64))  # 0
+    # one number for every input (the kernel's mean diagonal): the same formula
+    assert torch.allclose(P.residual_variance(5.0, psi), (5.0 - psi.pow(2).sum((1, 2))).clamp_min(0) / 3)
 
 
 def test_with_isotropic_adds_variance_to_every_output():
@@ -79,3 +81,15 @@ def test_the_predictive_variance_is_finite_and_non_negative(N, C, D, scale, delt
     assert torch.isfinite(W).all() and torch.isfinite(var).all() and (var >= 0).all()
     prior = phi.pow(2).sum(-1) / delta  # the data can only shrink the prior variance
     assert (var <= prior * (1 + 1e-9) + 1e-300).all()
+
+
+def test_trace_model_regresses_the_trace_on_the_features_and_their_squares():
+    g = torch.Generator().manual_seed(4)
+    psi = torch.randn(200, 3, 2, generator=g, dtype=torch.float64)
+    design = P.trace_design(psi)
+    assert design.shape == (200, 2 * 3 * 2 + 1) and torch.equal(design[:, 6:12], psi.flatten(1) ** 2)
+    w = torch.randn(13, generator=g, dtype=torch.float64)
+    trace = design @ w + 50.0  # a trace the design spans exactly: recovered with (almost) no penalty
+    assert torch.allclose(P.fit_trace_model(psi, trace, ridge=1e-12) @ design.T, trace, rtol=1e-8)
+    flat = P.fit_trace_model(psi, trace, ridge=1e6)  # a heavy penalty shrinks towards 0 (relative to the mean)
+    assert flat.abs().max() < 1e-3 * trace.mean()

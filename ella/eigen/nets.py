@@ -90,6 +90,21 @@ class EigenfunctionNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.raw(x))
 
+    @torch.no_grad()
+    def trained_input(self, x, chunk: int = 1024):
+        """What the trained part of the network reads: for a :class:`FeatureHead` body the model's hidden
+        features ``h(x)`` ``(N, d)``, computed once (the model is frozen, so they never change while the head
+        trains), otherwise ``x`` itself. :meth:`raw_from` maps them to the unnormalised outputs."""
+        if isinstance(self.body, FeatureHead):
+            return torch.cat([self.body.outputs_and_features(piece)[1] for piece in batches.chunks(x, chunk)])
+        return x
+
+    def raw_from(self, z) -> torch.Tensor:
+        """Unnormalised outputs ``(B, C, k)`` from rows of :meth:`trained_input` (equal to :meth:`raw` of the
+        inputs they were computed from)."""
+        body = self.body.head if isinstance(self.body, FeatureHead) else self.body
+        return batches.call(body, z).reshape(-1, self.num_outputs, self.k)
+
     def with_outputs(self, model: nn.Module, x) -> tuple[torch.Tensor, torch.Tensor]:
         """``model(x)`` ``(B, C)`` and ``psi(x)`` ``(B, C, k)``: one forward pass of ``model`` when the body is a
         :class:`FeatureHead` on it."""

@@ -109,6 +109,7 @@ class NeuralEF(NetworkSolver):
         N = batches.num_rows(x)
         num_data = None if self.population else N
         net = self._initial_net(x, C, kernel)
+        z = net.trained_input(x)  # a head on a frozen model reads hidden features computed once, not a forward
         phi = kernel.features(x) if isinstance(kernel, FeatureKernel) else None
         blocks = diagonal_blocks(phi) if phi is not None else None
         B = min(self.batch_size, N)
@@ -127,17 +128,17 @@ class NeuralEF(NetworkSolver):
         for _, idx in zip(bar, order):
             if split:  # the L2 batch norm over the rows of every process
                 rows = distributed.my_rows(idx)
-                raw = net.raw(batches.take(x, rows))
+                raw = net.raw_from(batches.take(z, rows))
                 square = distributed.total_with_grad(raw.pow(2).sum(dim=(0, 1))) / (len(idx) * C)
                 psi = raw / square.add(net.norm.eps).sqrt()
                 loss, eig = neuralef_loss(psi, phi=phi[rows], blocks=blocks[rows], num_data=num_data,
                                           balanced=self.balanced, batch=len(idx), reduce=distributed.total_with_grad)
             elif phi is not None:
-                psi = net(batches.take(x, idx))
+                psi = net.norm(net.raw_from(batches.take(z, idx)))
                 loss, eig = neuralef_loss(psi, phi=phi[idx], blocks=blocks[idx], num_data=num_data,
                                           balanced=self.balanced)
             else:
-                psi = net(batches.take(x, idx))
+                psi = net.norm(net.raw_from(batches.take(z, idx)))
                 gram = full_gram if full_gram is not None else kernel.gram(batches.take(x, idx))
                 loss, eig = neuralef_loss(psi, gram=gram.to(psi.dtype), num_data=num_data, balanced=self.balanced)
             opt.zero_grad(set_to_none=True)
@@ -153,15 +154,16 @@ class NeuralEF(NetworkSolver):
         net.eval()
         self.net_, self.history_ = net, history
         self.num_outputs_, self.input_spec_ = C, batches.spec(x)
-        self.eigenvalues_ = self._refine(kernel, x, phi, num_data)
+        self.eigenvalues_ = self._refine(kernel, x, z, phi, num_data)
         return self
 
     @torch.no_grad()
-    def _refine(self, kernel: Kernel, x, phi: torch.Tensor | None, num_data: int | None,
+    def _refine(self, kernel: Kernel, x, z, phi: torch.Tensor | None, num_data: int | None,
                 chunk: int = 1024) -> torch.Tensor:
-        """One pass over all of ``x``: set the eval-mode norm to the exact mean square of each output on
-        ``x`` and return the Rayleigh quotients over all of ``x`` (instead of batch EMAs) as eigenvalues."""
-        raw = torch.cat([self.net_.raw(piece) for piece in batches.chunks(x, chunk)])
+        """One pass over all of ``x`` (its :meth:`~ella.eigen.nets.EigenfunctionNet.trained_input` ``z``): set the
+        eval-mode norm to the exact mean square of each output on ``x`` and return the Rayleigh quotients over all
+        of ``x`` (instead of batch EMAs) as eigenvalues."""
+        raw = torch.cat([self.net_.raw_from(piece) for piece in batches.chunks(z, chunk)])
         self.net_.norm.running_norm.copy_(raw.pow(2).mean(dim=(0, 1)).sqrt())
         psi = raw / self.net_.norm.running_norm
         full, diag = operator_moments(kernel, x, phi, psi, chunk)

@@ -94,7 +94,7 @@ def run_demo(out: str = "ella-demo", quick: bool = False, seed: int = 0, models=
         for method_name, method in methods.items():
             log(f"[{name}] {method_name}")
             row, probs, labels = run_method(method, train, val, test, progress)
-            row.update(predict_cost(method.predict, data.test.tensors[0], model))
+            row.update(predict_cost(method.predict, data.test.tensors[0], model, piece=method.batch_size))
             if method_name == "kfac_lla":
                 row["laplace_torch_predict_seconds_per_1000"] = laplace_torch_predict_seconds(
                     method, data.test.tensors[0][: settings["laplace_torch_points"]])

@@ -29,7 +29,8 @@ def run_method(method, train_loader, val_loader, test_loader, progress: bool = F
 
     Returns ``(row, predictions, targets)``; ``row`` has the metrics plus ``fit_seconds`` (with the
     method's ``setup_seconds``, if any), ``predict_seconds`` (time inside ``predict`` only) and ``n``, and the
-    method's ``link``, ``prior_precision``, ``temperature`` and ``num_folded`` where it has them. With
+    method's ``link``, ``prior_precision``, ``temperature``, ``num_folded``, ``residual`` (ELLA's choice) and
+    ``stage_seconds`` where it has them. With
     ``timer(fn, *args) -> (result, seconds, peak_bytes or None)`` (e.g. :func:`ella.experiments.compare.cost.measure`)
     the calls are timed by it and the row also has ``fit_peak_mb`` and ``predict_peak_mb``.
     """
@@ -44,10 +45,12 @@ def run_method(method, train_loader, val_loader, test_loader, progress: bool = F
     if timer is not None:
         row.update(fit_peak_mb=None if fit_peak is None else fit_peak / 2**20,
                    predict_peak_mb=None if predict_peak is None else predict_peak / 2**20)
-    for extra in ("link", "prior_precision_", "temperature_", "num_folded_"):
+    for extra in ("link", "prior_precision_", "temperature_", "num_folded_", "residual_"):
         value = getattr(method, extra, None)
         if isinstance(value, (int, float, str)) and not isinstance(value, bool):
             row[extra.rstrip("_")] = value
+    if isinstance(getattr(method, "stage_seconds_", None), dict):  # where a linearised fit's time went
+        row["stage_seconds"] = dict(method.stage_seconds_)
     return row, preds, targets
 
 

@@ -11,6 +11,8 @@ method                      what it is
 :class:`DiagLLA`            laplace-torch's diagonal all-weights LLA, ella's predictive
 :class:`LastLayerLLA`       laplace-torch's last-layer LLA
 :class:`LaplaceTorchELLA`   laplace-torch's Nystrom ELLA feature map, ella's posterior
+:class:`NativeLaplaceELLA`  laplace-torch's own ELLA: its fit, prior grid and predictive
+:class:`NativeVaLLA`        laplace-torch's own VaLLA (variational linearised Laplace)
 :class:`MAP`                the network itself
 :class:`TemperatureScaling` one scalar on validation NLL
 :class:`SWA`, :class:`SWAG` from a recorded SGD trajectory
@@ -24,10 +26,11 @@ from .evaluate import evaluate, predict_all
 from .exact_lla import ExactLLA
 from .kfac_lla import KFACLLA
 from .laplace_ella import LaplaceTorchELLA
+from .laplace_native import NativeLaplaceELLA, NativeVaLLA
 from .last_layer_lla import LastLayerLLA
 from .map import MAP
 from .swag import SWA, SWAG, swa_model, update_bn
 from .temperature import TemperatureScaling
 
 __all__ = ["Method", "GaussianMethod", "ELLA", "ExactLLA", "KFACLLA", "DiagLLA", "LastLayerLLA", "LaplaceTorchELLA",
-           "MAP", "TemperatureScaling", "SWA", "SWAG", "swa_model", "update_bn", "evaluate", "predict_all"]
+           "NativeLaplaceELLA", "NativeVaLLA", "MAP", "TemperatureScaling", "SWA", "SWAG", "swa_model", "update_bn", "evaluate", "predict_all"]

@@ -13,9 +13,15 @@ With the SGD-trajectory kernel the default is the predictive of the trajectory G
 likelihood update: ``G = delta I_k``, so ``f(x) ~ N(g(x), Psi Psi^T / delta)`` with ``delta`` the inverse kernel
 scale, tuned on validation NLL (``posterior_update=True`` adds the update).
 
-With ``residual_samples = S' > 0`` (NTK kernel) the prior variance the k eigenfunctions leave out is kept:
-``Sigma(x) += (r(x) / delta) I_C`` with ``r(x) = (tr kappa(x, x) - ||Psi(x)||_F^2) / C``, ``tr kappa(x, x)``
-estimated from S' random weight directions (Hutchinson), at S' extra forward passes per prediction.
+The k eigenfunctions span the directions many training points pin down: at large N the posterior variance in
+their span vanishes at any prior, and what exact LLA keeps is the prior variance outside it. With the NTK the
+predictive keeps it as ``Sigma(x) += (r(x) / delta) I_C``, ``r(x) = (t(x) - ||Psi(x)||_F^2) / C``, where
+``t(x)`` stands for ``tr kappa(x, x)``: ``residual="learned"`` predicts it from ``Psi(x)`` by a ridge regression
+fitted at the kernel points (:func:`~ella.posterior.fit_trace_model`; free at prediction), ``"mean"`` takes the
+kernel's mean diagonal there, ``residual=S'`` estimates ``t(x)`` at every input from S' random weight directions
+(Hutchinson; S' more forward passes per prediction). The default ``"auto"`` scores the predictive without a
+residual, with the ``"mean"`` and with the ``"learned"`` one on validation NLL, each with its prior, and keeps the
+best (``residual_``).
 """
 
 from __future__ import annotations
@@ -30,12 +36,14 @@ from .._checks import check_bool, check_int, check_positive_int
 from .._utils import num_parameters
 from ..eigen import EigenSolver, ExactEigen, NeuralEF, Nystrom, SpIN
 from ..kernels import EmpiricalNTK, Kernel, SGDTrajectoryKernel
-from ..posterior import factor_basis, residual_variance
+from ..posterior import factor_basis, fit_trace_model, kernel_trace, residual_variance, trace_design
 from .linearised import LinearisedLaplace
 from .survey import Survey
 
 FORMAT = "ella-posterior"
-FORMAT_VERSION = 4  # 4: an ella.files file (tensors + JSON, checksummed); the curvature's eigendecomposition
+FORMAT_VERSION = 5  # 4: an ella.files file (tensors + JSON, checksummed); 5: the `residual` setting and choice
+RESIDUALS = ("auto", "learned", "mean", "none")
+TRACE_POINTS, TRACE_SAMPLES = 1000, 16  # kernel points and random directions the trace model is fitted on
 SOLVERS = {"neuralef": NeuralEF, "nystrom": Nystrom, "exact": ExactEigen, "spin": SpIN}
 AUTO_JACOBIAN = 2**24  # entries of the M x P Jacobian rows "auto" may form for Nystrom (64 MiB in float32)
 
@@ -65,10 +73,17 @@ class ELLA(LinearisedLaplace):
             are learned on; memory and forward passes of the kernel stage are O(M C S). The default 2000 is the
             ELLA paper's; on MNIST-1D the test NLL is the same from M = 250 to 3,500 within the seed spread
             while memory grows linearly (``python benchmarks/scale.py --parts m``).
-        residual_samples: ``S'``; ``0`` (default) is the ELLA of the paper, whose predictive variance lives in
-            the span of the k eigenfunctions. ``S' > 0`` adds the left-out prior variance ``r(x) / delta`` to
-            every output (see :meth:`residual_variance`), estimated with S' random weight directions by the
-            NTK's estimator; prediction then costs S' more forward passes (or JVPs). NTK kernel only.
+        residual: the prior variance ``r(x) / delta`` the k eigenfunctions leave out, added to every output (see
+            :meth:`residual_variance`; NTK kernel only). ``"none"`` is the ELLA of the paper, whose predictive
+            variance lives in the span of the eigenfunctions; ``"learned"`` predicts ``tr kappa(x, x)`` from
+            ``Psi(x)`` by a ridge regression on Hutchinson estimates at the kernel points (:data:`TRACE_SAMPLES`
+            directions on up to :data:`TRACE_POINTS` of them); ``"mean"`` takes their mean: prediction costs
+            nothing more with either; an integer ``S'`` estimates it at every input with S' random weight
+            directions by the NTK's estimator: S' more forward passes (or JVPs) per prediction. ``"auto"``
+            (default): ``"none"``, ``"mean"`` or ``"learned"``, whichever gives the lowest validation NLL with its
+            prior (the NTK kernel and validation data; ``"none"`` otherwise). On Fashion-MNIST (54,000 points) the paper's
+            ELLA is MAP at every prior and the residual is what calibrates it (``benchmarks/fashion_mnist.py``).
+        residual_samples: the earlier name of an integer ``residual``.
         posterior_update: fold the likelihood curvature into ``G`` (the ELLA posterior). ``False`` drops it:
             ``G = delta I_k`` and the predictive covariance is the kernel's ``Psi Psi^T`` scaled by ``1 / delta``.
             Default: ``True``, except for the SGD-trajectory kernel.
@@ -84,17 +99,20 @@ class ELLA(LinearisedLaplace):
         batch_size: inputs per piece of work in ``predict``.
         progress: show progress bars.
 
-    Fitted: besides the base class's, ``solver_`` (the fitted eigen-solver: what ``"auto"`` chose) and
-    ``num_kernel_points_`` (M).
+    Fitted: besides the base class's, ``solver_`` (the fitted eigen-solver: what ``"auto"`` chose),
+    ``num_kernel_points_`` (M), ``residual_`` (``"none"``, ``"learned"``, ``"mean"`` or ``S'``: what ``"auto"``
+    chose) and ``trace_models_`` (``{"mean": w, "learned": w}``, the trace models' weights in
+    :func:`~ella.posterior.trace_design` order; the mean's are zero but the intercept).
     """
 
     solver_: EigenSolver | None = None
 
     def __init__(self, model: nn.Module, likelihood: str = "classification", k: int | None = None,
                  kernel: str | Kernel = "ntk", solver: str | EigenSolver = "auto", *, kernel_points: int = 2000,
-                 residual_samples: int = 0, posterior_update: bool | None = None, prior_precision: float | None = None,
-                 prior_grid=None, sigma_noise=None, noise_grid=None, fold_in="all", link: str = "margin",
-                 n_samples: int = 512, seed: int = 0, batch_size: int = 512, progress: bool = True):
+                 residual: str | int = "auto", posterior_update: bool | None = None,
+                 prior_precision: float | None = None, prior_grid=None, sigma_noise=None, noise_grid=None,
+                 fold_in="all", link: str = "margin", n_samples: int = 512, seed: int = 0, batch_size: int = 512,
+                 progress: bool = True, residual_samples: int | None = None):
         super().__init__(model, likelihood, prior_precision=prior_precision, prior_grid=prior_grid,
                          sigma_noise=sigma_noise, noise_grid=noise_grid, fold_in=fold_in, link=link,
                          n_samples=n_samples, seed=seed, batch_size=batch_size, progress=progress)
@@ -114,10 +132,18 @@ class ELLA(LinearisedLaplace):
                              f"got {solver!r}")
         self.kernel, self.solver, self.k = kernel, solver, k
         self.kernel_points = check_positive_int(kernel_points, "kernel_points")
-        self.residual_samples = check_int(residual_samples, "residual_samples", 0)
-        if self.residual_samples and not isinstance(kernel, EmpiricalNTK):
-            raise ValueError("`residual_samples` > 0 needs the NTK kernel (kernel='ntk' or an EmpiricalNTK), "
+        if residual_samples is not None:  # the earlier spelling: 0 is the paper's ELLA
+            residual = check_int(residual_samples, "residual_samples", 0) or "none"
+        if not (residual in RESIDUALS or (isinstance(residual, int) and not isinstance(residual, bool))):
+            raise ValueError(f"`residual` must be one of {RESIDUALS} or a positive integer, got {residual!r}")
+        self.residual = residual if isinstance(residual, str) else check_positive_int(residual, "residual")
+        ntk = isinstance(kernel, EmpiricalNTK)
+        if self.residual not in ("auto", "none") and not ntk:
+            raise ValueError(f"`residual` = {self.residual!r} needs the NTK kernel (kernel='ntk' or an EmpiricalNTK), "
                              f"got {type(kernel).__name__}")
+        # "auto" chooses with the prior on validation NLL: no residual, or the mean or the learned trace model's
+        self.isotropic_choices = ((("none", "mean", "learned") if ntk else ("none",)) if self.residual == "auto"
+                                  else (self.residual,))
         trajectory = isinstance(kernel, SGDTrajectoryKernel)
         self.posterior_update = not trajectory if posterior_update is None else check_bool(posterior_update,
                                                                                             "posterior_update")
@@ -145,29 +171,49 @@ class ELLA(LinearisedLaplace):
         return self.k
 
     def _prepare(self, data: Survey, train_loader) -> None:
-        """Learn the eigenfunctions on the kernel points; set up the residual's estimator."""
+        """Learn the eigenfunctions on the kernel points; the kernel's mean diagonal for the residual."""
         x = batches.to_model(data.sample, self.model)
         self.num_kernel_points_ = batches.num_rows(x)
         with distributed.sharing():  # every process holds the same kernel points: they split the solver's work
             solver = self._auto_solver(data) if self.solver == "auto" else copy.copy(self.solver)
             self.solver_ = solver.fit(self.kernel, x)
         self._set_scale()
+        self.trace_models_ = {}
+        if {"mean", "learned"} & set(self.isotropic_choices):
+            # tr kappa(x, x) by Hutchinson's estimator at (up to TRACE_POINTS of) the kernel points, a uniform
+            # sample; the trace model fitted to it, and its mean (the intercept alone)
+            sample = batches.take(x, slice(0, TRACE_POINTS))
+            trace = kernel_trace(self.kernel.resampled(TRACE_SAMPLES, self.kernel.seed + 1).features(sample))
+            with torch.no_grad():
+                psi = torch.cat([self._features(piece)[1] for piece in batches.chunks(sample, self.batch_size)])
+            mean = torch.zeros(trace_design(psi[:1]).shape[1], dtype=torch.float64)
+            mean[-1] = trace.mean()
+            self.trace_models_ = {"mean": mean, "learned": fit_trace_model(psi, trace)}
 
     def _set_scale(self) -> None:
         # Psi(x) = psi(x) sqrt(mu); the residual's directions are seeded apart from the kernel's own
         self.feature_scale_ = self.solver_.eigenvalues.double().clamp_min(0).sqrt()
-        self.residual_kernel_ = (self.kernel.resampled(self.residual_samples, self.kernel.seed + 1)
-                                 if self.residual_samples else None)
+        self.residual_kernel_ = (self.kernel.resampled(self.residual, self.kernel.seed + 1)
+                                 if isinstance(self.residual, int) else None)
 
     def _features(self, x) -> tuple[torch.Tensor, torch.Tensor]:
         mean, psi = self.solver_.outputs_and_eigenfunctions(self.model, x)  # one forward pass with net="head"
         psi = psi.to(mean.dtype)  # (the exact solver works in float64)
         return mean, psi * self.feature_scale_.to(psi)
 
-    def _isotropic(self, x, phi: torch.Tensor) -> torch.Tensor | None:
-        if self.residual_kernel_ is None:
-            return None
-        return residual_variance(self.residual_kernel_.features(x), phi)
+    def _isotropic(self, x, phi: torch.Tensor, option) -> torch.Tensor | None:
+        if isinstance(option, int):  # tr kappa(x, x) at every input
+            return residual_variance(kernel_trace(self.residual_kernel_.features(x)), phi)
+        if option in self.trace_models_:  # predicted from Psi(x) by the trace model (or its mean)
+            return residual_variance(trace_design(phi) @ self.trace_models_[option].to(phi.device), phi)
+        return None
+
+    @property
+    def residual_(self) -> str | int:
+        """The residual the fitted predictive adds: ``"none"``, ``"learned"``, ``"mean"`` or ``S'`` (what ``"auto"``
+        chose)."""
+        self._check_fitted()
+        return self.isotropic_
 
     # ---------------------------------------------------------------- derived quantities
     def feature_map(self, x) -> torch.Tensor:
@@ -176,16 +222,18 @@ class ELLA(LinearisedLaplace):
 
     def residual_variance(self, x) -> torch.Tensor:
         """``r(x) / delta``, shape ``(B,)``: the prior variance the k eigenfunctions leave out, added to every
-        output's predictive variance when ``residual_samples > 0``.
+        output's predictive variance when the fitted posterior has a residual (``residual_`` is not ``"none"``).
 
-        ``r(x) = max(0, tr kappa(x, x) - ||Psi(x)||_F^2) / C``, with ``tr kappa(x, x)`` estimated by
-        Hutchinson's estimator from ``residual_samples`` random weight directions.
+        ``r(x) = max(0, tr kappa(x, x) - ||Psi(x)||_F^2) / C``, with ``tr kappa(x, x)`` predicted from ``Psi(x)`` by
+        the trace model (``"learned"``, or its mean over the kernel points for ``"mean"``) or Hutchinson's estimate
+        at ``x`` from ``S'`` random weight directions (``residual=S'``).
         """
-        if not self.residual_samples:
-            raise ValueError("`residual_variance` needs `residual_samples` > 0")
+        if self.residual_ == "none":
+            raise ValueError("`residual_variance` needs a residual: the fitted posterior has none (`residual` = "
+                             f"{self.residual!r})")
 
         def piece(x):
-            return self._isotropic(x, self._features(x)[1]) / self.prior_precision_
+            return self._isotropic(x, self._features(x)[1], self.isotropic_) / self.prior_precision_
 
         return self._stream(x, piece)
 
@@ -200,7 +248,7 @@ class ELLA(LinearisedLaplace):
         kind = self.solver_.kind if self.solver_ is not None else getattr(self.solver, "kind", "auto")
         if isinstance(self.kernel, SGDTrajectoryKernel):
             return "ella_sgd_trajectory" if kind == "neuralef" else f"ella_sgd_trajectory_{kind}"
-        return f"ella_{kind}_residual" if self.residual_samples else f"ella_{kind}"
+        return f"ella_{kind}_residual" if isinstance(self.residual, int) else f"ella_{kind}"
 
     # ---------------------------------------------------------------- persistence
     def save(self, path) -> None:
@@ -213,17 +261,20 @@ class ELLA(LinearisedLaplace):
         solver_meta, solver_tensors = files.split(self.solver_.state_dict())
         meta = {"config": {"likelihood": self.likelihood, "k": self.k, "link": self.link,
                            "n_samples": self.n_samples, "seed": self.seed, "fold_in": self.fold_in,
-                           "residual_samples": self.residual_samples, "posterior_update": self.posterior_update,
+                           "residual": self.residual, "posterior_update": self.posterior_update,
                            "kernel_points": self.kernel_points, "batch_size": self.batch_size},
                 "kernel": kernel, "solver": solver_meta,
                 "fitted": {"prior_precision": self.prior_precision_, "noise_scale": self.noise_scale_,
                            "num_folded": self.num_folded_, "num_train": self.num_train_,
                            "fit_seconds": self.fit_seconds_, "stage_seconds": self.stage_seconds_,
-                           "num_kernel_points": self.num_kernel_points_, "input_spec": self.input_spec_},
+                           "num_kernel_points": self.num_kernel_points_, "input_spec": self.input_spec_,
+                           "isotropic": self.isotropic_},
                 "model": {"num_params": num_parameters(self.model), "fingerprint": files.fingerprint(self.model)}}
         tensors = {"evals": self.evals_, "evecs": self.evecs_, "solver": solver_tensors}
         if self.noise_ is not None:
             tensors["noise"] = self.noise_
+        if self.trace_models_:
+            tensors["trace_models"] = dict(self.trace_models_)
         if distributed.is_main():  # every process holds the same posterior: one of them writes it
             files.write(path, FORMAT, FORMAT_VERSION, meta, tensors)
         distributed.barrier()  # the file is whole before any process goes on (and may read it)
@@ -271,10 +322,16 @@ class ELLA(LinearisedLaplace):
             k = config["k"]
             solver = SOLVERS[solver_kind](k, net=net, model=model) if solver_kind in ("neuralef", "spin") else \
                 SOLVERS[solver_kind](k)
-            post = cls(model, config["likelihood"], kernel=kernel, solver=solver, progress=False,
-                       **{key: config[key] for key in ("link", "n_samples", "seed", "fold_in", "residual_samples",
-                                                       "posterior_update", "kernel_points", "batch_size")})
+            # (format 4 and earlier: `residual_samples`, 0 for none, and no choice to record)
+            residual = config["residual"] if "residual" in config else (config["residual_samples"] or "none")
+            post = cls(model, config["likelihood"], kernel=kernel, solver=solver, progress=False, residual=residual,
+                       **{key: config[key] for key in ("link", "n_samples", "seed", "fold_in", "posterior_update",
+                                                       "kernel_points", "batch_size")})
             post.solver_ = copy.copy(solver).load_state_dict(solver_state, kernel)
+            post.isotropic_ = fitted.get("isotropic", residual)  # (format 4: the configured residual)
+            post.trace_models_ = dict(tensors.get("trace_models", {}))
+            if post.isotropic_ not in (*post.isotropic_choices, residual):
+                raise ValueError(f"unknown residual choice {post.isotropic_!r}")
             post._set_scale()
             post.evals_, post.evecs_ = files.require(tensors, "evals", torch.Tensor, where), \
                 files.require(tensors, "evecs", torch.Tensor, where)

@@ -12,7 +12,8 @@ A subclass gives features ``phi(x)`` in ``R^{C x D}`` (:meth:`LinearisedLaplace.
 3. the validation loader gives the MAP means and the features ``(V, C, D)``, nothing more;
 4. :func:`~ella.methods.search.search` picks the prior precision ``delta`` (and, for regression, the noise
    scale ``s``, with ``sigma_c = s rho_c``) on validation NLL, or by the linear model's evidence without
-   validation data;
+   validation data; where the subclass offers several forms of the isotropic prior variance ``r(x) / delta``
+   outside the features' span (:attr:`LinearisedLaplace.isotropic_choices`, "none" among them), the best;
 5. prediction is ``F(x) = phi(x) W`` with the ``D x D`` basis ``W`` of :func:`~ella.posterior.factor_basis`.
 """
 
@@ -64,9 +65,10 @@ class LinearisedLaplace(GaussianMethod):
             ELLA paper's model selection).
 
     Fitted: ``prior_precision_``, ``noise_`` (regression; ``noise_scale_`` is ``s``), ``num_folded_``, ``num_train_``,
-    ``evals_`` and ``evecs_`` (the curvature's eigendecomposition, float64), ``basis_`` (``W``), ``search_`` (the
-    :class:`~ella.methods.search.Choice`, or ``None`` when nothing was tuned), ``stage_seconds_`` (wall-clock
-    seconds of the ``survey``, ``features``, ``curvature`` and ``search`` stages).
+    ``evals_`` and ``evecs_`` (the curvature's eigendecomposition, float64), ``basis_`` (``W``), ``isotropic_``
+    (the option of :meth:`_isotropic` the predictive adds as ``r(x) / delta``), ``search_`` (the :class:`~ella.methods.search.Choice`, or
+    ``None`` when nothing was tuned), ``stage_seconds_`` (wall-clock seconds of the ``survey``, ``features``,
+    ``curvature`` and ``search`` stages).
     """
 
     prior_precision_: float | None = None
@@ -85,6 +87,9 @@ class LinearisedLaplace(GaussianMethod):
     kernel_points: int = 0
     #: fold the likelihood curvature into the posterior (``False``: ``G = delta I``, the prior alone).
     posterior_update: bool = True
+    #: the options of :meth:`_isotropic` scored on validation NLL with the prior, the best kept (without validation
+    #: data: the first); ``"none"`` adds nothing.
+    isotropic_choices: tuple = ("none",)
 
     def _prepare(self, data: Survey, train_loader) -> None:
         """Fit what the features need (ELLA: the kernel's eigenfunctions on ``data.sample``)."""
@@ -97,8 +102,9 @@ class LinearisedLaplace(GaussianMethod):
     def _features(self, x) -> tuple[torch.Tensor, torch.Tensor]:
         """``(g(x) (B, C), phi(x) (B, C, D))`` for a piece of inputs on the model's device."""
 
-    def _isotropic(self, x, phi: torch.Tensor) -> torch.Tensor | None:
-        """Prior variance ``r(x)`` ``(B,)`` added as ``r / delta`` to every output, or ``None``."""
+    def _isotropic(self, x, phi: torch.Tensor, option) -> torch.Tensor | None:
+        """Prior variance ``r(x)`` ``(B,)`` added as ``r / delta`` to every output with the isotropic ``option``
+        (one of :attr:`isotropic_choices`), or ``None``."""
         return None
 
     # ---------------------------------------------------------------- fit
@@ -118,6 +124,7 @@ class LinearisedLaplace(GaussianMethod):
         tune_noise = self.likelihood == "regression" and fixed is None
         tune_prior = self.prior_precision is None
         counts = self._fold_in_counts(data.num_train, data.num_val > 0)
+        options = self.isotropic_choices if data.num_val else self.isotropic_choices[:1]
         need_evidence = not data.num_val and tune_noise
         with timed(seconds, "curvature"):
             stats = self._accumulate(train_loader, data.num_train, counts, rho, need_evidence)
@@ -125,9 +132,10 @@ class LinearisedLaplace(GaussianMethod):
             _release_cuda_memory(self.model)
 
         with timed(seconds, "search"):
-            if data.num_val and (tune_prior or tune_noise or len(counts) > 1):
-                choice = search(self._validation_score(val_loader, eig, rho), self.prior_grid if tune_prior else None,
-                                self.noise_grid if tune_noise else None, "validation NLL")
+            if data.num_val and (tune_prior or tune_noise or len(counts) * len(options) > 1):
+                choice = search(self._validation_score(val_loader, eig, rho, options),
+                                self.prior_grid if tune_prior else None, self.noise_grid if tune_noise else None,
+                                "validation NLL")
             elif need_evidence:
                 warnings.warn("no `val_loader`: the regression noise (and prior precision) are set by the marginal "
                               "likelihood of the linear model on the training data; validation data are more "
@@ -139,7 +147,9 @@ class LinearisedLaplace(GaussianMethod):
                     warnings.warn("no `val_loader`: the prior precision is not tuned; using 1.0 (pass `val_loader` or "
                                   "`prior_precision`)", UserWarning, stacklevel=3)
                 choice = None
-        t = len(counts) - 1 if choice is None else choice.index
+        # candidate index = t * len(options) + (which isotropic option)
+        t, o = (len(counts) - 1, len(options) - 1) if choice is None else divmod(choice.index, len(options))
+        self.isotropic_ = options[o]
         delta = self.prior_precision or (choice.prior_precision if choice and tune_prior else 1.0)
         s = choice.noise_scale if choice is not None and tune_noise else 1.0
         self.search_: Choice | None = choice
@@ -202,8 +212,9 @@ class LinearisedLaplace(GaussianMethod):
         return {key: distributed.total(value).cumsum(0).cpu() for key, value in out.items()}
 
     @torch.no_grad()
-    def _validation_score(self, loader, eig: list, rho):
-        """``score(priors, noises)``: the validation NLL of the predictive for every candidate and grid value."""
+    def _validation_score(self, loader, eig: list, rho, options=("none",)):
+        """``score(priors, noises)``: the validation NLL of the predictive for every candidate (fold-in count ``t``
+        and isotropic option ``o``, at index ``t * len(options) + o``) and grid value."""
         means, feats, extra, targets = [], [], [], []
         for index, batch in enumerate(loader):
             x, y = batches.split_batch(batch, "val_loader")
@@ -214,10 +225,11 @@ class LinearisedLaplace(GaussianMethod):
             means.append(mean.double().cpu())
             feats.append(phi.double().cpu())
             targets.append(y.cpu())
-            iso = self._isotropic(x, phi)
-            extra.append(None if iso is None else iso.double().cpu())
+            extra.append([None if r is None else r.double().cpu()
+                          for r in (self._isotropic(x, phi, option) for option in options)])
         if means:  # (a process may hold no validation batch when there are fewer batches than processes)
-            mean, y, iso = torch.cat(means), torch.cat(targets), None if extra[0] is None else torch.cat(extra)
+            mean, y = torch.cat(means), torch.cat(targets)
+            iso = [None if extra[0][o] is None else torch.cat([e[o] for e in extra]) for o in range(len(options))]
             phi = torch.cat(feats)
             rotated = [(evals, phi @ evecs) for evals, evecs in eig]  # phi(x) U: the search rescales its columns
         count = distributed.total(torch.tensor(float(sum(len(m) for m in means)), dtype=torch.float64))
@@ -225,14 +237,16 @@ class LinearisedLaplace(GaussianMethod):
         def score(priors, noises):
             priors = [self.prior_precision or 1.0] if priors is None else priors.tolist()
             noises = [1.0] if noises is None else noises.tolist()
-            table = torch.zeros(len(eig), len(priors), len(noises), dtype=torch.float64)
+            table = torch.zeros(len(eig) * len(options), len(priors), len(noises), dtype=torch.float64)
             for t, (evals, basis) in enumerate(rotated if means else ()):
-                for i, delta in enumerate(priors):
-                    for j, s in enumerate(noises):
-                        factor = with_isotropic(basis * scales(evals, delta, s), None if iso is None else iso / delta)
-                        noise = 1.0 if rho is None else s * rho
-                        table[t, i, j] = predictive_nll(mean, factor, y, self.likelihood, self.link, noise,
-                                                        self.n_samples, self.seed).sum()
+                for o in range(len(options)):
+                    for i, delta in enumerate(priors):
+                        for j, s in enumerate(noises):
+                            extra = None if iso[o] is None else iso[o] / delta
+                            factor = with_isotropic(basis * scales(evals, delta, s), extra)
+                            noise = 1.0 if rho is None else s * rho
+                            table[t * len(options) + o, i, j] = predictive_nll(
+                                mean, factor, y, self.likelihood, self.link, noise, self.n_samples, self.seed).sum()
             return distributed.total(table) / count  # the mean over the validation points of every process
 
         return score
@@ -257,7 +271,7 @@ class LinearisedLaplace(GaussianMethod):
     def _mean_and_factor(self, x) -> tuple[torch.Tensor, torch.Tensor]:
         mean, phi = self._features(x)
         factor = phi @ self.basis_.to(phi)  # F(x) = phi(x) W
-        iso = self._isotropic(x, phi)
+        iso = self._isotropic(x, phi, self.isotropic_)
         # F -> [F, sqrt(r / delta) I_C]: prior variance outside the features' span
         return mean, with_isotropic(factor, None if iso is None else iso / self.prior_precision_)
 

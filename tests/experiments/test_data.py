@@ -159,3 +159,82 @@ def test_toy_regression():
     assert not torch.equal(other.train.tensors[0], x_train)
     with pytest.raises(ValueError, match="gap"):
         toy_regression(gap=2.0)
+
+
+# ------------------------------------------------------------------ image files (idx), Fashion-MNIST
+def _write_idx(path, array: np.ndarray, compress: bool = False) -> None:
+    import gzip
+    import struct
+
+    header = struct.pack(">I", 0x0800 + array.ndim) + b"".join(struct.pack(">I", d) for d in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(data) if compress else data)
+
+
+def _fake_fashion(folder, n_train=60, n_test=20, compress=True):
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    ext = ".gz" if compress else ""
+    arrays = {}
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        arrays[prefix] = (rng.integers(0, 256, (n, 28, 28)), rng.integers(0, 10, n))
+        _write_idx(folder / f"{prefix}-images-idx3-ubyte{ext}", arrays[prefix][0], compress)
+        _write_idx(folder / f"{prefix}-labels-idx1-ubyte{ext}", arrays[prefix][1], compress)
+    return arrays
+
+
+def test_idx_files_are_read_exactly_and_malformed_ones_refused(tmp_path):
+    from ella.experiments.data.images import read_idx
+
+    a = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    _write_idx(tmp_path / "a", a)
+    _write_idx(tmp_path / "a.gz", a, compress=True)
+    assert np.array_equal(read_idx(tmp_path / "a"), a) and np.array_equal(read_idx(tmp_path / "a.gz"), a)
+    (tmp_path / "bad").write_bytes(b"\x01\x02\x08\x01" + b"\x00" * 8)
+    with pytest.raises(ValueError, match="not an idx file"):
+        read_idx(tmp_path / "bad")
+    _write_idx(tmp_path / "short", a)
+    (tmp_path / "short").write_bytes((tmp_path / "short").read_bytes()[:-1])
+    with pytest.raises(ValueError, match="malformed"):
+        read_idx(tmp_path / "short")
+
+
+def test_fashion_mnist_from_idx_files_standardised_and_disjoint(tmp_path):
+    from ella.experiments.data.images import image_dataset
+
+    arrays = _fake_fashion(tmp_path / "FashionMNIST" / "raw")  # torchvision's layout, gzip-compressed
+    s = image_dataset("fashionmnist", tmp_path, num_train=40, num_val=15, num_test=20, seed=3)
+    assert s.input_shape == (1, 28, 28) and s.num_classes == 10 and len(s.train) == 40 and len(s.val) == 15
+    x = s.train.tensors[0]
+    assert abs(float(x.mean())) < 1e-5 and abs(float(x.std()) - 1) < 1e-2  # standardised with the training subset
+    assert not (_rows(s.train.tensors[0].flatten(1)) & _rows(s.val.tensors[0].flatten(1)))
+    # the test images are the test file's, in a seeded order: undo the standardisation and find each one
+    pixels = (s.test.tensors[0][:, 0].double() * s.meta["std"][0] + s.meta["mean"][0]) * 255
+    test_images = arrays["t10k"][0]
+    for image, label in zip(pixels.round().numpy(), s.test.tensors[1].numpy()):
+        match = np.nonzero((test_images == image).all((1, 2)))[0]
+        assert len(match) == 1 and arrays["t10k"][1][match[0]] == label
+    again = image_dataset("fashionmnist", tmp_path, num_train=40, num_val=15, num_test=20, seed=3)
+    assert torch.equal(again.train.tensors[0], x)
+
+
+def test_missing_fashion_mnist_names_the_debian_package(tmp_path, monkeypatch):
+    from ella.experiments.data import images
+
+    monkeypatch.setattr(images, "DEBIAN_FASHION_MNIST", tmp_path / "none")
+    with pytest.raises(images.DataUnavailable, match="apt-get install dataset-fashion-mnist"):
+        images.image_dataset("fashionmnist")
+    with pytest.raises(images.DataUnavailable, match="MNIST needs `data_root`"):
+        images.image_dataset("mnist")
+    _fake_fashion(tmp_path / "none", compress=False)  # the package's folder, plain files: read without a root
+    assert len(images.image_dataset("fashionmnist", num_train=30, num_val=5, num_test=10).train) == 30
+
+
+@pytest.mark.skipif(not __import__("pathlib").Path("/usr/share/datasets/fashion-mnist").is_dir(),
+                    reason="the Debian package dataset-fashion-mnist is not installed")
+def test_the_debian_package_is_the_real_data_set():
+    from ella.experiments.data.images import image_dataset
+
+    s = image_dataset("fashionmnist", num_train=54000, num_val=6000, num_test=10000)
+    assert (len(s.train), len(s.val), len(s.test)) == (54000, 6000, 10000) and s.num_classes == 10
+    assert torch.bincount(s.test.tensors[1], minlength=10).tolist() == [1000] * 10  # the balanced test split

@@ -35,7 +35,9 @@ def test_jvp_features_are_jacobian_times_directions(mlp, inputs, distribution):
 def test_features_do_not_depend_on_batching(mlp, inputs):
     a = EmpiricalNTK(mlp, "jvp", num_samples=40, batch_size=3, progress=False).features(inputs)
     b = EmpiricalNTK(mlp, "jvp", num_samples=40, batch_size=64, progress=False).features(inputs)
-    assert torch.equal(a[:5], EmpiricalNTK(mlp, "jvp", num_samples=40, progress=False).features(inputs[:5]))
+    # the same numbers up to the round-off of another matrix-product blocking (BLAS picks it by shape)
+    assert torch.allclose(a[:5], EmpiricalNTK(mlp, "jvp", num_samples=40, progress=False).features(inputs[:5]),
+                          atol=1e-14, rtol=0)
     assert torch.allclose(a, b, atol=1e-14)
 
 

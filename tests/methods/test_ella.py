@@ -13,6 +13,7 @@ from ella.eigen import NeuralEF, Nystrom, SpIN
 from ella.functional import jacobians
 from ella.kernels import RBF, EmpiricalNTK, SGDTrajectoryKernel
 from ella.methods import ExactLLA, swa_model
+from ella.posterior import fit_trace_model, trace_design
 from ella.predictive import hessian_factor
 
 from tests.conftest import tiny_mlp
@@ -98,9 +99,9 @@ def test_residual_adds_the_left_out_prior_variance(classifier):
 
     def fit(residual):
         return ELLA(model, kernel=EmpiricalNTK(model, "exact"), solver=Nystrom(10, 40), prior_precision=0.5,
-                    residual_samples=residual, progress=False).fit(loader(x, y))
+                    residual=residual, progress=False).fit(loader(x, y))
 
-    plain, post = fit(0), fit(1)
+    plain, post = fit("none"), fit(1)
     assert post.name == "ella_nystrom_residual"
     # r(x) = tr(J J^T - Psi Psi^T) / C from dense Jacobians, scaled by 1 / delta, on every output
     J, psi = jacobians(model, x_test), post.feature_map(x_test)
@@ -117,6 +118,41 @@ def test_residual_adds_the_left_out_prior_variance(classifier):
         return (p.predictive_moments(x_test)[1].diagonal(dim1=1, dim2=2).sum(-1) - exact).abs().mean()
 
     assert error(post) < 0.75 * error(plain)
+    # "learned": tr kappa(x, x) predicted from Psi(x) by the trace model fitted at the kernel points (all 40 here;
+    # the exact estimator gives their traces exactly); "mean": its intercept alone, the mean trace
+    J_train = jacobians(model, x)
+    traces = (J_train @ J_train.transpose(1, 2)).diagonal(dim1=1, dim2=2).sum(-1)
+    learned, mean = fit("learned"), fit("mean")
+    w = fit_trace_model(learned.feature_map(x), traces)
+    assert learned.residual_ == "learned" and torch.allclose(learned.trace_models_["learned"], w, rtol=1e-8,
+                                                             atol=1e-10)
+    predicted = trace_design(psi) @ w
+    assert torch.allclose(learned.residual_variance(x_test), (predicted - psi.pow(2).sum((1, 2))).clamp_min(0) / 3 / 0.5,
+                          rtol=1e-8)
+    assert mean.residual_ == "mean" and mean.trace_models_["mean"][:-1].abs().max() == 0
+    assert mean.trace_models_["mean"][-1] == pytest.approx(float(traces.mean()), rel=1e-10)
+    assert torch.allclose(mean.residual_variance(x_test),
+                          (traces.mean() - psi.pow(2).sum((1, 2))).clamp_min(0) / 3 / 0.5, rtol=1e-8)
+    assert ELLA(model, residual_samples=0).residual == "none" and ELLA(model, residual_samples=4).residual == 4
+
+
+def test_auto_residual_is_the_better_of_none_and_mean_on_validation(classifier):
+    model, x, y = classifier
+    x_val, y_val = make_data(model, 30, seed=5)
+
+    def fit(residual):
+        return ELLA(model, kernel=EmpiricalNTK(model, "exact"), solver=Nystrom(4, 40), residual=residual,
+                    progress=False).fit(loader(x, y), val_loader=loader(x_val, y_val))
+
+    auto, none, mean, learned = fit("auto"), fit("none"), fit("mean"), fit("learned")
+    best = min((float(p.search_.scores.min()), i, p) for i, p in enumerate((none, mean, learned)))[2]
+    assert auto.residual_ == best.residual_ and auto.prior_precision_ == best.prior_precision_
+    assert float(auto.search_.scores.min()) == pytest.approx(float(best.search_.scores.min()), rel=1e-12)
+    assert torch.allclose(auto.predict(x_val), best.predict(x_val), atol=1e-12)
+    # the three candidates are the rows of one table, at the same grid
+    assert auto.search_.scores.shape[0] == 3 and auto.isotropic_choices == ("none", "mean", "learned")
+    for row, alone in enumerate((none, mean, learned)):
+        assert torch.allclose(auto.search_.scores[row], alone.search_.scores[0])
 
 
 def test_residual_estimate_is_unbiased(classifier):
@@ -125,7 +161,7 @@ def test_residual_estimate_is_unbiased(classifier):
 
     def residual(estimator, samples):
         return ELLA(model, kernel=EmpiricalNTK(model, estimator), solver=Nystrom(4, 40), prior_precision=1.0,
-                    residual_samples=samples, progress=False).fit(loader(x, y)).residual_variance(x_test)
+                    residual=samples, progress=False).fit(loader(x, y)).residual_variance(x_test)
 
     # the same Nystrom Psi (Jacobian rows are exact for both estimators), so only the trace estimate differs
     assert torch.allclose(residual("jvp", 4096), residual("exact", 1), rtol=0.1)
@@ -139,8 +175,8 @@ def test_prior_and_fold_in_are_chosen_on_validation_nll_and_the_model_is_untouch
     post = ELLA(model, kernel=kernel, solver=Nystrom(5), fold_in="tune", progress=False).fit(loader(x, y),
                                                                                             loader(xv, yv))
     scores = post.search_.scores
-    assert scores.shape[0] == 10 and scores.shape[2] == 1
-    t = post._fold_in_counts(len(x), True).index(post.num_folded_)
+    assert scores.shape[0] == 10 * 3 and scores.shape[2] == 1  # fold-in counts x (no residual, mean, learned)
+    t = 3 * post._fold_in_counts(len(x), True).index(post.num_folded_) + post.isotropic_choices.index(post.residual_)
     j = post.search_.prior_grid.tolist().index(post.prior_precision_)
     assert scores[t, j, 0] == scores.min()
     probs = post.predict(x[:8])
@@ -242,14 +278,18 @@ def test_regression_without_validation_uses_the_evidence_and_says_so():
 
 def test_save_load_round_trip(classifier, tmp_path):
     model, x, y = classifier
-    for solver, residual in ((NeuralEF(4, net="copy", steps=20, progress=False), 0),
-                             (NeuralEF(4, net="head", steps=20, progress=False), 0), ("nystrom", 3)):
-        post = ELLA(model, k=4, kernel=EmpiricalNTK(model, num_samples=32), solver=solver, residual_samples=residual,
+    for solver, residual in ((NeuralEF(4, net="copy", steps=20, progress=False), "none"),
+                             (NeuralEF(4, net="head", steps=20, progress=False), "learned"), ("nystrom", 3)):
+        post = ELLA(model, k=4, kernel=EmpiricalNTK(model, num_samples=32), solver=solver, residual=residual,
                     progress=False)
         post.fit(loader(x, y))
         post.save(tmp_path / "post.pt")
         loaded = ELLA.load(tmp_path / "post.pt", model)
-        assert loaded.residual_samples == residual and loaded.prior_precision_ == post.prior_precision_
+        assert loaded.residual == residual and loaded.residual_ == post.residual_ == residual
+        assert loaded.prior_precision_ == post.prior_precision_
+        assert loaded.trace_models_.keys() == post.trace_models_.keys() == ({"mean", "learned"} if residual ==
+                                                                            "learned" else set())
+        assert all(torch.equal(loaded.trace_models_[key], post.trace_models_[key]) for key in post.trace_models_)
         assert loaded.stage_seconds_ == post.stage_seconds_ and loaded.num_kernel_points_ == len(x)
         assert torch.allclose(loaded.predict(x), post.predict(x), atol=1e-12)
     given = ELLA.load(tmp_path / "post.pt", model, kernel=EmpiricalNTK(model, num_samples=32))  # the NTK, given
@@ -304,10 +344,15 @@ def test_bad_input_is_rejected_before_work(classifier):
         ELLA(model, k=4, solver=Nystrom(3))
     with pytest.raises(ValueError, match="`residual_samples` must be an integer >= 0"):
         ELLA(model, residual_samples=-1)
-    with pytest.raises(ValueError, match="`residual_samples` > 0 needs the NTK kernel"):
+    with pytest.raises(ValueError, match="`residual` must be one of"):
+        ELLA(model, residual="trace")
+    with pytest.raises(ValueError, match="`residual` must be a positive integer"):
+        ELLA(model, residual=0)
+    with pytest.raises(ValueError, match="`residual` = 4 needs the NTK kernel"):
         ELLA(model, kernel=SGDTrajectoryKernel(record()[0]), residual_samples=4)
-    with pytest.raises(ValueError, match="`residual_variance` needs `residual_samples` > 0"):
-        ELLA(model, k=2, solver="nystrom", progress=False).fit(loader(x, y)).residual_variance(x)
+    assert ELLA(model, kernel=SGDTrajectoryKernel(record()[0])).isotropic_choices == ("none",)  # "auto": none
+    with pytest.raises(ValueError, match="`residual_variance` needs a residual"):
+        ELLA(model, k=2, solver="nystrom", residual="none", progress=False).fit(loader(x, y)).residual_variance(x)
     with pytest.raises(TypeError, match="unexpected keyword"):
         ELLA(model, kernel_kwargs={"estimator": "fd"})  # settings travel in the kernel and solver objects
 

@@ -36,6 +36,24 @@ def test_gridsearch_picks_best_validation_nll(cls, data):
     assert m.prior_precision_ == pytest.approx(searched[int(torch.tensor(nlls).argmin())])
 
 
+def test_gridsearch_streams_the_jacobians_past_its_cache(data, monkeypatch):
+    from ella.methods import laplace_torch
+
+    x, y, xv, yv, _ = data
+    model = train(mlp((40, 20, 10)), x, y, steps=30).double()
+
+    def fit():
+        m = KFACLLA(model, prior="gridsearch", prior_grid=[1e-2, 1.0, 1e2], progress=False, batch_size=16)
+        return m.fit(loader(x.double(), y), val_loader=loader(xv.double(), yv))
+
+    kept = fit()
+    monkeypatch.setattr(laplace_torch, "JACOBIAN_CACHE", 0)  # recomputed per grid call, one piece at a time
+    streamed = fit()
+    assert torch.equal(streamed.search_.prior_grid, kept.search_.prior_grid)
+    assert torch.allclose(streamed.search_.scores, kept.search_.scores, rtol=1e-12)
+    assert streamed.prior_precision_ == kept.prior_precision_
+
+
 # --------------------------------------------------------------------------- MAP and last-layer LLA
 
 

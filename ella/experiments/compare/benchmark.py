@@ -4,8 +4,9 @@
     results = run_benchmark([("mnist1d", "cnn"), ("digits", "mlp")], out="benchmarks/results")
 
 Shift and OOD sets per data set (:mod:`ella.experiments.compare.shift`): MNIST-1D gets the i.i.d.-noise, translation and shear
-curves and the shuffled-sequence and pure-noise OOD sets; digits gets rotations; the toy regression's test
-grid itself covers the in-between gap and both sides beyond the data.
+curves and the shuffled-sequence and pure-noise OOD sets; digits gets rotations; grey image data sets (Fashion-MNIST,
+MNIST, KMNIST) get rotations and the scaled-up-digits and uniform-noise OOD sets; the toy regression's test grid
+itself covers the in-between gap and both sides beyond the data.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ from dataclasses import replace
 
 import torch
 
-from ..data.images import DataUnavailable
+from ..data.images import IMAGE_DATASETS, DataUnavailable
 from ..report import environment
 from .driver import compare_problem
 from .methods import Settings, check_methods
 from .problems import Problem, make_problem, network_name
 from .report import assemble, write_results
-from .shift import digits_rotation_sets, mnist1d_ood_sets, mnist1d_shift_sets
+from .shift import digits_rotation_sets, image_ood_sets, image_rotation_sets, mnist1d_ood_sets, mnist1d_shift_sets
 
 __all__ = ["compare", "run_benchmark", "shift_and_ood_sets", "ALL_PROBLEMS"]
 
@@ -36,6 +37,9 @@ def shift_and_ood_sets(problem: Problem, shift_points: int = 1000, ood_points: i
         return mnist1d_shift_sets(num_test=shift_points), mnist1d_ood_sets(ood_points)
     if problem.dataset == "digits":
         return {"rotation": digits_rotation_sets(problem.splits)}, {}
+    if problem.splits.input_shape[0] == 1 and problem.dataset in IMAGE_DATASETS:  # grey images
+        return ({"rotation": image_rotation_sets(problem.splits, num=shift_points)},
+                image_ood_sets(problem.splits, ood_points))
     return {}, {}
 
 

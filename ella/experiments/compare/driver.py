@@ -81,10 +81,12 @@ def _ratio(value, unit):
     return None if value is None or not unit else value / unit
 
 
-def predict_cost(predict, x_test: torch.Tensor, model, repeats: int = REPEATS) -> dict:
+def predict_cost(predict, x_test: torch.Tensor, model, repeats: int = REPEATS, piece: int = 1000) -> dict:
     """``predict``'s cost on the first :data:`TIMING_POINTS` test inputs: seconds per 1,000 (median of ``repeats``)
     and as a multiple of ``model``'s forward pass on the same inputs, each timing paired with one of the forward pass
-    just before it (median ratio, with its spread), so that a machine whose speed drifts moves both alike."""
+    just before it (median ratio, with its spread), so that a machine whose speed drifts moves both alike. The
+    forward pass runs in pieces of ``piece`` inputs: give the method's own ``batch_size``, the pieces its
+    ``predict`` works in, so that both pay the same per-piece cost (pieces of other sizes run at other speeds)."""
     x = x_test[:TIMING_POINTS]
 
     @torch.no_grad()
@@ -93,7 +95,7 @@ def predict_cost(predict, x_test: torch.Tensor, model, repeats: int = REPEATS) -
 
     times, ratios = [], []
     for _ in range(repeats):
-        unit = seconds_per_1000(forward, x, 1)[0]
+        unit = seconds_per_1000(forward, x, 1, batch_size=min(piece, 1000))[0]
         times.append(seconds_per_1000(predict, x, 1)[0])
         ratios.append(times[-1] / unit)
     return {"predict_seconds_per_1000": statistics.median(times), "predict_vs_map": statistics.median(ratios),
@@ -105,7 +107,8 @@ def _run_method(method, problem: Problem, loaders, reference: dict, shift: dict,
     """Fit, cost, score, shift and OOD for one method. Returns ``(row, extras)``."""
     device = next(problem.model.parameters()).device
     row, preds, targets = run_method(method, *loaders, timer=partial(measure, device=device))
-    row.update(predict_cost(method.predict, problem.splits.test.tensors[0].to(device), problem.model))
+    row.update(predict_cost(method.predict, problem.splits.test.tensors[0].to(device), problem.model,
+                            piece=method.batch_size))
     row.update(fit_vs_map_forward=_ratio(row["fit_seconds"], reference["train_pass_seconds"]),
                fit_memory_vs_map=_ratio(row["fit_peak_mb"], reference["peak_mb"]),
                predict_memory_vs_map=_ratio(row["predict_peak_mb"], reference["peak_mb"]))

@@ -27,7 +27,7 @@ from ...eigen import NeuralEF, Nystrom
 from ...kernels import EmpiricalNTK
 from ..trajectory import trajectory_methods
 from ...methods import (ELLA, MAP, DiagLLA, ExactLLA, KFACLLA, LaplaceTorchELLA, LastLayerLLA, Method,
-                        TemperatureScaling)
+                        NativeLaplaceELLA, NativeVaLLA, TemperatureScaling)
 
 __all__ = ["Settings", "NotApplicable", "METHODS", "TRAJECTORY_METHODS", "register", "build", "check_methods"]
 
@@ -55,6 +55,7 @@ class Settings:
         laplace_prior: prior precision of ``kfac_lla``, ``diag_lla``, ``last_layer_lla``: ``"gridsearch"``
             (validation NLL, like the others) or ``"marglik"`` (Laplace evidence).
         laplace_torch_grid: grid size of laplace-torch's own ELLA grid search (its default, 100).
+        valla_inducing: inducing outputs of ``laplace_torch_valla`` (VaLLA paper's table: 100 and 500).
         exact_max_params: the largest network ``exact_lla`` runs on.
         trajectory: options of :func:`ella.experiments.trajectory.trajectory_methods` (k, neuralef_steps, ...).
     """
@@ -72,6 +73,7 @@ class Settings:
     nystrom_points: int = 2000
     laplace_prior: str = "gridsearch"
     laplace_torch_grid: int = 100
+    valla_inducing: int = 100
     exact_max_params: int = 8000
     trajectory: dict = field(default_factory=lambda: {"k": 10, "neuralef_steps": 2000})
 
@@ -143,6 +145,25 @@ def _laplace(cls, problem, settings, progress) -> Method:
                prior_grid=settings.grid(), seed=problem.seed, progress=progress)
 
 
+@register("last_layer_lla_marglik")
+def _last_layer_marglik(problem, settings, progress) -> Method:
+    """Last-layer KFAC as laplace-torch's README shows it: the marginal-likelihood prior and the probit link."""
+    return LastLayerLLA(problem.model, problem.likelihood, prior="marglik", link="probit", seed=problem.seed,
+                        progress=progress)
+
+
+@register("laplace_torch_native_ella")
+def _native_ella(problem, settings, progress) -> Method:
+    return NativeLaplaceELLA(problem.model, problem.likelihood, k=settings.k, subsample_size=settings.nystrom_points,
+                             grid_size=settings.laplace_torch_grid, seed=problem.seed, progress=progress)
+
+
+@register("laplace_torch_valla")
+def _valla(problem, settings, progress) -> Method:
+    return NativeVaLLA(problem.model, problem.likelihood, num_inducing=settings.valla_inducing, seed=problem.seed,
+                       progress=progress)
+
+
 @register("last_layer_lla")
 def _last_layer(problem, settings, progress) -> Method:
     return _laplace(LastLayerLLA, problem, settings, progress)
@@ -180,6 +201,12 @@ def _ella(problem, settings, progress, **kwargs) -> Method:
                 **kwargs)
 
 
+@register("ella")
+def _ella_defaults(problem, settings, progress) -> Method:
+    """``ELLA(model)`` with the library's defaults: none of the benchmark's settings."""
+    return ELLA(problem.model, problem.likelihood, seed=problem.seed, progress=progress)
+
+
 @register("ella_nystrom")
 def _ella_nystrom(problem, settings, progress) -> Method:
     return _ella(problem, settings, progress, solver=Nystrom(settings.k, settings.nystrom_points, seed=problem.seed))
@@ -192,7 +219,7 @@ def _ella_neuralef(problem, settings, progress) -> Method:
 
 @register("ella_neuralef_residual")
 def _ella_neuralef_residual(problem, settings, progress) -> Method:
-    return _ella(problem, settings, progress, residual_samples=settings.residual_samples,
+    return _ella(problem, settings, progress, residual=settings.residual_samples,
                  **settings.neuralef(problem.model, problem.seed, progress))
 
 

@@ -1,15 +1,19 @@
 """The benchmark problems: a data set, a MAP-trained network and its recipe, built from one seed.
 
-=========================  =======================================================  ================
-problem                    data                                                     network (P)
-=========================  =======================================================  ================
-``mnist1d`` / ``cnn``      MNIST-1D, 3,500 / 500 / ``num_test`` (10,000) generated  CNN (5,210)
-``mnist1d`` / ``mlp``      same                                                     MLP, overfit (15,210)
-``mnist1d`` / ``cnn_bn``   same                                                     CNN + BatchNorm (5,360)
-``digits`` / ``mlp``       scikit-learn digits, 60 / 15 / 25 % stratified           MLP 64-32-32-10 (3,466)
-``toy`` / ``mlp``          1-D regression with an in-between gap, 100 / 50 / 300    tanh MLP (2,701)
-``<torchvision>`` / ``cnn`` an image data set on disk (``data_root``)               small CNN
-=========================  =======================================================  ================
+===========================  =======================================================  ==================================
+problem                      data                                                     network (P)
+===========================  =======================================================  ==================================
+``mnist1d`` / ``cnn``        MNIST-1D, 3,500 / 500 / ``num_test`` (10,000) generated  CNN (5,210)
+``mnist1d`` / ``mlp``        same                                                     MLP, overfit (15,210)
+``mnist1d`` / ``cnn_bn``     same                                                     CNN + BatchNorm (5,360)
+``digits`` / ``mlp``         scikit-learn digits, 60 / 15 / 25 % stratified           MLP 64-32-32-10 (3,466)
+``toy`` / ``mlp``            1-D regression with an in-between gap, 100 / 50 / 300    tanh MLP (2,701)
+``fashion-mnist`` / ``mlp``  Fashion-MNIST (Debian package), 54,000 / 6,000 / 10,000  MLP 784-200-200-10, tanh (199,210)
+``fashion-mnist`` / ``cnn``  same                                                     small CNN (28,938)
+``<images>`` / ``cnn``       image files on disk (``data_root``), 90 / 10 % of train  small CNN
+===========================  =======================================================  ==================================
+
+``fashionmnist`` is the same data set as ``fashion-mnist``.
 
 Every method of a comparison is built on the same trained network and the same splits.
 """
@@ -26,17 +30,20 @@ from torch.utils.data import DataLoader
 from ..._utils import seeded_generator
 from ..data import Splits, digits, mnist1d, toy_regression
 from ..data.images import IMAGE_DATASETS, image_dataset
-from ..models import digits_mlp, regression_mlp
+from ..models import digits_mlp, mlp, regression_mlp
 from ..train import train_map, train_mnist1d_cnn, train_mnist1d_mlp
 
 __all__ = ["Problem", "make_problem", "network_name", "MODELS", "image_cnn"]
 
 # data set -> the networks it is benchmarked with
 MODELS = {"mnist1d": ("cnn", "mlp", "cnn_bn"), "digits": ("mlp",), "toy": ("mlp",),
-          **{name: ("cnn",) for name in IMAGE_DATASETS}}
+          **{name: ("cnn",) for name in IMAGE_DATASETS}, "fashionmnist": ("mlp", "cnn")}
+ALIASES = {"fashion-mnist": "fashionmnist"}
 
 DIGITS_RECIPE = dict(steps=3000, lr=1e-3, weight_decay=1e-4, optimizer="adam", schedule="cosine", batch_size=64)
 TOY_RECIPE = dict(steps=3000, lr=1e-2, weight_decay=1e-4, optimizer="adam", schedule="cosine", batch_size=20)
+# training / validation images of the 60,000 (MNIST, Fashion-MNIST, KMNIST; CIFAR-10: 50,000 of 50,000)
+IMAGE_SPLITS = {"mnist": (54000, 6000), "fashionmnist": (54000, 6000), "kmnist": (54000, 6000)}
 IMAGE_RECIPE = dict(steps=4000, lr=1e-3, weight_decay=1e-4, optimizer="adam", schedule="cosine", batch_size=128)
 
 
@@ -77,6 +84,11 @@ class Problem:
                 DataLoader(self.splits.test, batch_size=eval_batch_size))
 
 
+def image_mlp(in_features: int, num_classes: int, seed: int = 0) -> nn.Sequential:
+    """The MLP of the Fashion-MNIST benchmarks (VaLLA's and ELLA's papers): flatten, 200, 200 tanh units."""
+    return nn.Sequential(nn.Flatten(), *mlp(in_features, (200, 200), num_classes, nn.Tanh, seed=seed)).eval()
+
+
 def image_cnn(in_channels: int, num_classes: int, image_size: int, seed: int = 0) -> nn.Sequential:
     """A small CNN for torchvision images: two (conv 5x5, ReLU, max-pool 2) blocks, 16 and 32 channels, and a
     linear head (``nn.Conv2d`` / ``nn.Linear`` only, so laplace-torch's KFAC applies)."""
@@ -98,6 +110,7 @@ def _train(model: nn.Module, splits: Splits, recipe: dict, likelihood: str, seed
 
 def network_name(dataset: str, model: str | None = None) -> str:
     """The network ``model`` of ``dataset`` (``None``: its first), checked against :data:`MODELS`."""
+    dataset = ALIASES.get(dataset, dataset)
     if dataset not in MODELS:
         raise ValueError(f"`dataset` must be one of {sorted(MODELS)}, got {dataset!r}")
     model = MODELS[dataset][0] if model is None else model
@@ -123,6 +136,7 @@ def make_problem(dataset: str, model: str | None = None, seed: int = 0, num_test
         ella.experiments.data.images.DataUnavailable: a torchvision data set whose files are not under ``data_root``.
     """
     model = network_name(dataset, model)
+    dataset = ALIASES.get(dataset, dataset)
     start = time.perf_counter()
     likelihood = "regression" if dataset == "toy" else "classification"
     if dataset == "mnist1d":
@@ -140,9 +154,14 @@ def make_problem(dataset: str, model: str | None = None, seed: int = 0, num_test
             splits, recipe = toy_regression(), TOY_RECIPE
             net = regression_mlp(seed=seed)
         else:
-            splits, recipe = image_dataset(dataset, data_root, num_test=num_test), IMAGE_RECIPE
+            train, val = IMAGE_SPLITS.get(dataset, (45000, 5000))
+            splits = image_dataset(dataset, data_root, num_train=train, num_val=val, num_test=num_test)
             channels, side = splits.input_shape[0], splits.input_shape[-1]
-            net = image_cnn(channels, splits.num_classes, side, seed=seed)
+            recipe = IMAGE_RECIPE
+            if model == "mlp":
+                net = image_mlp(channels * side * side, splits.num_classes, seed=seed)
+            else:
+                net = image_cnn(channels, splits.num_classes, side, seed=seed)
         _train(net, splits, recipe, likelihood, seed, progress)
     recipe = dict(recipe)
     return Problem(dataset, model, splits, net.eval(), likelihood, recipe, time.perf_counter() - start, seed)

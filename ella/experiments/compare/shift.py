@@ -18,6 +18,11 @@ probability are scored.
 
 Digits: the test images rotated by increasing angles (bilinear, zero fill), re-standardised with the
 training statistics.
+
+Image data sets (:func:`ella.experiments.data.images.image_dataset`, one channel): the test images rotated by the
+same angles, and two out-of-distribution sets: ``digits``, scikit-learn's 8 x 8 handwritten digits scaled up to
+the images' size (for Fashion-MNIST, the classic MNIST-like far-OOD set, available offline), and ``noise``,
+uniform random pixels. Both are standardised with the training statistics, as the test images are.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ from torch.utils.data import TensorDataset
 from ..._checks import check_positive_int
 from ..._utils import seeded_generator
 
-__all__ = ["MNIST1D_SHIFTS", "DIGITS_ANGLES", "mnist1d_shift_sets", "mnist1d_ood_sets", "digits_rotation_sets"]
+__all__ = ["MNIST1D_SHIFTS", "DIGITS_ANGLES", "mnist1d_shift_sets", "mnist1d_ood_sets", "digits_rotation_sets",
+           "image_rotation_sets", "image_ood_sets"]
 
 # curve name -> (generator argument, levels); the first level is the standard generator's value
 MNIST1D_SHIFTS = {
@@ -102,3 +108,40 @@ def digits_rotation_sets(splits, angles=DIGITS_ANGLES) -> list[tuple[float, Tens
         xs = torch.from_numpy(((rotated - mean) / std).astype(np.float32))
         out.append((float(angle), TensorDataset(xs, y.clone())))
     return out
+
+
+def _image_statistics(splits) -> tuple[float, float]:
+    meta = getattr(splits, "meta", {})
+    if len(meta.get("mean", ())) != 1 or len(meta.get("std", ())) != 1:
+        raise ValueError("`splits` must be a one-channel image data set from ella.experiments.data.images.image_dataset "
+                         "(its meta holds the pixel statistics)")
+    return float(meta["mean"][0]), float(meta["std"][0])
+
+
+def image_rotation_sets(splits, angles=DIGITS_ANGLES, num: int = 2000) -> list[tuple[float, TensorDataset]]:
+    """The first ``num`` test images rotated by each angle, re-standardised: ``[(angle, dataset), ...]``."""
+    mean, std = _image_statistics(splits)
+    x, y = splits.test.tensors[0][:num], splits.test.tensors[1][:num]
+    pixels = x[:, 0].double().numpy() * std + mean  # back to [0, 1]
+    return [(float(angle), TensorDataset(torch.from_numpy(((rotate_images(pixels, float(angle)) - mean) / std)
+                                                          .astype(np.float32))[:, None], y.clone()))
+            for angle in angles]
+
+
+def image_ood_sets(splits, num: int = 2000, seed: int = SHIFT_TEST_SEED) -> dict[str, TensorDataset]:
+    """``{"digits": ..., "noise": ...}`` at the size of ``splits``' images (labels are placeholders)."""
+    from scipy.ndimage import zoom
+    from sklearn.datasets import load_digits
+
+    check_positive_int(num, "num")
+    mean, std = _image_statistics(splits)
+    side = splits.input_shape[-1]
+    digits = load_digits().images[:num] / 16.0  # (n, 8, 8) in [0, 1]
+    big = np.clip(zoom(digits, (1, side / 8, side / 8), order=1), 0, 1)  # bilinear, to (n, side, side)
+    noise = torch.rand(num, side, side, generator=seeded_generator(seed)).numpy()
+
+    def dataset(pixels: np.ndarray) -> TensorDataset:
+        x = torch.from_numpy(((pixels - mean) / std).astype(np.float32))[:, None]
+        return TensorDataset(x, torch.zeros(len(x), dtype=torch.long))
+
+    return {"digits": dataset(big), "noise": dataset(noise)}

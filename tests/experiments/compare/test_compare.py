@@ -17,11 +17,12 @@ from ella.experiments.compare.driver import MethodFailed, compare_problem
 from ella.experiments.compare.methods import METHODS, Settings, register
 from ella.experiments.compare.problems import Problem
 from ella.experiments.compare.report import assemble, headline_table, write_results
-from ella.experiments.compare.shift import digits_rotation_sets, mnist1d_ood_sets, mnist1d_shift_sets
+from ella.experiments.compare.shift import (digits_rotation_sets, image_ood_sets, image_rotation_sets,
+                                           mnist1d_ood_sets, mnist1d_shift_sets)
 from ella.experiments.data import Splits, digits, toy_regression
 from ella.experiments.data.images import DataUnavailable, image_dataset
 
-from tests.conftest import is_png, needs_laplace, needs_torchvision, tiny_mlp
+from tests.conftest import is_png, needs_laplace, tiny_mlp
 
 TINY = Settings(k=3, ntk_samples=32, neuralef_steps=20, nystrom_points=30, laplace_torch_grid=5, prior_grid=(-2, 2, 5))
 ROW_KEYS = {"acc", "nll", "ece", "mce", "brier", "fit_seconds", "predict_seconds", "predict_seconds_per_1000",
@@ -136,8 +137,7 @@ def write_idx(path, array: np.ndarray) -> None:
     path.write_bytes(header + array.astype(np.uint8).tobytes())
 
 
-@needs_torchvision
-def test_torchvision_data_on_disk_or_a_clear_skip(tmp_path, capsys):
+def test_image_data_on_disk_or_a_clear_skip(tmp_path, capsys):
     with pytest.raises(DataUnavailable, match="MNIST files not found"):
         image_dataset("mnist", tmp_path)
     assert main(["compare", "--dataset", "mnist", "--data-root", str(tmp_path), "--out", str(tmp_path / "o")]) == 0
@@ -151,6 +151,17 @@ def test_torchvision_data_on_disk_or_a_clear_skip(tmp_path, capsys):
     splits = image_dataset("mnist", tmp_path, num_train=30, num_val=10, num_test=15)
     assert splits.train.tensors[0].shape == (30, 1, 28, 28) and len(splits.val) == 10 and len(splits.test) == 15
     assert splits.train.tensors[0].mean().abs() < 1e-5  # standardised with the training subset
+    # grey images get a rotation curve and two OOD sets, standardised as the test images are
+    rotations = image_rotation_sets(splits, angles=(0, 90), num=10)
+    assert torch.equal(rotations[0][1].tensors[0], splits.test.tensors[0][:10])  # 0 degrees: unchanged
+    pixels = splits.test.tensors[0][:10, 0] * splits.meta["std"][0] + splits.meta["mean"][0]
+    turned = rotations[1][1].tensors[0][:, 0] * splits.meta["std"][0] + splits.meta["mean"][0]
+    assert torch.allclose(turned, torch.rot90(pixels, 1, dims=(1, 2)), atol=1e-4)  # 90 degrees: exact
+    ood = image_ood_sets(splits, num=12)
+    assert set(ood) == {"digits", "noise"}
+    for dataset in ood.values():
+        x = dataset.tensors[0] * splits.meta["std"][0] + splits.meta["mean"][0]
+        assert x.shape == (12, 1, 28, 28) and x.min() >= -1e-5 and x.max() <= 1 + 1e-5  # pixels in [0, 1]
 
 
 def test_bad_arguments_fail_before_any_work():

@@ -33,4 +33,5 @@ from .swag import SWA, SWAG, swa_model, update_bn
 from .temperature import TemperatureScaling
 
 __all__ = ["Method", "GaussianMethod", "ELLA", "ExactLLA", "KFACLLA", "DiagLLA", "LastLayerLLA", "LaplaceTorchELLA",
-           "NativeLaplaceELLA", "NativeVaLLA", "MAP", "TemperatureScaling", "SWA", "SWAG", "swa_model", "update_bn", "evaluate", "predict_all"]
+           "NativeLaplaceELLA", "NativeVaLLA", "MAP", "TemperatureScaling", "SWA", "SWAG", "swa_model", "update_bn",
+           "evaluate", "predict_all"]

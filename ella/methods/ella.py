@@ -81,8 +81,9 @@ class ELLA(LinearisedLaplace):
             nothing more with either; an integer ``S'`` estimates it at every input with S' random weight
             directions by the NTK's estimator: S' more forward passes (or JVPs) per prediction. ``"auto"``
             (default): ``"none"``, ``"mean"`` or ``"learned"``, whichever gives the lowest validation NLL with its
-            prior (the NTK kernel and validation data; ``"none"`` otherwise). On Fashion-MNIST (54,000 points) the paper's
-            ELLA is MAP at every prior and the residual is what calibrates it (``benchmarks/fashion_mnist.py``).
+            prior (the NTK kernel and validation data; ``"none"`` otherwise). On Fashion-MNIST (54,000 points)
+            the paper's ELLA is MAP at every prior and the residual is what calibrates the MLP
+            (``benchmarks/fashion_mnist.py``).
         residual_samples: the earlier name of an integer ``residual``.
         posterior_update: fold the likelihood curvature into ``G`` (the ELLA posterior). ``False`` drops it:
             ``G = delta I_k`` and the predictive covariance is the kernel's ``Psi Psi^T`` scaled by ``1 / delta``.
@@ -171,7 +172,7 @@ class ELLA(LinearisedLaplace):
         return self.k
 
     def _prepare(self, data: Survey, train_loader) -> None:
-        """Learn the eigenfunctions on the kernel points; the kernel's mean diagonal for the residual."""
+        """Learn the eigenfunctions on the kernel points; the residual's trace models there."""
         x = batches.to_model(data.sample, self.model)
         self.num_kernel_points_ = batches.num_rows(x)
         with distributed.sharing():  # every process holds the same kernel points: they split the solver's work
@@ -330,8 +331,9 @@ class ELLA(LinearisedLaplace):
             post.solver_ = copy.copy(solver).load_state_dict(solver_state, kernel)
             post.isotropic_ = fitted.get("isotropic", residual)  # (format 4: the configured residual)
             post.trace_models_ = dict(tensors.get("trace_models", {}))
-            if post.isotropic_ not in (*post.isotropic_choices, residual):
-                raise ValueError(f"unknown residual choice {post.isotropic_!r}")
+            if post.isotropic_ not in (*post.isotropic_choices, residual) or (
+                    post.isotropic_ in ("mean", "learned") and post.isotropic_ not in post.trace_models_):
+                raise ValueError(f"residual choice {post.isotropic_!r} unknown or without its trace model")
             post._set_scale()
             post.evals_, post.evecs_ = files.require(tensors, "evals", torch.Tensor, where), \
                 files.require(tensors, "evecs", torch.Tensor, where)

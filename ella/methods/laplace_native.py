@@ -15,11 +15,13 @@ of ``batch_size`` inputs. Classification only.
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import torch
 from torch.utils.data import DataLoader
 
 from .. import batches
-from .._checks import check_choice, check_positive_int
+from .._checks import check_choice, check_int, check_positive_int
 from .._utils import require, seeded_generator
 from .base import Method
 from .laplace_torch import _as_dataloader
@@ -36,7 +38,7 @@ class _Native(Method):
         if self.likelihood != "classification":
             raise ValueError(f"{type(self).__name__} supports classification only, got {likelihood!r}")
         self.link_approx = check_choice(link_approx, "link_approx", LINK_APPROXIMATIONS)
-        self.seed = seed
+        self.seed = check_int(seed, "seed", 0)
         self._laplace = require("laplace", "laplace-torch", "laplace", type(self).__name__)
 
     def _fit(self, train_loader, val_loader) -> None:
@@ -48,8 +50,9 @@ class _Native(Method):
             torch.manual_seed(self.seed)
             self.la_ = self._fit_laplace(train, val)
 
-    def _fit_laplace(self, train, val):
-        raise NotImplementedError
+    @abstractmethod
+    def _fit_laplace(self, train: DataLoader, val: DataLoader | None):
+        """The fitted laplace-torch object (its prior chosen as laplace-torch chooses it)."""
 
     def _predict(self, x):
         return self.la_(x, pred_type="gp", link_approx=self.link_approx).detach()

@@ -66,9 +66,9 @@ class LinearisedLaplace(GaussianMethod):
 
     Fitted: ``prior_precision_``, ``noise_`` (regression; ``noise_scale_`` is ``s``), ``num_folded_``, ``num_train_``,
     ``evals_`` and ``evecs_`` (the curvature's eigendecomposition, float64), ``basis_`` (``W``), ``isotropic_``
-    (the option of :meth:`_isotropic` the predictive adds as ``r(x) / delta``), ``search_`` (the :class:`~ella.methods.search.Choice`, or
-    ``None`` when nothing was tuned), ``stage_seconds_`` (wall-clock seconds of the ``survey``, ``features``,
-    ``curvature`` and ``search`` stages).
+    (the option of :meth:`_isotropic` the predictive adds as ``r(x) / delta``), ``search_`` (the
+    :class:`~ella.methods.search.Choice`, or ``None`` when nothing was tuned), ``stage_seconds_`` (wall-clock
+    seconds of the ``survey``, ``features``, ``curvature`` and ``search`` stages).
     """
 
     prior_precision_: float | None = None

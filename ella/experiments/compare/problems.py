@@ -124,16 +124,17 @@ def make_problem(dataset: str, model: str | None = None, seed: int = 0, num_test
     """Build the data and train the MAP network of one benchmark problem.
 
     Args:
-        dataset: ``"mnist1d"``, ``"digits"``, ``"toy"`` or a torchvision name (:data:`ella.experiments.data.images.IMAGE_DATASETS`).
+        dataset: ``"mnist1d"``, ``"digits"``, ``"toy"``, ``"fashion-mnist"`` or an image data set's name
+            (:data:`ella.experiments.data.images.IMAGE_DATASETS`).
         model: one of ``MODELS[dataset]`` (default: the first).
         seed: seed of the network's initialisation and training (the data's own seeds are fixed).
         num_test: MNIST-1D and torchvision test points.
-        data_root: folder of the torchvision files (torchvision data sets only).
+        data_root: folder of the image files (image data sets; Fashion-MNIST's default is its Debian package).
         progress: show a progress bar while training.
 
     Raises:
         ValueError: unknown ``dataset`` or ``model``.
-        ella.experiments.data.images.DataUnavailable: a torchvision data set whose files are not under ``data_root``.
+        ella.experiments.data.images.DataUnavailable: an image data set whose files are not on disk.
     """
     model = network_name(dataset, model)
     dataset = ALIASES.get(dataset, dataset)

@@ -113,8 +113,8 @@ def digits_rotation_sets(splits, angles=DIGITS_ANGLES) -> list[tuple[float, Tens
 def _image_statistics(splits) -> tuple[float, float]:
     meta = getattr(splits, "meta", {})
     if len(meta.get("mean", ())) != 1 or len(meta.get("std", ())) != 1:
-        raise ValueError("`splits` must be a one-channel image data set from ella.experiments.data.images.image_dataset "
-                         "(its meta holds the pixel statistics)")
+        raise ValueError("`splits` must be a one-channel image data set from "
+                         "ella.experiments.data.images.image_dataset (its meta holds the pixel statistics)")
     return float(meta["mean"][0]), float(meta["std"][0])
 
 

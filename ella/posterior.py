@@ -85,6 +85,21 @@ def trace_design(psi: torch.Tensor) -> torch.Tensor:
     return torch.cat([flat, flat.pow(2), torch.ones_like(flat[:, :1])], dim=1)
 
 
+def modelled_residual(psi: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """:func:`residual_variance` with the trace of a trace model, ``trace_design(Psi(x)) w``, per input ``(B,)``.
+
+    Computed in ``psi``'s dtype without forming the design: ``r(x) C = Psi w_lin + Psi^2 (w_sq - 1) + w_0``, the
+    squares' weights less the one of ``||Psi(x)||_F^2`` (two matrix-vector products per piece of inputs).
+
+    Args:
+        psi: the feature map ``Psi(x)``, ``(B, C, k)``.
+        weights: the trace model's ``w`` ``(2 C k + 1,)`` (:func:`fit_trace_model`).
+    """
+    flat, w = psi.flatten(1), weights.to(psi)
+    D = flat.shape[1]
+    return ((flat @ w[:D] + flat.square() @ (w[D : 2 * D] - 1) + w[-1]) / psi.shape[1]).clamp_min(0)
+
+
 def fit_trace_model(psi: torch.Tensor, trace: torch.Tensor, ridge: float = 0.1) -> torch.Tensor:
     """Weights ``w`` ``(2 C k + 1,)`` of ``tr kappa(x, x) ~= trace_design(Psi(x)) w``, by ridge regression.
 
@@ -98,15 +113,6 @@ def fit_trace_model(psi: torch.Tensor, trace: torch.Tensor, ridge: float = 0.1) 
     scale = trace.double().mean().clamp_min(1e-30)
     gram = A.T @ A + ridge * len(A) * torch.eye(A.shape[1], dtype=A.dtype, device=A.device)
     return torch.linalg.solve(gram, A.T @ (trace.double() / scale)) * scale
-
-
-def with_isotropic(factor: torch.Tensor, variance: torch.Tensor | None) -> torch.Tensor:
-    """``[F, sqrt(v) I_C]`` of shape ``(B, C, r + C)``, whose outer product is ``F F^T + v I_C``; ``variance``
-    is ``(B,)`` (``None`` returns ``factor``). Every link then sees the extra variance unchanged."""
-    if variance is None:
-        return factor
-    eye = torch.eye(factor.shape[1], dtype=factor.dtype, device=factor.device)
-    return torch.cat([factor, variance.to(factor.dtype).sqrt()[:, None, None] * eye], dim=-1)
 
 
 def linear_evidence(evals: torch.Tensor, projected: torch.Tensor, sum_squares: float, num_values: int,

@@ -2,7 +2,8 @@
 
 A latent predictive ``f(x) ~ N(m(x), Sigma(x))`` with ``m`` of shape ``(B, C)`` is given by a factor ``F`` of
 shape ``(B, C, r)`` with ``Sigma = F F^T`` (ELLA's factor has ``r = k``; a method without latent uncertainty has
-``r = 0``) or by its covariance ``(B, C, C)`` (:func:`covariance_factor` turns it into a factor).
+``r = 0``) or by its covariance ``(B, C, C)`` (:func:`covariance_factor` turns it into a factor). The links and
+the NLL also take an ``isotropic`` variance ``v`` ``(B,)``, ``Sigma = F F^T + v I_C``, without widening ``F``.
 """
 
 from __future__ import annotations
@@ -50,18 +51,21 @@ def probit_probs(mean: torch.Tensor, variance: torch.Tensor) -> torch.Tensor:
     return torch.softmax(mean / torch.sqrt(1 + math.pi / 8 * variance), dim=-1)
 
 
-def margin_probs(mean: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+def margin_probs(mean: torch.Tensor, factor: torch.Tensor, isotropic: torch.Tensor | None = None) -> torch.Tensor:
     """Probit on the margins against the top class: ``softmax_c(d_c / sqrt(1 + pi/8 Var[f_c - f_t]))``.
 
     ``d_c = m_c - m_t`` with ``t = argmax m``. Each class competes with the top class through the binary
     probit approximation ``E[sigmoid(d)] ~= sigmoid(d / sqrt(1 + pi/8 Var d))``, so for ``C = 2`` this is
     the binary probit exactly. Unlike the plain probit it is invariant to adding a constant to all logits,
-    uses the full covariance (``Var[f_c - f_t] = ||F_c - F_t||^2``) and never changes the predicted class.
+    uses the full covariance (``Var[f_c - f_t] = ||F_c - F_t||^2``, plus ``2 v`` for ``c != t`` with an
+    ``isotropic`` variance ``v``) and never changes the predicted class.
     """
     top = mean.argmax(-1, keepdim=True)  # t: (B, 1)
     margin = mean - mean.gather(1, top)  # d_c = m_c - m_t
     factor_top = factor.gather(1, top[:, :, None].expand(-1, 1, factor.shape[-1]))
     var = (factor - factor_top).pow(2).sum(-1)  # Var[f_c - f_t]
+    if isotropic is not None:  # v I_C adds v to Var f_c and to Var f_t (f_t - f_t has none)
+        var = (var + 2 * isotropic.to(var)[:, None]).scatter_(1, top, 0.0)
     return torch.softmax(margin / torch.sqrt(1 + math.pi / 8 * var), dim=-1)
 
 
@@ -82,14 +86,31 @@ def mc_probs(mean: torch.Tensor, factor: torch.Tensor, z: torch.Tensor) -> torch
     return f.softmax(1).mean(2)
 
 
+def with_isotropic(factor: torch.Tensor, variance: torch.Tensor | None) -> torch.Tensor:
+    """``[F, sqrt(v) I_C]`` of shape ``(B, C, r + C)``, whose outer product is ``F F^T + v I_C``; ``variance``
+    is ``(B,)`` (``None`` returns ``factor``)."""
+    if variance is None:
+        return factor
+    eye = torch.eye(factor.shape[1], dtype=factor.dtype, device=factor.device)
+    return torch.cat([factor, variance.to(factor.dtype).sqrt()[:, None, None] * eye], dim=-1)
+
+
+def marginal_variance(factor: torch.Tensor, isotropic: torch.Tensor | None = None) -> torch.Tensor:
+    """``diag(F F^T) + v``, shape ``(B, C)``."""
+    var = factor.pow(2).sum(-1)
+    return var if isotropic is None else var + isotropic.to(var)[:, None]
+
+
 def link_probs(mean: torch.Tensor, factor: torch.Tensor, link: str = "margin", n_samples: int = 512,
-               seed: int = 0) -> torch.Tensor:
-    """Class probabilities of ``N(mean, F F^T)`` under the ``"margin"``, ``"probit"`` or ``"mc"`` link."""
+               seed: int = 0, isotropic: torch.Tensor | None = None) -> torch.Tensor:
+    """Class probabilities of ``N(mean, F F^T + v I_C)`` under the ``"margin"``, ``"probit"`` or ``"mc"`` link
+    (``isotropic``: ``v`` ``(B,)``, or ``None`` for none)."""
     if link == "margin":
-        return margin_probs(mean, factor)
+        return margin_probs(mean, factor, isotropic)
     if link == "probit":
-        return probit_probs(mean, factor.pow(2).sum(-1))
+        return probit_probs(mean, marginal_variance(factor, isotropic))
     if link == "mc":
+        factor = with_isotropic(factor, isotropic)  # the samples need the isotropic directions too
         return mc_probs(mean, factor, standard_normals(n_samples, factor.shape[-1], seed, factor))
     raise ValueError(f"`link` must be one of {LINKS}, got {link!r}")
 
@@ -105,10 +126,11 @@ def gaussian_nll(mean: torch.Tensor, var: torch.Tensor, targets: torch.Tensor) -
 
 
 def predictive_nll(mean: torch.Tensor, factor: torch.Tensor, targets: torch.Tensor, likelihood: str,
-                   link: str = "margin", noise=1.0, n_samples: int = 512, seed: int = 0) -> torch.Tensor:
-    """Negative log predictive density of each target under ``f ~ N(mean, F F^T)``, shape ``(B,)``: through the
-    ``link`` for classification, ``N(y; mean, diag(F F^T) + sigma^2)`` for regression."""
+                   link: str = "margin", noise=1.0, n_samples: int = 512, seed: int = 0,
+                   isotropic: torch.Tensor | None = None) -> torch.Tensor:
+    """Negative log predictive density of each target under ``f ~ N(mean, F F^T + v I_C)``, shape ``(B,)``:
+    through the ``link`` for classification, ``N(y; mean, diag(F F^T) + v + sigma^2)`` for regression."""
     if likelihood == "classification":
-        return class_nll(link_probs(mean, factor, link, n_samples, seed), targets)
-    var = factor.pow(2).sum(-1) + noise_tensor(noise, mean.shape[1], mean).pow(2)
+        return class_nll(link_probs(mean, factor, link, n_samples, seed, isotropic), targets)
+    var = marginal_variance(factor, isotropic) + noise_tensor(noise, mean.shape[1], mean).pow(2)
     return gaussian_nll(mean, var, targets.reshape(mean.shape).to(mean.dtype))

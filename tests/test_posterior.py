@@ -47,15 +47,6 @@ def test_residual_variance_is_the_left_out_trace_per_output():
     assert torch.allclose(P.residual_variance(5.0, psi), (5.0 - psi.pow(2).sum((1, 2))).clamp_min(0) / 3)
 
 
-def test_with_isotropic_adds_variance_to_every_output():
-    F = torch.randn(4, 3, 5, dtype=torch.float64)
-    v = torch.rand(4, dtype=torch.float64)
-    Fv = P.with_isotropic(F, v)
-    assert Fv.shape == (4, 3, 8) and P.with_isotropic(F, None) is F
-    expected = F @ F.transpose(1, 2) + v[:, None, None] * torch.eye(3, dtype=torch.float64)
-    assert torch.allclose(Fv @ Fv.transpose(1, 2), expected, atol=1e-12)
-
-
 def test_linear_evidence_is_the_gaussian_log_density_of_the_residuals():
     g = torch.Generator().manual_seed(2)
     n, D = 12, 4
@@ -93,3 +84,13 @@ def test_trace_model_regresses_the_trace_on_the_features_and_their_squares():
     assert torch.allclose(P.fit_trace_model(psi, trace, ridge=1e-12) @ design.T, trace, rtol=1e-8)
     flat = P.fit_trace_model(psi, trace, ridge=1e6)  # a heavy penalty shrinks towards 0 (relative to the mean)
     assert flat.abs().max() < 1e-3 * trace.mean()
+
+
+def test_modelled_residual_is_the_residual_of_the_trace_model_without_the_design():
+    g = torch.Generator().manual_seed(5)
+    psi = torch.randn(40, 3, 4, generator=g, dtype=torch.float64)
+    w = torch.randn(2 * 12 + 1, generator=g, dtype=torch.float64)
+    w[-1] = 30.0  # traces mostly above ||Psi||^2, some below: the clamp at zero is exercised
+    expected = P.residual_variance(P.trace_design(psi) @ w, psi)
+    assert (expected == 0).any() and (expected > 0).any()
+    assert torch.allclose(P.modelled_residual(psi, w), expected, rtol=1e-12, atol=1e-12)

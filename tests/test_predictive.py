@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ella.predictive import (LINKS, covariance_factor, gaussian_nll, hessian_factor, link_probs, margin_probs, mc_probs,
+from ella.predictive import (LINKS, covariance_factor, with_isotropic, gaussian_nll, hessian_factor, link_probs, margin_probs, mc_probs,
                              predictive_nll, probit_probs, standard_normals)
 
 
@@ -149,3 +149,26 @@ def test_every_link_gives_probabilities_for_any_shape_and_scale(B, C, r, mean_sc
     assert torch.allclose(probs.sum(-1).double(), torch.ones(B, dtype=torch.float64), atol=1e-5)
     nll = predictive_nll(mean, factor, torch.zeros(B, dtype=torch.long), "classification", link, n_samples=32)
     assert torch.isfinite(nll).all() and (nll >= 0).all()
+
+
+def test_with_isotropic_adds_variance_to_every_output():
+    F = torch.randn(4, 3, 5, dtype=torch.float64)
+    v = torch.rand(4, dtype=torch.float64)
+    Fv = with_isotropic(F, v)
+    assert Fv.shape == (4, 3, 8) and with_isotropic(F, None) is F
+    expected = F @ F.transpose(1, 2) + v[:, None, None] * torch.eye(3, dtype=torch.float64)
+    assert torch.allclose(Fv @ Fv.transpose(1, 2), expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("link", LINKS)
+def test_an_isotropic_variance_apart_equals_the_widened_factor(link):
+    g = torch.Generator().manual_seed(6)
+    mean = 3 * torch.randn(50, 4, generator=g, dtype=torch.float64)
+    F = torch.randn(50, 4, 3, generator=g, dtype=torch.float64)
+    v = 2 * torch.rand(50, generator=g, dtype=torch.float64)
+    assert not torch.allclose(link_probs(mean, F, link, 64, 0, v), link_probs(mean, F, link, 64, 0), atol=1e-3)
+    assert torch.allclose(link_probs(mean, F, link, 64, 0, v), link_probs(mean, with_isotropic(F, v), link, 64, 0),
+                          rtol=1e-12, atol=1e-14)
+    y = torch.randn(50, 4, generator=g, dtype=torch.float64)
+    assert torch.allclose(predictive_nll(mean, F, y, "regression", noise=0.5, isotropic=v),
+                          predictive_nll(mean, with_isotropic(F, v), y, "regression", noise=0.5), rtol=1e-12)

@@ -1,8 +1,8 @@
 """``ella demo``: the whole job on MNIST-1D, generated locally, with nothing to download.
 
 Two MAP networks (a CNN with weight decay, and an MLP trained without it, which overfits), and for each:
-MAP, laplace-torch's KFAC-LLA (all weights) and last-layer LLA, ELLA with NeuralEF and with Nystrom
-features, and, from one recorded SGD trajectory continuing the MAP training, SWA, SWAG and ELLA with the
+MAP, laplace-torch's KFAC-LLA (all weights) and last-layer LLA, ``ELLA(model)`` with its defaults and ELLA with
+Nystrom features, and, from one recorded SGD trajectory continuing the MAP training, SWA, SWAG and ELLA with the
 SGD-trajectory kernel; all scored on the same 10,000 generated test points.
 """
 
@@ -27,8 +27,9 @@ TRAINERS = {"cnn": train_mnist1d_cnn, "mlp": train_mnist1d_mlp}
 
 
 def demo_settings(quick: bool) -> dict:
-    """Sizes of the full and the ``--quick`` demo; ELLA's NTK estimator, samples and NeuralEF learning rate
-    are those chosen for the benchmark (:class:`ella.experiments.compare.Settings`)."""
+    """Sizes of the full and the ``--quick`` demo (test points, the SGD-trajectory ELLA's NeuralEF steps, Nystrom's
+    points, laplace-torch's timing points); the ``ella`` row is ``ELLA(model)`` with the library's defaults in
+    both."""
     if quick:
         return dict(num_test=2000, neuralef_steps=600, nystrom_points=500, laplace_torch_points=20)
     return dict(num_test=10000, neuralef_steps=Settings.neuralef_steps, nystrom_points=Settings.nystrom_points,
@@ -37,14 +38,13 @@ def demo_settings(quick: bool) -> dict:
 
 def methods_for(model, settings: dict, seed: int, progress: bool) -> dict:
     """The compared methods, built on one MAP model (each method is fitted by ``run_method``)."""
-    ella_opts = dict(seed=seed, progress=progress, fold_in="tune", kernel_points=Settings.kernel_points)
-    neuralef = Settings().neuralef(model, seed, progress, steps=settings["neuralef_steps"])
+    ella_opts = dict(seed=seed, progress=progress)
     methods = {"map": MAP(model)}
     if has_laplace_torch():
         methods["kfac_lla"] = KFACLLA(model, "classification", prior="marglik", link="margin", progress=progress)
         methods["last_layer_lla"] = LastLayerLLA(model, "classification", prior="marglik", link="margin",
                                                  progress=progress)
-    methods["ella_neuralef"] = ELLA(model, **neuralef, **ella_opts)
+    methods["ella"] = ELLA(model, **ella_opts)  # the defaults, nothing else
     methods["ella_nystrom"] = ELLA(model, solver=Nystrom(20, settings["nystrom_points"], seed=seed), **ella_opts)
     return methods
 

@@ -27,7 +27,7 @@ from torch import nn
 from .. import batches
 from .._checks import (check_bool, check_choice, check_deterministic, check_float, check_int, check_likelihood,
                        check_mode, check_model, check_positive_int)
-from ..predictive import LINKS, link_probs, noise_tensor
+from ..predictive import LINKS, link_probs, marginal_variance, noise_tensor
 
 
 def check_noise(sigma_noise, likelihood: str):
@@ -193,11 +193,16 @@ class GaussianMethod(Method):
             raise ValueError(f"`sigma_noise` has {len(noise)} values for a model with {num_outputs} outputs")
         return noise_tensor(noise if len(noise) > 1 else noise[0], num_outputs, like)
 
+    def _mean_factor_isotropic(self, x) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """:meth:`_mean_and_factor` with an isotropic variance ``v(x)`` ``(B,)`` apart (``Sigma = F F^T + v I_C``),
+        or ``None``; the links add it without widening ``F``."""
+        return *self._mean_and_factor(x), None
+
     def _predict(self, x, link: str | None = None, n_samples: int | None = None):
-        mean, factor = self._mean_and_factor(x)
+        mean, factor, iso = self._mean_factor_isotropic(x)
         if self.likelihood == "regression":
-            return mean, factor.pow(2).sum(-1) + self.noise_.to(mean).pow(2)
-        return link_probs(mean, factor, link or self.link, n_samples or self.n_samples, self.seed)
+            return mean, marginal_variance(factor, iso) + self.noise_.to(mean).pow(2)
+        return link_probs(mean, factor, link or self.link, n_samples or self.n_samples, self.seed, iso)
 
     def predict(self, x, link: str | None = None, n_samples: int | None = None):
         """Classification: class probabilities ``(B, C)`` by ``link`` (default: the method's). Regression:

@@ -27,8 +27,8 @@ import torch
 from .. import batches, distributed
 from .._checks import check_float, check_grid
 from .._utils import progress, seeded_generator, timed
-from ..posterior import curvature, eigen_curvature, factor_basis, linear_evidence, scales, with_isotropic
-from ..predictive import hessian_factor, predictive_nll
+from ..posterior import curvature, eigen_curvature, factor_basis, linear_evidence, scales
+from ..predictive import hessian_factor, predictive_nll, with_isotropic
 from .base import GaussianMethod
 from .search import DEFAULT_NOISE_GRID, DEFAULT_PRIOR_GRID, Choice, search
 from .survey import Survey, survey
@@ -243,10 +243,10 @@ class LinearisedLaplace(GaussianMethod):
                     for i, delta in enumerate(priors):
                         for j, s in enumerate(noises):
                             extra = None if iso[o] is None else iso[o] / delta
-                            factor = with_isotropic(basis * scales(evals, delta, s), extra)
                             noise = 1.0 if rho is None else s * rho
                             table[t * len(options) + o, i, j] = predictive_nll(
-                                mean, factor, y, self.likelihood, self.link, noise, self.n_samples, self.seed).sum()
+                                mean, basis * scales(evals, delta, s), y, self.likelihood, self.link, noise,
+                                self.n_samples, self.seed, extra).sum()
             return distributed.total(table) / count  # the mean over the validation points of every process
 
         return score
@@ -268,12 +268,15 @@ class LinearisedLaplace(GaussianMethod):
         return score
 
     # ---------------------------------------------------------------- predict
-    def _mean_and_factor(self, x) -> tuple[torch.Tensor, torch.Tensor]:
+    def _mean_factor_isotropic(self, x) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         mean, phi = self._features(x)
         factor = phi @ self.basis_.to(phi)  # F(x) = phi(x) W
-        iso = self._isotropic(x, phi, self.isotropic_)
-        # F -> [F, sqrt(r / delta) I_C]: prior variance outside the features' span
-        return mean, with_isotropic(factor, None if iso is None else iso / self.prior_precision_)
+        iso = self._isotropic(x, phi, self.isotropic_)  # r(x): prior variance outside the features' span
+        return mean, factor, None if iso is None else iso / self.prior_precision_
+
+    def _mean_and_factor(self, x) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, factor, iso = self._mean_factor_isotropic(x)
+        return mean, with_isotropic(factor, iso)  # F -> [F, sqrt(r / delta) I_C]
 
     @property
     def posterior_precision(self) -> torch.Tensor:

@@ -12,7 +12,7 @@ from ella.experiments.train import train_map
 
 from tests.conftest import needs_laplace
 
-METHODS = {"map", "kfac_lla", "last_layer_lla", "ella_neuralef", "ella_nystrom", "ella_sgd_trajectory", "swa", "swag"}
+METHODS = {"map", "kfac_lla", "last_layer_lla", "ella", "ella_nystrom", "ella_sgd_trajectory", "swa", "swag"}
 COLUMNS = {"acc", "nll", "ece", "mce", "brier", "fit_seconds", "predict_seconds", "predict_vs_map"}
 
 
@@ -38,7 +38,7 @@ def test_demo_writes_the_report_of_every_method(tmp_path, monkeypatch):
     for name, row in rows.items():
         assert COLUMNS <= set(row), name
         assert 0 <= row["ece"] <= row["mce"] <= 1 and row["nll"] > 0, name
-    assert rows["map"]["acc"] == rows["ella_neuralef"]["acc"]  # the margin link keeps the MAP's decisions
+    assert rows["map"]["acc"] == rows["ella"]["acc"]  # the margin link keeps the MAP's decisions
     assert "laplace_torch_predict_seconds_per_1000" in rows["kfac_lla"]
     assert report["models"]["cnn"]["map"]["nll"] == rows["map"]["nll"]
     assert (tmp_path / "report.md").exists() and list(tmp_path.glob("reliability_*.png"))
@@ -47,4 +47,4 @@ def test_demo_writes_the_report_of_every_method(tmp_path, monkeypatch):
 def test_without_laplace_torch_the_demo_leaves_its_rows_out(monkeypatch):
     monkeypatch.setattr(demo, "has_laplace_torch", lambda: False)
     methods = demo.methods_for(mnist1d_cnn(), demo.demo_settings(quick=True), seed=0, progress=False)
-    assert set(methods) == {"map", "ella_neuralef", "ella_nystrom"}
+    assert set(methods) == {"map", "ella", "ella_nystrom"}

@@ -149,10 +149,10 @@ def test_auto_residual_is_the_better_of_none_and_mean_on_validation(classifier):
     assert auto.residual_ == best.residual_ and auto.prior_precision_ == best.prior_precision_
     assert float(auto.search_.scores.min()) == pytest.approx(float(best.search_.scores.min()), rel=1e-12)
     assert torch.allclose(auto.predict(x_val), best.predict(x_val), atol=1e-12)
-    # the three candidates are the rows of one table, at the same grid
-    assert auto.search_.scores.shape[0] == 3 and auto.isotropic_choices == ("none", "mean", "learned")
-    for row, alone in enumerate((none, mean, learned)):
-        assert torch.allclose(auto.search_.scores[row], alone.search_.scores[0])
+    # the three candidates are rows of one table (row t * 3 + o: fold-in count t, option o), at the same grid
+    assert auto.search_.scores.shape[0] == 3 * 10 and auto.isotropic_choices == ("none", "mean", "learned")
+    for o, alone in enumerate((none, mean, learned)):
+        assert torch.allclose(auto.search_.scores[o::3], alone.search_.scores)
 
 
 def test_residual_estimate_is_unbiased(classifier):
@@ -256,8 +256,10 @@ def test_overfit_regression_tunes_the_noise_on_validation_data():
         return -torch.distributions.Normal(mean, var.sqrt()).log_prob(yt).mean().item()
 
     exact = ExactLLA(model, "regression", progress=False).fit(loader(x, y), loader(xv, yv))
-    post = ELLA(model, "regression", k=20, solver="nystrom", progress=False).fit(loader(x, y), loader(xv, yv))
-    stale = ELLA(model, "regression", k=20, solver="nystrom", sigma_noise=train_rmse, progress=False)
+    # every training point folded in, as exact LLA does
+    post = ELLA(model, "regression", k=20, solver="nystrom", fold_in="all", progress=False)
+    post.fit(loader(x, y), loader(xv, yv))
+    stale = ELLA(model, "regression", k=20, solver="nystrom", sigma_noise=train_rmse, fold_in="all", progress=False)
     stale.fit(loader(x, y), loader(xv, yv))
     assert float(post.noise_[0]) > 10 * train_rmse
     assert abs(nll(post) - nll(exact)) < 0.1 * abs(nll(exact))

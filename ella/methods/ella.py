@@ -36,8 +36,7 @@ from .._checks import check_bool, check_int, check_positive_int
 from .._utils import num_parameters
 from ..eigen import EigenSolver, ExactEigen, NeuralEF, Nystrom, SpIN
 from ..kernels import EmpiricalNTK, Kernel, SGDTrajectoryKernel
-from ..posterior import (factor_basis, fit_trace_model, kernel_trace, modelled_residual, residual_variance,
-                         trace_design)
+from ..posterior import factor_basis, fit_trace_model, kernel_trace, modelled_residual, residual_variance
 from .linearised import LinearisedLaplace
 from .survey import Survey
 
@@ -197,9 +196,10 @@ class ELLA(LinearisedLaplace):
             trace = kernel_trace(self.kernel.resampled(TRACE_SAMPLES, self.kernel.seed + 1).features(sample))
             with torch.no_grad():
                 psi = torch.cat([self._features(piece)[1] for piece in batches.chunks(sample, self.batch_size)])
-            mean = torch.zeros(trace_design(psi[:1]).shape[1], dtype=torch.float64)
+            learned = fit_trace_model(psi, trace)
+            mean = torch.zeros_like(learned)
             mean[-1] = trace.mean()
-            self.trace_models_ = {"mean": mean, "learned": fit_trace_model(psi, trace)}
+            self.trace_models_ = {"mean": mean, "learned": learned}
 
     def _set_scale(self) -> None:
         # Psi(x) = psi(x) sqrt(mu); the residual's directions are seeded apart from the kernel's own

@@ -242,11 +242,11 @@ class LinearisedLaplace(GaussianMethod):
                 for o in range(len(options)):
                     for i, delta in enumerate(priors):
                         for j, s in enumerate(noises):
-                            extra = None if iso[o] is None else iso[o] / delta
+                            variance = None if iso[o] is None else iso[o] / delta
                             noise = 1.0 if rho is None else s * rho
                             table[t * len(options) + o, i, j] = predictive_nll(
                                 mean, basis * scales(evals, delta, s), y, self.likelihood, self.link, noise,
-                                self.n_samples, self.seed, extra).sum()
+                                self.n_samples, self.seed, variance).sum()
             return distributed.total(table) / count  # the mean over the validation points of every process
 
         return score

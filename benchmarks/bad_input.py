@@ -376,9 +376,326 @@ def _(tmp):
     return lambda: main(["compare", "--dataset", "mnist1d", "--threads", "0"])
 
 
+# ------------------------------------------------------------------------------------------- trust, second round
+@case("a save that fails half way (a full file system) over an earlier posterior")
+def _(tmp):
+    import resource
+    import signal
+
+    model, post, path = fitted(tmp)
+    big = quiet_ella(net(), prior_precision=1.0).fit(loader(*data()))
+
+    def save():
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2048, hard))  # writes past 2 KB fail, as on a full disk
+        try:
+            big.save(path)
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+            signal.signal(signal.SIGXFSZ, handler)
+            ELLA.load(path, model)  # the earlier posterior is whole
+
+    return save
+
+
+@case("saving onto a symbolic link (replaced; its target untouched)")
+def _(tmp):
+    _, post, _ = fitted(tmp)
+    target = tmp / "target.txt"
+    target.write_text("keep")
+    (tmp / "link.pt").symlink_to(target)
+
+    def save():
+        post.save(tmp / "link.pt")
+        assert target.read_text() == "keep" and not (tmp / "link.pt").is_symlink()
+        return "handled: the link is replaced by the new file, its target is left as it was"
+
+    return save
+
+
+@case("a generator as `train_loader` (read once, empty the second time)")
+def _(tmp):
+    x, y = data()
+    return lambda: quiet_ella(net()).fit((b for b in loader(x, y)))
+
+
+@case("a generator as `val_loader`")
+def _(tmp):
+    x, y = data()
+    return lambda: quiet_ella(net()).fit(loader(x, y), iter(loader(x, y)))
+
+
+@case("a DataLoader over an IterableDataset without a length")
+def _(tmp):
+    from torch.utils.data import IterableDataset
+
+    x, y = data()
+
+    class Stream(IterableDataset):
+        def __iter__(self):
+            return iter(zip(x, y))
+
+    def fit():
+        post = quiet_ella(net(), prior_precision=1.0).fit(DataLoader(Stream(), batch_size=16))
+        return f"handled: fitted ({post.num_train_} points)"
+
+    return fit
+
+
+@case("a shuffling `train_loader` (the same posterior for the same seed)")
+def _(tmp):
+    x, y = data()
+    shuffled = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True)
+
+    def fit():
+        one, two = (quiet_ella(net(), prior_precision=1.0, fold_in=20).fit(shuffled).predict(x) for _ in range(2))
+        assert torch.equal(one, two)
+        return "handled: two fits give the same predictions (the loader's orders are seeded by `seed`)"
+
+    return fit
+
+
+@case("20 threads predicting at once")
+def _(tmp):
+    import threading
+
+    _, post, _ = fitted(tmp)
+    inputs = [torch.randn(30, 4, generator=torch.Generator().manual_seed(i)) for i in range(20)]
+
+    def predict():
+        expected, got = [post.predict(x) for x in inputs], [None] * 20
+        threads = [threading.Thread(target=lambda i=i: got.__setitem__(i, post.predict(inputs[i]))) for i in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert all(g is not None and torch.equal(g, e) for g, e in zip(got, expected))
+        return "handled: every prediction equals the sequential one"
+
+    return predict
+
+
+@case("another thread running the model during a finite-difference fit")
+def _(tmp):
+    import threading
+
+    model, (x, y) = net(), data()
+    probe = torch.randn(8, 4)
+    with torch.no_grad():
+        expected = model(probe)
+
+    def fit():
+        done, wrong = threading.Event(), []
+
+        def watch():
+            while not done.is_set():
+                with torch.no_grad():
+                    wrong.append(not torch.equal(model(probe), expected))
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            kernel = EmpiricalNTK(model, estimator="fd", num_samples=64, progress=False)
+            ELLA(model, k=4, kernel=kernel, solver="neuralef", prior_precision=1.0, progress=False).fit(loader(x, y))
+        finally:
+            done.set()
+            watcher.join()
+        assert not any(wrong)
+        return "handled: no forward pass of the other thread saw perturbed weights"
+
+    return fit
+
+
+@case("the training loader passed as `val_loader`")
+def _(tmp):
+    x, y = data()
+    train = loader(x, y)
+    return lambda: quiet_ella(net()).fit(train, train)
+
+
+@case("a layer updated after fit")
+def _(tmp):
+    model, post, _ = fitted(tmp)
+    with torch.no_grad():
+        model[0].weight.mul_(1.01)
+    return lambda: post.predict(torch.randn(3, 4))
+
+
+@case("a layer frozen after fit")
+def _(tmp):
+    model, post, _ = fitted(tmp)
+    model[0].weight.requires_grad_(False)
+    return lambda: post.predict(torch.randn(3, 4))
+
+
+@case("loading onto the same weights with another activation")
+def _(tmp):
+    model, _, path = fitted(tmp)
+    model[1] = nn.ReLU()
+    return lambda: ELLA.load(path, model)
+
+
+class _NaNAbove(nn.Module):
+    """NaN outputs for inputs whose first feature exceeds 2."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return torch.where(x[:, :1] > 2, torch.nan, self.layer(x))
+
+
+@case("a model whose output is NaN on some inputs, at predict")
+def _(tmp):
+    x, y = data()
+    post = quiet_ella(_NaNAbove().eval(), prior_precision=1.0).fit(loader(x.clamp(max=1), y))
+    xt = torch.randn(5, 4).clamp(max=1)
+    xt[2, 0] = 5.0
+    return lambda: post.predict(xt)
+
+
+@case("a model whose output is NaN on one training input")
+def _(tmp):
+    x, y = data()
+    x = x.clamp(max=1)
+    x[30, 0] = 5.0
+    return lambda: quiet_ella(_NaNAbove().eval()).fit(loader(x, y))
+
+
+@case("outputs near 1e-6 with dropout left active (through torch.nn.functional)")
+def _(tmp):
+    class Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return 1e-6 * nn.functional.dropout(self.layer(x), 0.5, training=True)
+
+    return lambda: quiet_ella(Tiny().eval()).fit(loader(*data()))
+
+
+@case("a posterior file with deeply nested metadata (checksum recomputed)")
+def _(tmp):
+    from ella import files
+
+    model, _, path = fitted(tmp)
+    state = torch.load(path, weights_only=True)
+    deep = "[" * 100_000 + "]" * 100_000
+    torch.save({**state, "meta": deep, "checksum": files.checksum(deep, state["tensors"])}, path)
+    return lambda: ELLA.load(path, model)
+
+
+def _edit(path, change) -> None:
+    """The file with its metadata edited and its checksum recomputed (the checksum catches accidents only)."""
+    import json
+
+    from ella import files
+
+    state = torch.load(path, weights_only=True)
+    meta = json.loads(state["meta"])
+    change(meta)
+    text = json.dumps(meta)
+    torch.save({**state, "meta": text, "checksum": files.checksum(text, state["tensors"])}, path)
+
+
+@case("an edited posterior file (checksum recomputed) with a NaN prior precision")
+def _(tmp):
+    model, _, path = fitted(tmp)
+    _edit(path, lambda m: m["fitted"].update(prior_precision=float("nan")))
+    return lambda: ELLA.load(path, model)
+
+
+@case("an edited posterior file (checksum recomputed) declaring 10^10-entry inputs")
+def _(tmp):
+    model, _, path = fitted(tmp)
+    _edit(path, lambda m: m["fitted"].update(input_spec={"shape": [100000, 100000], "dtype": "float32"}))
+    return lambda: ELLA.load(path, model)
+
+
+@case("random bytes as a posterior file")
+def _(tmp):
+    import os
+
+    (tmp / "noise.pt").write_bytes(os.urandom(4096))
+    return lambda: ELLA.load(tmp / "noise.pt", net())
+
+
+@case("a wrong-length `sigma_noise` (refused before the eigenfunctions are learned)")
+def _(tmp):
+    x, _ = data()
+    return lambda: ELLA(net(out=2), "regression", k=4, sigma_noise=[0.1, 0.2, 0.3], progress=False).fit(
+        loader(x, torch.randn(40, 2)))
+
+
+@case("a model wrapped in nn.DataParallel")
+def _(tmp):
+    return lambda: quiet_ella(nn.DataParallel(net()))
+
+
+@case("a model compiled by torch.compile")
+def _(tmp):
+    return lambda: quiet_ella(torch.compile(net()))
+
+
+@case("a model returning a dict without `logits`")
+def _(tmp):
+    class Dict(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return {"scores": self.layer(x)}
+
+    return lambda: quiet_ella(Dict().eval()).fit(loader(*data()))
+
+
+@case("a one-logit binary classifier")
+def _(tmp):
+    x, y = data(out=2)
+    return lambda: quiet_ella(net(out=1)).fit(loader(x, y))
+
+
+@case("inputs on the meta device")
+def _(tmp):
+    _, post, _ = fitted(tmp)
+    return lambda: post.predict(torch.empty(3, 4, device="meta"))
+
+
+@case("code written for the removed `features=` argument")
+def _(tmp):
+    return lambda: ELLA(net(), features="jvp")
+
+
+@case("`ella compare` when no data set is found")
+def _(tmp):
+    from ella.cli import main
+
+    return lambda: main(["compare", "--dataset", "mnist", "--data-root", str(tmp), "--out", str(tmp / "out"),
+                         "--no-progress"])
+
+
+@case("`ella demo --out ''`")
+def _(tmp):
+    from ella.cli import main
+
+    return lambda: main(["demo", "--out", ""])
+
+
+@case("`ella eigen --k` above `--num-points`")
+def _(tmp):
+    from ella.cli import main
+
+    return lambda: main(["eigen", "--solver", "nystrom", "--k", "9", "--num-points", "5", "--out", str(tmp)])
+
+
 # ------------------------------------------------------------------------------------------- running them
 def run_case(fn) -> tuple[str, str, bool]:
-    """``(kind, message, ok)``: kind is "error", "usage error", "warning", "silent" or "crash"."""
+    """``(kind, message, ok)``: kind is "error", "usage error", "warning", "handled" (a legitimate input dealt with
+    as it should be, checked by the case), "silent" or "crash"."""
     with tempfile.TemporaryDirectory() as tmp:
         kind, message, ok = _run(fn, Path(tmp))
         return kind, message.replace(f"{tmp}/", "").replace(tmp, "<folder>"), ok
@@ -393,8 +710,13 @@ def _run(fn, tmp: Path) -> tuple[str, str, bool]:
         stderr = io.StringIO()
         try:
             with redirect_stderr(stderr):
-                action()
-        except (ValueError, TypeError, RuntimeError) as e:
+                outcome = action()
+            if isinstance(outcome, str) and outcome.startswith("handled: "):  # legitimate input, handled right
+                return "handled", outcome.removeprefix("handled: "), True
+            if isinstance(outcome, int) and not isinstance(outcome, bool) and outcome:  # a command's exit status
+                said = stderr.getvalue().strip().splitlines()
+                return f"exit status {outcome}", said[-1] if said else "", True
+        except (ValueError, TypeError, RuntimeError, OSError) as e:
             late = Watch.started > 0
             kind = "error after the long work" if late else "error"
             return kind, f"{type(e).__name__}: {e}", not late and not isinstance(e, AssertionError)

@@ -7,6 +7,7 @@ expected, and runs before any long computation starts.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -26,6 +27,12 @@ def check_model(model: nn.Module, name: str = "model") -> nn.Module:
     has no trainable parameters, or holds non-finite weights."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"`{name}` must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        raise TypeError(f"`{name}` is wrapped in {type(model).__name__}: pass the network itself, `{name}.module` "
+                        "(ella splits the data over processes itself; see docs/distributed.md)")
+    if type(model).__name__ == "OptimizedModule" and hasattr(model, "_orig_mod"):
+        raise TypeError(f"`{name}` is compiled by torch.compile: pass the module it compiled, `{name}._orig_mod` "
+                        "(its parameter names carry a `_orig_mod.` prefix, and ella transforms the forward itself)")
     check_mode(model, name)
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError(f"`{name}` has no parameters that require grad")
@@ -45,14 +52,17 @@ def check_mode(model: nn.Module, name: str = "model") -> None:
 
 
 @torch.no_grad()
-def check_deterministic(model: nn.Module, probe, name: str = "model") -> None:
-    """Two forward passes of the probe inputs must agree: random layers left active (dropout applied in training
-    mode, also through ``torch.nn.functional``) would make every prediction a random draw."""
+def check_deterministic(model: nn.Module, probe, name: str = "model", inputs: str = "`x`") -> torch.Tensor:
+    """Two forward passes of the probe inputs must agree, whatever the outputs' scale: random layers left active
+    (dropout applied in training mode, also through ``torch.nn.functional``) would make every prediction a random
+    draw. The outputs must be finite. Returns the first pass's outputs ``(B, C)``."""
     first, second = batches.call(model, probe), batches.call(model, probe)
-    scale = first.abs().max().clamp_min(1.0)
-    if not torch.allclose(first, second, rtol=1e-4, atol=1e-5 * float(scale)):
+    check_finite_outputs(first, inputs)
+    scale = float(first.abs().max())  # relative to the outputs themselves: a network of tiny outputs included
+    if not torch.allclose(first, second, rtol=1e-4, atol=1e-5 * scale):
         raise ValueError(f"`{name}` gives different outputs for the same input: a random layer (dropout?) is active; "
                          f"call `{name}.eval()`")
+    return first
 
 
 def check_likelihood(likelihood) -> str:
@@ -67,11 +77,15 @@ def check_choice(value, name: str, choices) -> str:
     return value
 
 
-def check_loader(loader, name: str = "train_loader") -> None:
-    """Reject an object that is not an iterable of batches, or one that is known to be empty."""
+def check_loader(loader, name: str = "train_loader", reread: bool = False) -> None:
+    """Reject an object that is not an iterable of batches, one that is known to be empty, and, where the loader is
+    read more than once (``reread``), a one-shot iterator (a generator), which would be empty the second time."""
     if isinstance(loader, (torch.Tensor, str, bytes)) or not hasattr(loader, "__iter__"):
         raise TypeError(f"`{name}` must be an iterable of (x, y) batches such as a DataLoader, got "
                         f"{type(loader).__name__}")
+    if reread and isinstance(loader, Iterator):
+        raise TypeError(f"`{name}` is a one-shot iterator ({type(loader).__name__}): `fit` reads it more than once, "
+                        "and it would be empty the second time; pass a DataLoader or a list of (x, y) batches")
     if isinstance(loader, DataLoader):
         try:
             n = len(loader.dataset)
@@ -162,3 +176,46 @@ def check_targets(y, rows: int, num_outputs: int, likelihood: str, name: str) ->
     if not torch.isfinite(y).all():
         raise ValueError(f"regression targets of `{name}` hold nan or inf values")
     return y.reshape(rows, num_outputs)
+
+
+def check_finite_outputs(out: torch.Tensor, where: str, first: int = 0) -> None:
+    """A ``ValueError`` naming the rows of ``out`` ``(B, C)`` (numbered from ``first``) that are not finite."""
+    bad = (~torch.isfinite(out.reshape(len(out), -1)).all(1)).nonzero()[:, 0]
+    if len(bad):
+        rows = ", ".join(str(first + int(i)) for i in bad[:5]) + (", ..." if len(bad) > 5 else "")
+        raise ValueError(f"the model's outputs on {len(bad)} input(s) of {where} are not finite (NaN or inf): rows "
+                         f"{rows}")
+
+
+def model_signature(model: nn.Module) -> tuple:
+    """What identifies a network cheaply enough to check at every call: its modules (names and types) and, for
+    every parameter and buffer, the tensor itself, its shape, dtype, ``requires_grad`` and its version counter,
+    which every in-place change through autograd's view of it advances (an optimiser step, ``load_state_dict``,
+    ``p.add_(...)`` under ``no_grad``). Writes through ``p.data`` are not seen: the full fingerprint of the
+    values is checked when a posterior is loaded (:func:`ella.files.fingerprint`)."""
+    modules = tuple((name, type(m).__qualname__) for name, m in model.named_modules())
+    tensors = tuple((kind, name, id(t), tuple(t.shape), t.dtype, t.requires_grad, t._version)
+                    for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers()))
+                    for name, t in named)
+    return modules, tensors
+
+
+def check_unchanged(model: nn.Module, signature: tuple, name: str = "model") -> None:
+    """A ``ValueError`` saying what changed in ``model`` since its :func:`model_signature` was taken at ``fit``."""
+    modules, tensors = model_signature(model)
+    if modules != signature[0]:
+        changed = next(((a, b) for a, b in zip(signature[0], modules) if a != b), None)
+        what = (f"module {changed[0][0] or '<root>'!r} was a {changed[0][1]} and is a {changed[1][1]}" if changed
+                else f"it had {len(signature[0])} modules and has {len(modules)}")
+        raise ValueError(f"`{name}`'s architecture changed since `fit` ({what}): fit again")
+    if tensors != signature[1]:
+        old = {t[:2]: t for t in signature[1]}
+        for now in tensors:
+            before = old.get(now[:2])
+            if before != now:
+                kind, tensor = now[:2]
+                how = ("is new" if before is None else "was replaced" if before[2] != now[2]
+                       else "changed its requires_grad" if before[5] != now[5] else "was modified in place")
+                raise ValueError(f"`{name}` changed since `fit`: {kind} {tensor!r} {how}; the posterior belongs to the "
+                                 "weights it was fitted to: fit again (or load it onto those weights)")
+        raise ValueError(f"`{name}` changed since `fit`: a parameter or buffer was removed; fit again")

@@ -13,11 +13,19 @@ ella never asks which it holds.
 
 **Outputs** of the model are a tensor, flattened to ``(B, C)``, or an object (or dict) with ``logits``, as
 HuggingFace classifiers return.
+
+**Calls** of the model with other weights (:func:`functional`) never touch the model itself, and the hidden
+features ella reads off a layer (:func:`recorded_calls`) are the calling thread's own: a thread that runs the model
+while ella works beside it sees the model as it was, and two predictions may run at once.
 """
 
 from __future__ import annotations
 
+import copy
+import threading
+import weakref
 from collections.abc import Mapping
+from contextlib import contextmanager
 from typing import Union
 
 import torch
@@ -52,6 +60,8 @@ def check_inputs(x, name: str = "x") -> int:
     tensors = x.values() if isinstance(x, Mapping) else [x]
     if not tensors or not all(isinstance(t, torch.Tensor) for t in tensors):
         raise TypeError(f"`{name}` must be a torch.Tensor or a dict of tensors, got {type(x).__name__}")
+    if any(t.is_meta for t in tensors):
+        raise ValueError(f"`{name}` is on the meta device: it has a shape but holds no values")
     sizes = {t.shape[0] if t.ndim else None for t in tensors}
     if None in sizes:
         raise ValueError(f"`{name}` must have a batch dimension: got a 0-d tensor (use x.unsqueeze(0) for one input)")
@@ -101,9 +111,12 @@ def to_model(x: Inputs, model: nn.Module) -> Inputs:
 def logits(out) -> torch.Tensor:
     """A model's output as a ``(B, C)`` tensor: the tensor itself, flattened, or its ``logits``."""
     if not isinstance(out, torch.Tensor):
-        out = out["logits"] if isinstance(out, Mapping) else getattr(out, "logits", None)
+        found = out
+        out = out.get("logits") if isinstance(out, Mapping) else getattr(out, "logits", None)
         if not isinstance(out, torch.Tensor):
-            raise TypeError("the model must return a tensor or an object with a `logits` tensor")
+            what = (f"a dict with keys {sorted(map(str, found))[:8]} and no `logits`" if isinstance(found, Mapping)
+                    else f"a {type(found).__name__} without a `logits` tensor")
+            raise TypeError(f"the model must return a tensor or an object with a `logits` tensor; it returned {what}")
     return out.reshape(out.shape[0], -1)
 
 
@@ -113,16 +126,68 @@ def call(model: nn.Module, x: Inputs) -> torch.Tensor:
 
 
 def functional(model: nn.Module, params: dict, x: Inputs) -> torch.Tensor:
-    """``g(x, theta)`` for the parameter dict ``theta`` (the model's own buffers kept), shape ``(B, C)``."""
+    """``g(x, theta)`` for the parameter dict ``theta`` (the model's own buffers kept), shape ``(B, C)``.
+
+    ``functional_call`` swaps the weights of the module it is given while it runs; it is given the calling
+    thread's :func:`shadow` of ``model``, so the model itself never holds ``theta``."""
+    module = shadow(model)
     if isinstance(x, Mapping):
-        return logits(functional_call(model, params, (), dict(x)))
-    return logits(functional_call(model, params, (x,)))
+        return logits(functional_call(module, params, (), dict(x)))
+    return logits(functional_call(module, params, (x,)))
+
+
+_SHADOWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {thread: (tensor ids, shadow)}
+_SHADOWS_LOCK = threading.Lock()
+
+
+def shadow(model: nn.Module) -> nn.Module:
+    """The calling thread's copy of ``model``'s modules, sharing its parameters and buffers (no tensor is copied);
+    made again when the model's tensors are replaced. (A model that cannot be deep-copied is its own shadow.)"""
+    tensors = [*model.parameters(), *model.buffers()]
+    key, thread = tuple(map(id, tensors)), threading.get_ident()
+    with _SHADOWS_LOCK:
+        held = _SHADOWS.setdefault(model, {}).get(thread)
+        if held is None or held[0] != key:
+            try:
+                held = key, copy.deepcopy(model, {id(t): t for t in tensors})
+            except Exception:  # noqa: BLE001 - a module that cannot be copied swaps its own weights, as torch does
+                held = key, model
+            _SHADOWS[model][thread] = held
+    return held[1]
+
+
+@contextmanager
+def recorded_calls(modules: Mapping[str, nn.Module]):
+    """A list that receives ``(name, input, output)`` for every forward call of the named ``modules`` made by this
+    thread while the context is open (forward hooks that ignore the calls of other threads)."""
+    seen, thread = [], threading.get_ident()
+
+    def hook(name):
+        def record(_, inputs, output):
+            if threading.get_ident() == thread:
+                seen.append((name, inputs[0], output))
+        return record
+
+    hooks = [module.register_forward_hook(hook(name)) for name, module in modules.items()]
+    try:
+        yield seen
+    finally:
+        for handle in hooks:
+            handle.remove()
 
 
 @torch.no_grad()
 def outputs(model: nn.Module, x: Inputs, batch_size: int = 1024) -> torch.Tensor:
     """``g(x)`` in pieces of ``batch_size`` rows, shape ``(B, C)``."""
     return torch.cat([call(model, piece) for piece in chunks(x, batch_size)])
+
+
+def num_batches(loader) -> int | None:
+    """``len(loader)``, or ``None`` for a loader without a length (a ``DataLoader`` over an ``IterableDataset``)."""
+    try:
+        return len(loader)
+    except TypeError:
+        return None
 
 
 def collect(loader, name: str = "loader") -> tuple[Inputs, torch.Tensor | None]:
@@ -170,6 +235,27 @@ def check_spec(x: Inputs, expected, name: str = "x") -> None:
     floating = [getattr(torch, s["dtype"]).is_floating_point for s in (found, expected)]
     if floating[0] != floating[1]:
         raise ValueError(f"`{name}` has dtype {found['dtype']}, but the inputs were {expected['dtype']}")
+
+
+MAX_ROW = 2**24  # entries of one input row a saved :func:`spec` may declare (a 3 x 2048 x 2048 image is 12.6M)
+
+
+def check_saved_spec(input_spec, where: str) -> dict:
+    """A :func:`spec` read from a file: a shape of non-negative integers of at most :data:`MAX_ROW` entries and a
+    torch dtype (or a dict of such), else a ``ValueError`` naming the file: nothing is allocated from it unchecked."""
+    if isinstance(input_spec, dict) and "shape" not in input_spec and input_spec:
+        return {key: check_saved_spec(value, where) for key, value in input_spec.items()}
+    shape = input_spec.get("shape") if isinstance(input_spec, dict) else None
+    dtype = getattr(torch, str(input_spec.get("dtype")), None) if isinstance(input_spec, dict) else None
+    if (not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
+            or not isinstance(dtype, torch.dtype)):
+        raise ValueError(f"{where} is malformed: its input description {input_spec!r} is not a row shape and a dtype")
+    entries = 1
+    for n in shape:
+        entries *= n
+    if entries > MAX_ROW:
+        raise ValueError(f"{where} is malformed: its inputs have rows of {entries:,} entries (at most {MAX_ROW:,})")
+    return input_spec
 
 
 def example(input_spec: dict, model: nn.Module, rows: int = 2) -> Inputs:

@@ -41,6 +41,8 @@ _positive_int, _seed = _integer(1), _integer(0)
 
 def _out_folder(parser: argparse.ArgumentParser, args) -> Path:
     """The output folder, checked before the run: writable, and holding no report unless ``--overwrite``."""
+    if not args.out.strip():
+        parser.error("--out: expected a folder name, got an empty string")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         parser.error(f"--out {out}: exists and is not a folder")
@@ -76,6 +78,11 @@ def _demo(parser, args) -> int:
 def _eigen(parser, args) -> int:
     from .experiments.eigen.experiment import run_eigen_experiment
 
+    if args.num_points is not None and args.k > args.num_points:
+        parser.error(f"--k {args.k}: at most --num-points ({args.num_points}) eigenpairs can be found from "
+                     f"{args.num_points} points")
+    if args.num_train is not None and args.k > args.num_train:
+        parser.error(f"--k {args.k}: at most --num-train ({args.num_train}) eigenpairs exist on {args.num_train} inputs")
     _out_folder(parser, args)
     run_eigen_experiment(kernel=args.kernel, solver=args.solver, data=args.data, k=args.k, steps=args.steps,
                          num_points=args.num_points, num_train=args.num_train, out=args.out, seed=args.seed,
@@ -105,8 +112,10 @@ def _compare(parser, args) -> int:
                       progress=not args.no_progress)
     for key, reason in results["skipped"].items():
         print(f"skipped {key}: {reason}")
-    if results["models"]:
-        print(f"results written to {args.out}/ (results.json, results.md, figures)")
+    if not results["models"]:
+        print("ella compare: nothing was compared (every network or data set was skipped)", file=sys.stderr)
+        return 1
+    print(f"results written to {args.out}/ (results.json, results.md, figures)")
     return 0
 
 

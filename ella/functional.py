@@ -4,11 +4,13 @@ Notation: the network is ``g(x, theta)`` in ``R^C`` with ``P`` trainable paramet
 ``J(x) = dg/dtheta`` in ``R^{C x P}``. Flat parameter vectors follow the order of
 ``model.named_parameters()`` restricted to the parameters that require grad. Inputs ``x`` are a tensor or a
 dict of tensors (:mod:`ella.batches`). Nothing here modifies the model: every function evaluates it at
-other weights through ``torch.func.functional_call``.
+other weights through ``torch.func.functional_call`` on the calling thread's shadow of it
+(:func:`ella.batches.functional`), so other threads never see those weights.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 
 import torch
@@ -19,6 +21,9 @@ from . import batches
 from ._utils import num_parameters, trainable_parameters, unflatten_like
 
 JACOBIAN_BUDGET = 2**22  # entries of one chunk of dense Jacobians (16 MiB in float32)
+# torch's forward-mode AD levels are one stack per process, not per thread: two threads inside `jvp` at once corrupt
+# each other's levels (internal asserts, or wrong tangents), so forward-mode products take turns
+_FORWARD_AD = threading.Lock()
 
 
 def jacobian_chunk(num_outputs: int, num_params: int) -> int:
@@ -81,7 +86,8 @@ def jvps(model: nn.Module, x, tangents: torch.Tensor) -> torch.Tensor:
     def one(t):  # v -> J(x) v, shape (B, C)
         return jvp(lambda p: batches.functional(model, p, x), (params,), (t,))[1]
 
-    return vmap(one)(tangent_dicts).permute(1, 2, 0)
+    with _FORWARD_AD:
+        return vmap(one)(tangent_dicts).permute(1, 2, 0)
 
 
 @torch.no_grad()

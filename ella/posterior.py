@@ -36,13 +36,18 @@ import math
 import torch
 
 
-def curvature(phi: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-    """``sum_i phi_i^T Lambda_i phi_i``, shape ``(D, D)``, returned in float64 for accumulation over batches;
-    ``phi`` ``(N, C, D)``, ``lam`` ``(N, C, C)``. Two matrix products in ``phi``'s dtype (float32 at least, never
-    half precision): ``Lambda phi`` per input, then ``(Lambda phi)^T phi`` over the ``N C`` rows."""
-    phi = phi.to(torch.promote_types(phi.dtype, torch.float32))
-    lam_phi = (lam.to(phi.dtype) @ phi).flatten(0, 1)  # rows of Lambda_i phi_i: (N C, D)
-    return (lam_phi.T @ phi.flatten(0, 1)).double()
+def curvature(phi: torch.Tensor, d: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+    """``sum_i phi_i^T Lambda_i phi_i`` with ``Lambda_i = diag(d_i) - u_i u_i^T``, shape ``(D, D)``, float64;
+    ``phi`` ``(N, C, D)``, ``d`` and ``u`` ``(N, C)`` (:func:`ella.predictive.hessian_parts`; ``u`` ``None``: no
+    low-rank part). Computed in float64 from ``phi`` without forming any ``C x C`` matrix:
+    ``(d * phi)^T phi`` over the ``N C`` rows, minus ``v^T v`` with ``v_i = u_i^T phi_i`` ``(N, D)``."""
+    phi = phi.double()
+    rows = phi.flatten(0, 1)  # (N C, D)
+    curv = (d.double().flatten()[:, None] * rows).T @ rows  # sum_i phi_i^T diag(d_i) phi_i
+    if u is not None:
+        v = torch.einsum("ncd,nc->nd", phi, u.double())  # u_i^T phi_i
+        curv = curv - v.T @ v
+    return curv
 
 
 def eigen_curvature(curv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,28 +113,50 @@ def fit_trace_model(psi: torch.Tensor, trace: torch.Tensor, ridge: float = 0.1) 
     noisy estimates ``trace`` ``(M,)`` (Hutchinson's, at the kernel points), relative to their mean, with the
     penalty ``ridge * M ||w||^2`` on every weight (the intercept's too). The default 0.1 held on the held-out
     traces of both Fashion-MNIST networks (4-8% median error).
+
+    With more regressors than points (``2 C k + 1 > M``: many classes) the same weights come from the dual,
+    ``w = A^T (A A^T + ridge M I_M)^{-1} t``, whose ``M x M`` Gram is summed over blocks of columns without forming
+    the design: memory linear in C.
     """
-    A = trace_design(psi)
-    scale = trace.double().mean().clamp_min(1e-30)
-    gram = A.T @ A + ridge * len(A) * torch.eye(A.shape[1], dtype=A.dtype, device=A.device)
-    return torch.linalg.solve(gram, A.T @ (trace.double() / scale)) * scale
+    M, scale = len(psi), trace.double().mean().clamp_min(1e-30)
+    t = trace.double() / scale
+    if 2 * psi[0].numel() + 1 <= M:  # the primal: a (2 C k + 1)-square system
+        A = trace_design(psi)
+        gram = A.T @ A + ridge * M * torch.eye(A.shape[1], dtype=A.dtype, device=A.device)
+        return torch.linalg.solve(gram, A.T @ t) * scale
+    flat = psi.double().flatten(1)  # (M, C k)
+    blocks = flat.split(4096, dim=1)
+    gram = flat @ flat.T + sum(b.square() @ b.square().T for b in blocks) + 1.0  # A A^T: linear, squares, intercept
+    gram.diagonal().add_(ridge * M)
+    alpha = torch.linalg.solve(gram, t)
+    squares = torch.cat([b.square().T @ alpha for b in blocks])
+    return torch.cat([flat.T @ alpha, squares, alpha.sum()[None]]) * scale
 
 
-def linear_evidence(evals: torch.Tensor, projected: torch.Tensor, sum_squares: float, num_values: int,
-                    prior_precision: float, noise_scale: float) -> float:
-    """Log marginal likelihood of the training residuals under the linear model in feature space.
+def laplace_evidence(evals: torch.Tensor, sum_squares: float, num_values: int, weight_norm: float,
+                     prior_precision: float, noise_scale: float, rest: tuple[float, int] | None = None) -> float:
+    """The Laplace log marginal likelihood of the linearised model with its weight prior ``N(0, I / delta)``, as
+    laplace-torch's ``log_marginal_likelihood`` (regression).
 
-    The whitened residuals ``r_i = diag(1 / rho) (y_i - g(x_i))`` of ``n`` values in all are modelled as
-    ``r ~ N(0, s^2 I_n + Phi Phi^T / delta)`` with ``Phi`` the stacked whitened features, whose ``D x D`` Gram
-    matrix is ``A = U diag(lambda) U^T``. With ``b = U^T Phi^T r`` (``projected``) and ``c = ||r||^2``
-    (``sum_squares``), by the matrix determinant lemma and Woodbury's identity
+    The whitened training residuals ``r_i = diag(1 / rho) (y_i - g(x_i))``, ``n`` values in all with
+    ``c = ||r||^2`` (``sum_squares``), under the noise ``s`` (``sigma_c = s rho_c``); the curvature
+    ``A = U diag(lambda) U^T`` of the features at unit noise; the MAP weights' squared norm ``|theta|^2``
+    (``weight_norm``), which the prior charges and without which the evidence of the residuals would rise for ever
+    with ``delta``:
 
-        log det(s^2 I + Phi Phi^T / delta) = n log s^2 + sum_j log(1 + lambda_j / (delta s^2)),
-        r^T (s^2 I + Phi Phi^T / delta)^{-1} r = (c - sum_j b_j^2 / (delta s^2 + lambda_j)) / s^2,
+        log Z = -(n log 2 pi + n log s^2 + c / s^2 + delta |theta|^2 + sum_j log(1 + lambda_j / (delta s^2))) / 2,
 
-    and the evidence is ``-(n log 2 pi + log det + quadratic) / 2``.
+    the log-determinant ``log det(A / s^2 + delta I) - D log delta`` of laplace-torch in the eigenvalues (the
+    constant ``n log rho`` of the whitening left out).
+
+    Where the features span only part of the curvature (ELLA's k of P directions), ``rest = (T, R)`` is the trace
+    ``T`` and the number of directions ``R`` of the part left out; its log-determinant is counted as the largest
+    one a spectrum of that trace can have, ``R log(1 + T / (R delta s^2))`` (Jensen), so an unseen spectrum never
+    makes a small noise look cheap.
     """
     s2 = noise_scale**2
-    log_det = num_values * math.log(s2) + torch.log1p(evals / (prior_precision * s2)).sum()
-    quadratic = (sum_squares - (projected.pow(2) / (prior_precision * s2 + evals)).sum()) / s2
-    return float(-0.5 * (num_values * math.log(2 * math.pi) + log_det + quadratic))
+    log_det = torch.log1p(evals / (prior_precision * s2)).sum()
+    if rest is not None and rest[1] > 0:
+        log_det = log_det + rest[1] * math.log1p(rest[0] / (rest[1] * prior_precision * s2))
+    fit = num_values * math.log(2 * math.pi * s2) + sum_squares / s2 + prior_precision * weight_norm
+    return float(-0.5 * (fit + log_det))

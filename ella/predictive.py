@@ -21,17 +21,25 @@ def noise_tensor(noise, num_outputs: int, like: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(noise, dtype=like.dtype, device=like.device).expand(num_outputs)
 
 
-def hessian_factor(outputs: torch.Tensor, likelihood: str, noise=1.0) -> torch.Tensor:
-    """``Lambda(x)``, the Hessian of the negative log-likelihood in the outputs, shape ``(B, C, C)``.
+def hessian_parts(outputs: torch.Tensor, likelihood: str, noise=1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``Lambda(x) = diag(d) - u u^T``, the Hessian of the negative log-likelihood in the outputs, as ``d`` ``(B, C)``
+    and ``u`` ``(B, C)`` (or ``None``): memory linear in C.
 
-    Classification: ``diag(p) - p p^T`` with ``p = softmax(g(x))``. Regression: ``diag(1 / sigma_c^2)`` for the
-    observation noise ``sigma`` (a scalar or one value per output).
+    Classification: ``d = u = p = softmax(g(x))``. Regression: ``d = 1 / sigma_c^2`` for the observation noise
+    ``sigma`` (a scalar or one value per output), no ``u``.
     """
     B, C = outputs.shape
     if likelihood == "classification":
         p = outputs.softmax(-1)
-        return torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
-    return torch.diag(noise_tensor(noise, C, outputs).pow(-2)).expand(B, C, C)
+        return p, p
+    return noise_tensor(noise, C, outputs).pow(-2).expand(B, C), None
+
+
+def hessian_factor(outputs: torch.Tensor, likelihood: str, noise=1.0) -> torch.Tensor:
+    """``Lambda(x)`` of :func:`hessian_parts` as a dense ``(B, C, C)`` tensor (for small C and for checks)."""
+    d, u = hessian_parts(outputs, likelihood, noise)
+    dense = torch.diag_embed(d)
+    return dense if u is None else dense - u[:, :, None] * u[:, None, :]
 
 
 def covariance_factor(cov: torch.Tensor, jitter: float = 1e-10) -> torch.Tensor:

@@ -37,10 +37,24 @@ def test_help_and_version_answer_without_importing_torch():
     (["compare", "--dataset", "mnist1d", "--methods", "ella", "magic"], "--methods: unknown ['magic']"),
     (["compare", "--dataset", "mnist", "--data-root", "/no/such/folder"], "--data-root /no/such/folder"),
     (["compare", "--dataset", "mnist1d", "--link", "logit"], "invalid choice"),
+    (["demo", "--out", ""], "--out: expected a folder name, got an empty string"),
+    (["eigen", "--solver", "nystrom", "--k", "9", "--num-points", "5"], "--k 9: at most --num-points (5)"),
+    (["eigen", "--k", "9", "--num-train", "5"], "--k 9: at most --num-train (5)"),
 ])
 def test_bad_arguments_are_usage_errors(argv, message, capsys, monkeypatch):
     monkeypatch.setattr("ella.experiments.compare.compare", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr("ella.experiments.demo.run_demo", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr("ella.experiments.eigen.experiment.run_eigen_experiment",
+                        lambda *a, **k: pytest.fail("work started"))
     assert message in run_fails(argv, capsys)
+
+
+def test_a_compare_that_compared_nothing_exits_non_zero(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("ella.experiments.compare.compare",
+                        lambda *a, **k: {"models": {}, "skipped": {"mnist": "no files under --data-root"}})
+    assert cli.main(["compare", "--dataset", "mnist1d", "--out", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert "skipped mnist: no files" in captured.out and "nothing was compared" in captured.err
 
 
 def test_an_existing_report_is_kept_unless_overwrite(tmp_path, capsys, monkeypatch):

@@ -1,28 +1,38 @@
 import math
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ella import posterior as P
+from ella.predictive import hessian_factor, hessian_parts
 
 
 def random_problem(N=30, C=3, D=5, seed=0):
+    """Features, outputs and ``Lambda`` in parts and dense, for classification and regression."""
     g = torch.Generator().manual_seed(seed)
     phi = torch.randn(N, C, D, generator=g, dtype=torch.float64)
-    A = torch.randn(N, C, C, generator=g, dtype=torch.float64)
-    return phi, A @ A.transpose(1, 2)
+    out = 3 * torch.randn(N, C, generator=g, dtype=torch.float64)
+    return phi, out
 
 
-def test_curvature_is_the_sum_of_phi_lambda_phi():
-    phi, lam = random_problem()
+@pytest.mark.parametrize("likelihood, noise", [("classification", 1.0), ("regression", torch.tensor([0.5, 2.0, 1.0]))])
+def test_curvature_is_the_sum_of_phi_lambda_phi(likelihood, noise):
+    phi, out = random_problem()
+    lam = hessian_factor(out, likelihood, noise)  # dense (N, C, C)
     dense = sum(phi[i].T @ lam[i] @ phi[i] for i in range(len(phi)))
-    assert torch.allclose(P.curvature(phi, lam), dense, atol=1e-10)
+    assert torch.allclose(P.curvature(phi, *hessian_parts(out, likelihood, noise)), dense, rtol=1e-12, atol=1e-12)
+    # float32 features: the products in float64 all the same
+    single = P.curvature(phi.float(), *hessian_parts(out, likelihood, noise))
+    assert single.dtype == torch.float64
+    assert torch.allclose(single, sum(phi[i].float().double().T @ lam[i] @ phi[i].float().double()
+                                      for i in range(len(phi))), rtol=1e-12, atol=1e-12)
 
 
 def test_factor_basis_gives_the_inverse_posterior_precision_at_any_prior_and_noise():
-    phi, lam = random_problem()
-    curv = P.curvature(phi, lam)
+    phi, out = random_problem()
+    curv = P.curvature(phi, *hessian_parts(out, "classification"))
     evals, evecs = P.eigen_curvature(curv)
     for delta, s in ((0.7, 1.0), (3.0, 0.2), (1e-3, 5.0)):
         G = curv / s**2 + delta * torch.eye(5, dtype=torch.float64)
@@ -47,25 +57,34 @@ def test_residual_variance_is_the_left_out_trace_per_output():
     assert torch.allclose(P.residual_variance(5.0, psi), (5.0 - psi.pow(2).sum((1, 2))).clamp_min(0) / 3)
 
 
-def test_linear_evidence_is_the_gaussian_log_density_of_the_residuals():
-    g = torch.Generator().manual_seed(2)
-    n, D = 12, 4
-    phi = torch.randn(n, D, generator=g, dtype=torch.float64)  # whitened features of n scalar values
-    r = torch.randn(n, generator=g, dtype=torch.float64)
-    evals, evecs = P.eigen_curvature(phi.T @ phi)
-    for delta, s in ((0.5, 1.0), (4.0, 0.3)):
-        cov = s**2 * torch.eye(n, dtype=torch.float64) + phi @ phi.T / delta
-        exact = torch.distributions.MultivariateNormal(torch.zeros(n, dtype=torch.float64), cov).log_prob(r)
-        value = P.linear_evidence(evals, evecs.T @ (phi.T @ r), float(r @ r), n, delta, s)
-        assert math.isclose(value, float(exact), rel_tol=1e-10)
+def test_laplace_evidence_is_laplace_torchs_marginal_likelihood():
+    """laplace-torch's full-GGN regression evidence at several (delta, sigma), from the GGN's eigenvalues."""
+    pytest.importorskip("laplace")
+    from laplace import Laplace
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(30, 2, generator=g, dtype=torch.float64)
+    y = torch.randn(30, 2, generator=g, dtype=torch.float64)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    la = Laplace(model, "regression", subset_of_weights="all", hessian_structure="full")
+    la.fit(DataLoader(TensorDataset(x, y), batch_size=10))
+    evals = torch.linalg.eigvalsh(la.H).clamp_min(0)
+    for delta, sigma in ((0.5, 1.0), (4.0, 0.3), (1e-3, 2.0)):
+        ours = P.laplace_evidence(evals, 2 * float(la.loss), 60, float(la.mean @ la.mean), delta, sigma)
+        theirs = la.log_marginal_likelihood(torch.tensor([delta], dtype=torch.float64),
+                                            torch.tensor([sigma], dtype=torch.float64))
+        assert math.isclose(ours, float(theirs), rel_tol=1e-10)
 
 
 @settings(max_examples=60, deadline=None)
 @given(N=st.integers(1, 8), C=st.integers(1, 4), D=st.integers(1, 6), scale=st.sampled_from([0.0, 1e-6, 1.0, 1e6]),
        delta=st.sampled_from([1e-8, 1e-2, 1.0, 1e8]), s=st.sampled_from([1e-3, 1.0, 1e3]))
 def test_the_predictive_variance_is_finite_and_non_negative(N, C, D, scale, delta, s):
-    phi, lam = random_problem(N, C, D, seed=N * 7 + D)
-    evals, evecs = P.eigen_curvature(P.curvature(phi * scale, lam))
+    phi, out = random_problem(N, C, D, seed=N * 7 + D)
+    evals, evecs = P.eigen_curvature(P.curvature(phi * scale, *hessian_parts(out, "classification")))
     assert (evals >= 0).all()
     W = P.factor_basis(evals, evecs, delta, s)
     var = (phi @ W).pow(2).sum(-1)  # diag(phi G^-1 phi^T)
@@ -84,6 +103,17 @@ def test_trace_model_regresses_the_trace_on_the_features_and_their_squares():
     assert torch.allclose(P.fit_trace_model(psi, trace, ridge=1e-12) @ design.T, trace, rtol=1e-8)
     flat = P.fit_trace_model(psi, trace, ridge=1e6)  # a heavy penalty shrinks towards 0 (relative to the mean)
     assert flat.abs().max() < 1e-3 * trace.mean()
+
+
+def test_the_trace_model_of_many_classes_is_the_same_ridge_regression_in_the_dual():
+    """More regressors than points (2 C k + 1 = 401 > 30): the dual gives the primal's weights."""
+    g = torch.Generator().manual_seed(6)
+    psi = torch.randn(30, 40, 5, generator=g, dtype=torch.float64)
+    trace = 40 + psi.pow(2).sum((1, 2)) + torch.randn(30, generator=g, dtype=torch.float64)
+    for ridge in (1e-3, 0.1, 10.0):
+        A = P.trace_design(psi)
+        primal = torch.linalg.solve(A.T @ A + ridge * 30 * torch.eye(401, dtype=torch.float64), A.T @ trace)
+        assert torch.allclose(P.fit_trace_model(psi, trace, ridge), primal, rtol=1e-8, atol=1e-10)
 
 
 def test_modelled_residual_is_the_residual_of_the_trace_model_without_the_design():

@@ -8,7 +8,7 @@ import copy
 import torch
 from torch import nn
 
-from .. import batches
+from .. import batches, files
 from .._checks import check_bool, check_choice, check_float, check_int, check_positive_int
 from .._utils import reinitialised
 from ..kernels.base import Kernel
@@ -63,13 +63,9 @@ class FeatureHead(nn.Module):
     @torch.no_grad()
     def outputs_and_features(self, x) -> tuple[torch.Tensor, torch.Tensor]:
         """The model's outputs ``(B, C)`` and hidden features ``h(x)`` ``(B, d)``, from one forward pass."""
-        seen = []
-        hook = self.model.get_submodule(self.layer).register_forward_hook(lambda m, i, o: seen.append(i[0]))
-        try:
+        with batches.recorded_calls({self.layer: self.model.get_submodule(self.layer)}) as seen:
             out = batches.call(self.model, x)
-        finally:
-            hook.remove()
-        return out, seen[-1]
+        return out, seen[-1][1]
 
     def forward(self, x=None, **inputs) -> torch.Tensor:  # a tensor, or the keyword inputs of a dict batch
         return self.head(self.outputs_and_features(inputs or x)[1])
@@ -125,16 +121,10 @@ def mlp_body(in_features: int, out_features: int, width: int = 256, depth: int =
 
 def _last_linear(model: nn.Module, x) -> str | None:
     """Name of the ``nn.Linear`` whose output is the model's output, found by tracing one call."""
-    calls = []
-    hooks = [m.register_forward_hook(lambda mod, i, o, name=name: calls.append((name, o)))
-             for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-    try:
-        with torch.no_grad():
-            out = batches.call(model, x)
-    finally:
-        for h in hooks:
-            h.remove()
-    if calls and calls[-1][1].numel() == out.numel() and torch.equal(calls[-1][1].reshape(out.shape), out):
+    linears = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    with batches.recorded_calls(linears) as calls, torch.no_grad():
+        out = batches.call(model, x)
+    if calls and calls[-1][2].numel() == out.numel() and torch.equal(calls[-1][2].reshape(out.shape), out):
         return calls[-1][0]
     return None
 
@@ -222,7 +212,11 @@ class NetworkSolver(EigenSolver):
         """Rebuild ``net_`` with the saved weights; the fitted values every network solver has."""
         body = check_choice(state.get("body") or "copy", "the saved `body`", NETS)  # files before "head": "copy"
         anchor = next((m for m in (self._template(kernel), self.net) if isinstance(m, nn.Module)), None)
-        example = batches.example(state["input_spec"], anchor if anchor is not None else nn.Linear(1, 1))
+        spec = batches.check_saved_spec(state.get("input_spec"), "the saved eigenfunction network")
+        num_outputs = state.get("num_outputs")
+        if isinstance(num_outputs, bool) or not isinstance(num_outputs, int) or num_outputs < 1:
+            raise ValueError(f"the saved eigenfunction network has {num_outputs!r} outputs, not a positive integer")
+        example = batches.example(spec, anchor if anchor is not None else nn.Linear(1, 1))
         net = self._initial_net(example, state["num_outputs"], kernel, body)
         try:
             net.load_state_dict(state["net"])
@@ -230,7 +224,8 @@ class NetworkSolver(EigenSolver):
             raise ValueError(f"the saved eigenfunction network does not fit this {type(self).__name__}'s network: "
                              f"{e}") from None
         self.net_, self.num_outputs_, self.input_spec_ = net.eval(), state["num_outputs"], state["input_spec"]
-        self.eigenvalues_, self.history_ = state["eigenvalues"], []
+        self.eigenvalues_ = files.check_tensor(state.get("eigenvalues"), (self.k,), "the saved solver", "eigenvalues")
+        self.history_ = []
 
     def _net_state(self) -> dict:
         self._check_fitted()

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import nn
 
-from .. import batches
+from .. import batches, files
 from ..kernels.base import Kernel
 
 
@@ -130,5 +130,15 @@ class KernelExtendedSolver(EigenSolver):
             setattr(self, f"{name}_", state.get(name))
         if (self.directions_ is None) == (self.coef_ is None):
             raise ValueError(f"the {type(self).__name__} state holds neither feature directions nor coefficients")
-        self.kernel_, self.num_outputs_, self.eigenvalues_ = kernel, state["num_outputs"], state["eigenvalues"]
+        where = f"the saved {type(self).__name__}"
+        self.eigenvalues_ = files.check_tensor(state.get("eigenvalues"), (self.k,), where, "eigenvalues")
+        num_outputs = state.get("num_outputs")
+        if isinstance(num_outputs, bool) or not isinstance(num_outputs, int) or num_outputs < 1:
+            raise ValueError(f"{where} has {num_outputs!r} outputs, not a positive integer")
+        if self.directions_ is not None:
+            P = getattr(kernel, "num_params", self.directions_.shape[0])
+            files.check_tensor(self.directions_, (P, self.k), where, "directions")
+        else:
+            files.check_tensor(self.coef_, (getattr(self.coef_, "shape", (0,))[0], self.k), where, "coef")
+        self.kernel_, self.num_outputs_ = kernel, num_outputs
         return self

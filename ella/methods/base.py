@@ -9,7 +9,8 @@
     method.name, method.likelihood, method.model, method.fit_seconds_, method.setup_seconds
 
 :class:`Method` owns ``fit``'s bookkeeping (fitted state cleared, the call timed) and the streaming of
-``predict``: inputs are checked, the model's mode re-checked, and the work done ``batch_size`` inputs at a time,
+``predict``: inputs are checked, the model's mode re-checked, the model checked against the one ``fit`` saw
+(:func:`~ella._checks.model_signature`), and the work done ``batch_size`` inputs at a time,
 so memory stays bounded whatever the number of inputs. :class:`GaussianMethod` is the predictive
 ``f(x) ~ N(m(x), F(x) F(x)^T)`` given by a mean and a factor; it owns the links, the observation noise and
 ``predictive_moments``. A method without latent uncertainty (MAP, temperature scaling, SWA) has a factor of
@@ -25,8 +26,9 @@ import torch
 from torch import nn
 
 from .. import batches
-from .._checks import (check_bool, check_choice, check_deterministic, check_float, check_int, check_likelihood,
-                       check_mode, check_model, check_positive_int)
+from .._checks import (check_bool, check_choice, check_deterministic, check_finite_outputs, check_float, check_int,
+                       check_likelihood, check_mode, check_model, check_positive_int, check_unchanged,
+                       model_signature)
 from ..predictive import LINKS, link_probs, marginal_variance, noise_tensor
 
 
@@ -65,6 +67,8 @@ class Method(ABC):
     input_spec_: dict | None = None
     #: the training flags of the model's modules when its determinism was last probed (one probe per mode state).
     _probed_mode: tuple | None = None
+    #: the model's :func:`~ella._checks.model_signature` when it was fitted (or loaded); every prediction checks it.
+    _signature: tuple | None = None
 
     def __init__(self, model: nn.Module, likelihood: str = "classification", batch_size: int = 1024,
                  progress: bool = True):
@@ -77,13 +81,20 @@ class Method(ABC):
         """Fit on ``train_loader`` (tuning on ``val_loader`` where the method tunes); returns ``self``.
 
         Every fitted value of an earlier ``fit`` is dropped first, so fitting twice with the same seed gives the
-        same method as fitting once."""
+        same method as fitting once, also from loaders that shuffle (``DataLoader(..., shuffle=True)``): the global
+        CPU generator they draw their orders from is seeded from the method's ``seed`` during the fit and
+        restored after it."""
         for attr in [a for a in vars(self) if a.endswith("_") and not a.startswith("_")]:
             delattr(self, attr)
         check_mode(self.model)
         start = time.perf_counter()
-        self._fit(train_loader, val_loader)
+        # the global CPU generator seeded for the fit, and restored after it: a loader that shuffles draws the same
+        # orders in every fit of the same seed, and the caller's random state is left as it was
+        with torch.random.fork_rng(devices=[]):
+            torch.random.default_generator.manual_seed(getattr(self, "seed", 0))
+            self._fit(train_loader, val_loader)
         self.fit_seconds_ = time.perf_counter() - start
+        self._signature = model_signature(self.model)  # checked at every prediction
         return self
 
     @abstractmethod
@@ -119,6 +130,8 @@ class Method(ABC):
             batches.check_spec(x, self.input_spec_)
         x = batches.to_model(x, self.model)
         check_mode(self.model)
+        if self._signature is not None:
+            check_unchanged(self.model, self._signature)
         mode = tuple(m.training for m in self.model.modules())
         if mode != self._probed_mode:
             check_deterministic(self.model, batches.take(x, slice(0, 8)))
@@ -137,6 +150,10 @@ class Method(ABC):
         for piece in batches.chunks(x, self.batch_size):
             result = fn(piece)
             parts = result if isinstance(result, tuple) else (result,)
+            if not all(torch.isfinite(part).all() for part in parts):  # from a model output that is not finite
+                check_finite_outputs(batches.call(self.model, piece), "`x`", start)
+                raise ValueError(f"{type(self).__name__}'s predictions for some of inputs {start} to "
+                                 f"{start + len(parts[0]) - 1} of `x` are not finite")
             if out is None:  # the whole result at once: no small piece outlives its chunk (fragmentation)
                 out = tuple(part.new_empty(rows, *part.shape[1:]) for part in parts)
             for whole, part in zip(out, parts):

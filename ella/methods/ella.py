@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from .. import batches, distributed, files
-from .._checks import check_bool, check_int, check_positive_int
+from .._checks import check_bool, check_finite_outputs, check_int, check_positive_int, model_signature
 from .._utils import num_parameters
 from ..eigen import EigenSolver, ExactEigen, NeuralEF, Nystrom, SpIN
 from ..kernels import EmpiricalNTK, Kernel, SGDTrajectoryKernel
@@ -49,6 +49,8 @@ SOLVERS = {"neuralef": NeuralEF, "nystrom": Nystrom, "exact": ExactEigen, "spin"
 # one. On Fashion-MNIST (the 784-200-200-10 MLP) the test NLL at S = 64, 128, 256, 500, 1000 was .3081, .3079,
 # .3078, .3078, .3078 while the kernel stage cost 11.6 to 21.4 s; the CNN's 256 directions cost 137 s of its fit
 NTK_SAMPLES = 256
+REMOVED = {"features": "the eigenfunctions are chosen by `solver=` ('auto', 'neuralef', 'nystrom', 'exact', 'spin' "
+                       "or an ella.eigen.EigenSolver)"}
 AUTO_JACOBIAN = 2**24  # entries of the M x P Jacobian rows "auto" may form for Nystrom (64 MiB in float32)
 
 
@@ -122,7 +124,11 @@ class ELLA(LinearisedLaplace):
                  residual: str | int = "auto", posterior_update: bool | None = None,
                  prior_precision: float | None = None, prior_grid=None, sigma_noise=None, noise_grid=None,
                  fold_in="tune", link: str = "margin", n_samples: int = 512, seed: int = 0, batch_size: int = 512,
-                 progress: bool = True, residual_samples: int | None = None):
+                 progress: bool = True, residual_samples: int | None = None, **removed):
+        if removed:  # arguments of earlier versions get a pointer to what replaced them
+            name = next(iter(removed))
+            hint = REMOVED.get(name, "")
+            raise TypeError(f"ELLA() got an unexpected keyword argument {name!r}" + (f": {hint}" if hint else ""))
         super().__init__(model, likelihood, prior_precision=prior_precision, prior_grid=prior_grid,
                          sigma_noise=sigma_noise, noise_grid=noise_grid, fold_in=fold_in, link=link,
                          n_samples=n_samples, seed=seed, batch_size=batch_size, progress=progress)
@@ -184,16 +190,20 @@ class ELLA(LinearisedLaplace):
         """Learn the eigenfunctions on the kernel points; the residual's trace models there."""
         x = batches.to_model(data.sample, self.model)
         self.num_kernel_points_ = batches.num_rows(x)
+        with torch.no_grad():  # before the solver: a model output that is not finite there is named now
+            check_finite_outputs(batches.outputs(self.model, x, self.batch_size), "the kernel points of train_loader")
         with distributed.sharing():  # every process holds the same kernel points: they split the solver's work
             solver = self._auto_solver(data) if self.solver == "auto" else copy.copy(self.solver)
             self.solver_ = solver.fit(self.kernel, x)
         self._set_scale()
-        self.trace_models_ = {}
+        self.trace_models_, self._kernel_diagonal = {}, None
         if {"mean", "learned"} & set(self.isotropic_choices):
             # tr kappa(x, x) by Hutchinson's estimator at (up to TRACE_POINTS of) the kernel points, a uniform
             # sample; the trace model fitted to it, and its mean (the intercept alone)
             sample = batches.take(x, slice(0, TRACE_POINTS))
-            trace = kernel_trace(self.kernel.resampled(TRACE_SAMPLES, self.kernel.seed + 1).features(sample))
+            features = self.kernel.resampled(TRACE_SAMPLES, self.kernel.seed + 1).features(sample)
+            trace = kernel_trace(features)
+            self._kernel_diagonal = features.double().pow(2).mean(0).sum(-1) / features.shape[-1]  # E kappa_cc (C,)
             with torch.no_grad():
                 psi = torch.cat([self._features(piece)[1] for piece in batches.chunks(sample, self.batch_size)])
             learned = fit_trace_model(psi, trace)
@@ -211,6 +221,14 @@ class ELLA(LinearisedLaplace):
         mean, psi = self.solver_.outputs_and_eigenfunctions(self.model, x)  # one forward pass with net="head"
         psi = psi.to(mean.dtype)  # (the exact solver works in float64)
         return mean, psi * self.feature_scale_.to(psi)
+
+    def _left_out_curvature(self, num_points: int, rho: torch.Tensor, captured: float) -> tuple[float, int] | None:
+        # the GGN's trace is the kernel's diagonal summed over the training points, sum_i sum_c kappa_cc(x_i) / rho_c^2
+        # (its mean at the kernel points); the GGN has at most min(P, n C) directions, k of them in the features
+        if self._kernel_diagonal is None:
+            return None
+        total = num_points * float((self._kernel_diagonal / rho.double().pow(2)).sum())
+        return max(total - captured, 0.0), min(self.kernel.num_params, num_points * len(rho)) - self.k
 
     def _isotropic(self, x, phi: torch.Tensor, option) -> torch.Tensor | None:
         if isinstance(option, int):  # tr kappa(x, x) at every input
@@ -280,7 +298,8 @@ class ELLA(LinearisedLaplace):
                            "fit_seconds": self.fit_seconds_, "stage_seconds": self.stage_seconds_,
                            "num_kernel_points": self.num_kernel_points_, "input_spec": self.input_spec_,
                            "isotropic": self.isotropic_},
-                "model": {"num_params": num_parameters(self.model), "fingerprint": files.fingerprint(self.model)}}
+                "model": {"num_params": num_parameters(self.model), "fingerprint": files.fingerprint(self.model),
+                          "architecture": files.architecture(self.model)}}
         tensors = {"evals": self.evals_, "evecs": self.evecs_, "solver": solver_tensors}
         if self.noise_ is not None:
             tensors["noise"] = self.noise_
@@ -296,8 +315,8 @@ class ELLA(LinearisedLaplace):
 
         Args:
             path: the file.
-            model: the network it was fitted to (checked: parameter count, and a fingerprint of its parameters
-                and buffers).
+            model: the network it was fitted to (checked: parameter count, its modules, and a fingerprint of its
+                parameters and buffers).
             kernel: the kernel, for posteriors fitted with a kernel other than the NTK (which is rebuilt from
                 its saved settings).
             net: the eigenfunction network's architecture, for a NeuralEF fitted with a custom ``net`` (or SpIN).
@@ -312,6 +331,9 @@ class ELLA(LinearisedLaplace):
         if saved_model.get("num_params") != num_parameters(model):
             raise ValueError(f"`model` has {num_parameters(model)} parameters but the posterior in {where} was "
                              f"fitted to a model with {saved_model.get('num_params')}")
+        if saved_model.get("architecture", files.architecture(model)) != files.architecture(model):
+            raise ValueError(f"`model` has other modules (or module settings) than the model the posterior in {where} "
+                             "was fitted to")
         if saved_model.get("fingerprint") != files.fingerprint(model):
             raise ValueError(f"`model` has different weights or buffers from the model the posterior in {where} "
                              "was fitted to")
@@ -319,7 +341,11 @@ class ELLA(LinearisedLaplace):
         kind = files.require(meta, "kernel", dict, where).get("kind")
         if kind == "ntk":  # rebuilt from its saved settings unless given
             if kernel is None:
-                kernel = EmpiricalNTK(model, **files.require(meta["kernel"], "config", dict, where), progress=False)
+                settings = files.require(meta["kernel"], "config", dict, where)
+                try:
+                    kernel = EmpiricalNTK(model, **settings, progress=False)
+                except (TypeError, ValueError) as e:
+                    raise ValueError(f"{where} is malformed: its kernel settings: {e}") from None
             elif not isinstance(kernel, EmpiricalNTK):
                 raise ValueError(f"the posterior in {where} was fitted with the NTK: `kernel` must be an EmpiricalNTK "
                                  f"(or None, to rebuild it), got {type(kernel).__name__}")
@@ -345,16 +371,30 @@ class ELLA(LinearisedLaplace):
                     post.isotropic_ in ("mean", "learned") and post.isotropic_ not in post.trace_models_):
                 raise ValueError(f"residual choice {post.isotropic_!r} unknown or without its trace model")
             post._set_scale()
-            post.evals_, post.evecs_ = files.require(tensors, "evals", torch.Tensor, where), \
-                files.require(tensors, "evecs", torch.Tensor, where)
-            post.noise_ = tensors.get("noise")
-            post.prior_precision_, post.noise_scale_ = float(fitted["prior_precision"]), float(fitted["noise_scale"])
+            # every value the predictive reads, checked against the format and the model (a file whose checksum was
+            # recomputed after an edit gets a clear error, not NaN predictions)
+            C, k = post.solver_.num_outputs_, post.k
+            post.evals_ = files.check_tensor(tensors.get("evals"), (k,), where, "evals", minimum=0.0)
+            post.evecs_ = files.check_tensor(tensors.get("evecs"), (k, k), where, "evecs")
+            noise = tensors.get("noise")
+            post.noise_ = None if noise is None and post.likelihood == "classification" else \
+                files.check_tensor(noise, (C,), where, "noise", minimum=1e-300)
+            for key, weights in post.trace_models_.items():
+                files.check_tensor(weights, (2 * C * k + 1,), where, f"trace_models/{key}")
+            post.prior_precision_ = files.check_number(fitted.get("prior_precision"), where, "prior_precision")
+            post.noise_scale_ = files.check_number(fitted.get("noise_scale"), where, "noise_scale")
             post.num_folded_, post.num_train_ = fitted["num_folded"], fitted["num_train"]
             post.search_ = None
             post.basis_ = factor_basis(post.evals_.double(), post.evecs_.double(), post.prior_precision_,
                                        post.noise_scale_).to(post._dtype)
-            post.fit_seconds_, post.input_spec_ = float(fitted["fit_seconds"]), fitted["input_spec"]
+            post.fit_seconds_ = files.check_number(fitted.get("fit_seconds"), where, "fit_seconds", positive=False)
+            post.input_spec_ = batches.check_saved_spec(fitted.get("input_spec"), where)
             post.stage_seconds_, post.num_kernel_points_ = fitted.get("stage_seconds"), fitted.get("num_kernel_points")
-        except (KeyError, TypeError, RuntimeError) as e:
+            post._signature = model_signature(model)
+        except (KeyError, TypeError, RuntimeError, IndexError, AttributeError) as e:
             raise ValueError(f"{where} is malformed: {type(e).__name__}: {e}") from None
+        except ValueError as e:  # a setting the constructor or a solver refuses
+            if where in str(e):
+                raise
+            raise ValueError(f"{where} is malformed: {e}") from None
         return post

@@ -25,7 +25,7 @@ def predict_all(method: Method, loader, name: str = "loader", progress: bool = F
         raise TypeError(f"`method` must be an ella method (ella.methods.Method), got {type(method).__name__}")
     check_loader(loader, name)
     outs, ys, seconds = [], [], 0.0
-    total = len(loader) if hasattr(loader, "__len__") else None
+    total = batches.num_batches(loader)
     with torch.no_grad():
         for batch in progress_bar(loader, progress, desc=f"evaluate {name}", total=total):
             x, y = batches.split_batch(batch, name)

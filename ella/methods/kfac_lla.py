@@ -1,7 +1,11 @@
 """All-weights linearised Laplace with a Kronecker-factored GGN posterior (laplace-torch
 ``subset_of_weights="all"``, ``hessian_structure="kron"``), with ella's GLM predictive (see
-:mod:`ella.methods.laplace_torch`): ``J P^{-1} J^T`` with ``P = H / sigma^2 + delta I`` Kronecker-decomposed, from
-laplace-torch's ``KronDecomposed.inv_square_form``.
+:mod:`ella.methods.laplace_torch`): ``J P^{-1} J^T`` with ``P = H / sigma^2 + delta I`` from laplace-torch's Kronecker-decomposed GGN.
+
+Every block of the GGN is ``Q1 diag(l1) Q1^T (x) Q2 diag(l2) Q2^T``, so the Jacobians are rotated into its
+eigenbasis once, ``R = Q1^T J Q2`` per block (what ``KronDecomposed.inv_square_form`` does for each prior), and
+the covariance at any ``(delta, sigma)`` is ``R diag(1 / (l1 l2^T / sigma^2 + delta)) R^T``: a grid search over
+the prior costs one rotation, not one per grid value.
 
 Coming from laplace-torch::
 
@@ -48,7 +52,24 @@ class KFACLLA(LaplaceBaseline):
             return la.log_marginal_likelihood(prior_precision=prior_precision, sigma_noise=sigma_noise)
         return closed_form_evidence(la, la.H.eigenvalues, prior_precision, sigma_noise, self.likelihood)
 
-    def _covariance(self, Js: torch.Tensor, prior_precision: float, sigma: float) -> torch.Tensor:
-        la = self.la_
-        delta = torch.tensor(prior_precision, device=la._device, dtype=la._dtype)
-        return (la.H * self._h_factor(sigma) + delta).inv_square_form(Js)  # J (H / sigma^2 + delta)^{-1} J^T
+    def _project(self, Js: torch.Tensor) -> torch.Tensor:
+        """``R`` ``(B, C, P)``: every block of the Jacobians in its Kronecker eigenbasis (``J Q`` for a dense block,
+        ``Q1^T J Q2`` for a Kronecker pair), in laplace-torch's order of the parameters."""
+        B, C, P = Js.shape
+        rows, out, start = Js.reshape(B * C, P), [], 0
+        for values, vectors in zip(self.la_.H.eigenvalues, self.la_.H.eigenvectors):
+            if len(values) == 1:
+                p = len(values[0])
+                out.append(rows[:, start : start + p] @ vectors[0])
+            else:
+                (Q1, Q2), p = vectors, len(values[0]) * len(values[1])
+                block = rows[:, start : start + p].reshape(B * C, len(values[0]), len(values[1]))
+                out.append((Q1.T @ block @ Q2).reshape(B * C, p))
+            start += p
+        return torch.cat(out, dim=1).reshape(B, C, P)
+
+    def _covariance(self, projected: torch.Tensor, prior_precision: float, sigma: float) -> torch.Tensor:
+        # R diag(1 / (lambda / sigma^2 + delta)) R^T, lambda = l1 l2^T of every block, flattened
+        lam = torch.cat([(v[0] if len(v) == 1 else torch.outer(v[0], v[1])).flatten() for v in self.la_.H.eigenvalues])
+        weights = (lam * self._h_factor(sigma) + prior_precision).reciprocal().to(projected)
+        return torch.einsum("bcp,p,bdp->bcd", projected, weights, projected)

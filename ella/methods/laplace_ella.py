@@ -74,8 +74,8 @@ class LaplaceTorchELLA(LinearisedLaplace):
         curv = self.la_.feature_gram.double().cpu() / float(self.la_.temperature)
         if rho is not None:  # laplace-torch's regression gram is at unit noise
             curv = curv / float(rho[0]) ** 2
-        zeros = torch.zeros(1, self.k, dtype=torch.float64)
-        return {"curvature": curv[None], "b": zeros, "c": zeros[:, 0], "n": zeros[:, 0]}
+        zeros = torch.zeros(1, dtype=torch.float64)
+        return {"curvature": curv[None], "c": zeros, "n": zeros}
 
     def _features(self, x) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.enable_grad():

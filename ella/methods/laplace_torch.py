@@ -40,6 +40,7 @@ from .survey import Survey, survey
 
 PRIORS = ("auto", "gridsearch", "marglik")
 JACOBIAN_CACHE = 2**27  # entries of validation Jacobians kept across grid searches (512 MiB in float32)
+JACOBIAN_PIECE = 2**24  # entries of the Jacobians one piece of work forms at most (64 MiB in float32)
 
 
 def _as_dataloader(loader, name: str) -> DataLoader:
@@ -178,6 +179,8 @@ class LaplaceBaseline(GaussianMethod):
                          prior_precision=self.prior if isinstance(self.prior, float) else 1.0, backend=self._backend())
             la.fit(_as_dataloader(train_loader, "train_loader"), progress_bar=self.progress)
         self.la_ = la
+        # inputs whose (rows, C, P) Jacobians hold at most JACOBIAN_PIECE entries: the memory of any piece of work
+        self._jacobian_rows = max(1, JACOBIAN_PIECE // (data.num_outputs * la.n_params))
         self._tune(data, val_loader, rho)
 
     def _backend(self):
@@ -241,9 +244,9 @@ class LaplaceBaseline(GaussianMethod):
         for batch in loader:
             x, y = batches.split_batch(batch, "val_loader")
             x = batches.to_model(x, self.model)
-            for start in range(0, batches.num_rows(x), self.batch_size):
-                inputs.append((batches.take(x, slice(start, start + self.batch_size)),
-                               y[start : start + self.batch_size]))
+            step = min(self.batch_size, self._jacobian_rows)
+            for start in range(0, batches.num_rows(x), step):
+                inputs.append((batches.take(x, slice(start, start + step)), y[start : start + step]))
 
         def jacobian_pieces():
             for part, y in inputs:
@@ -279,10 +282,14 @@ class LaplaceBaseline(GaussianMethod):
 
     # ---------------------------------------------------------------- predict
     def _mean_and_factor(self, x) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.enable_grad():
-            Js, f = self._jacobians(x)
-        projected = self._project(Js.detach())
-        return f.detach(), covariance_factor(self._covariance(projected, self.prior_precision_, self._sigma))
+        means, factors = [], []
+        for part in batches.chunks(x, self._jacobian_rows):  # the Jacobians of a few inputs at a time
+            with torch.enable_grad():
+                Js, f = self._jacobians(part)
+            projected = self._project(Js.detach())
+            means.append(f.detach())
+            factors.append(covariance_factor(self._covariance(projected, self.prior_precision_, self._sigma)))
+        return torch.cat(means), torch.cat(factors)
 
     @torch.no_grad()
     def laplace_predict(self, x, link_approx: str | None = None, batch_size: int = 100):

@@ -68,7 +68,15 @@ class LastLayerLLA(LaplaceBaseline):
         return Js.detach(), f.detach()
 
     def _project(self, Js: torch.Tensor) -> torch.Tensor:
-        return Js.double() @ self._ggn_eigen()[1]  # J U, in float64
+        """``J U`` ``(B, C, P)`` in float64, from the last layer's features ``h(x)`` ``(B, d)`` alone: laplace-torch's
+        last-layer Jacobian of output ``c`` is ``e_c^T (x) h(x)^T`` for the weights (row-major), then ``e_c^T`` for the
+        bias, so ``(J U)_c = h(x)^T U_W[c] + U_b[c]``, C times fewer products than the dense ``J @ U``."""
+        U = self._ggn_eigen()[1]
+        B, C, P = Js.shape
+        d = self.la_.model.last_layer.in_features
+        h = Js[:, 0, :d].double()  # the weights of output 0 read h(x) itself
+        projected = torch.einsum("bi,cip->bcp", h, U[: C * d].reshape(C, d, P))
+        return projected + U[C * d :] if P > C * d else projected  # (the bias rows, one per output)
 
     def _covariance(self, projected: torch.Tensor, prior_precision: float, sigma: float) -> torch.Tensor:
         # (J U) diag(1 / (lambda / sigma^2 + delta)) (J U)^T

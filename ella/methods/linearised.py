@@ -11,8 +11,8 @@ A subclass gives features ``phi(x)`` in ``R^{C x D}`` (:meth:`LinearisedLaplace.
    order of the points); the training set is never held whole;
 3. the validation loader gives the MAP means and the features ``(V, C, D)``, nothing more;
 4. :func:`~ella.methods.search.search` picks the prior precision ``delta`` (and, for regression, the noise
-   scale ``s``, with ``sigma_c = s rho_c``) on validation NLL, or by the linear model's evidence without
-   validation data; where the subclass offers several forms of the isotropic prior variance ``r(x) / delta``
+   scale ``s``, with ``sigma_c = s rho_c``) on validation NLL, or by the Laplace evidence of the linearised
+   model with its weight prior without validation data (regression); where the subclass offers several forms of the isotropic prior variance ``r(x) / delta``
    outside the features' span (:attr:`LinearisedLaplace.isotropic_choices`, "none" among them), the best;
 5. prediction is ``F(x) = phi(x) W`` with the ``D x D`` basis ``W`` of :func:`~ella.posterior.factor_basis`.
 """
@@ -25,10 +25,10 @@ from abc import abstractmethod
 import torch
 
 from .. import batches, distributed
-from .._checks import check_float, check_grid
-from .._utils import progress, seeded_generator, timed
-from ..posterior import curvature, eigen_curvature, factor_basis, linear_evidence, scales
-from ..predictive import hessian_factor, predictive_nll, with_isotropic
+from .._checks import check_finite_outputs, check_float, check_grid
+from .._utils import progress, seeded_generator, timed, trainable_parameters
+from ..posterior import curvature, eigen_curvature, factor_basis, laplace_evidence, scales
+from ..predictive import hessian_parts, predictive_nll, with_isotropic
 from .base import GaussianMethod
 from .search import DEFAULT_NOISE_GRID, DEFAULT_PRIOR_GRID, Choice, search
 from .survey import Survey, survey
@@ -65,10 +65,10 @@ class LinearisedLaplace(GaussianMethod):
             ELLA paper's model selection).
 
     Fitted: ``prior_precision_``, ``noise_`` (regression; ``noise_scale_`` is ``s``), ``num_folded_``, ``num_train_``,
-    ``evals_`` and ``evecs_`` (the curvature's eigendecomposition, float64), ``basis_`` (``W``), ``isotropic_``
-    (the option of :meth:`_isotropic` the predictive adds as ``r(x) / delta``), ``search_`` (the
-    :class:`~ella.methods.search.Choice`, or ``None`` when nothing was tuned), ``stage_seconds_`` (wall-clock
-    seconds of the ``survey``, ``features``, ``curvature`` and ``search`` stages).
+    ``evals_`` and ``evecs_`` (the curvature's eigendecomposition, float64 whatever the model's dtype), ``basis_``
+    (``W``, in the model's dtype), ``isotropic_`` (the option of :meth:`_isotropic` the predictive adds as
+    ``r(x) / delta``), ``search_`` (the :class:`~ella.methods.search.Choice`, or ``None`` when nothing was tuned),
+    ``stage_seconds_`` (wall-clock seconds of the ``survey``, ``features``, ``curvature`` and ``search`` stages).
     """
 
     prior_precision_: float | None = None
@@ -102,6 +102,12 @@ class LinearisedLaplace(GaussianMethod):
     def _features(self, x) -> tuple[torch.Tensor, torch.Tensor]:
         """``(g(x) (B, C), phi(x) (B, C, D))`` for a piece of inputs on the model's device."""
 
+    def _left_out_curvature(self, num_points: int, rho: torch.Tensor, captured: float) -> tuple[float, int] | None:
+        """``(T, R)``: the trace and the number of directions of the regression curvature at unit noise (outputs
+        whitened by ``rho`` ``(C,)``, over ``num_points`` training points) outside the features' span, whose trace is
+        ``captured``; ``None`` where the features span it all (exact LLA) or it is unknown."""
+        return None
+
     def _isotropic(self, x, phi: torch.Tensor, option) -> torch.Tensor | None:
         """Prior variance ``r(x)`` ``(B,)`` added as ``r / delta`` to every output with the isotropic ``option``
         (one of :attr:`isotropic_choices`), or ``None``."""
@@ -114,12 +120,11 @@ class LinearisedLaplace(GaussianMethod):
             data = survey(self.model, self.likelihood, train_loader, val_loader, self.kernel_points, self.seed,
                           self.progress)
         self.num_train_, self.input_spec_ = data.num_train, data.input_spec
+        C = data.num_outputs
+        fixed = self._fixed_noise(C, torch.zeros((), dtype=torch.float64))  # (checked before the long work)
         with timed(seconds, "features"):
             self._prepare(data, train_loader)
             _release_cuda_memory(self.model)
-        C = data.num_outputs
-        like = torch.zeros((), dtype=torch.float64)
-        fixed = self._fixed_noise(C, like)
         rho = None if self.likelihood == "classification" else (fixed if fixed is not None else data.output_scale)
         tune_noise = self.likelihood == "regression" and fixed is None
         tune_prior = self.prior_precision is None
@@ -137,10 +142,10 @@ class LinearisedLaplace(GaussianMethod):
                                 self.prior_grid if tune_prior else None, self.noise_grid if tune_noise else None,
                                 "validation NLL")
             elif need_evidence:
-                warnings.warn("no `val_loader`: the regression noise (and prior precision) are set by the marginal "
-                              "likelihood of the linear model on the training data; validation data are more "
-                              "reliable when the network overfits", UserWarning, stacklevel=3)
-                choice = search(self._evidence_score(eig, stats), self.prior_grid if tune_prior else None,
+                warnings.warn("no `val_loader`: the regression noise (and prior precision) are set by the Laplace "
+                              "marginal likelihood of the linearised model on the training data; validation data "
+                              "are more reliable when the network overfits", UserWarning, stacklevel=3)
+                choice = search(self._evidence_score(eig, stats, rho), self.prior_grid if tune_prior else None,
                                 self.noise_grid, "negative log evidence")
             else:
                 if tune_prior:
@@ -171,10 +176,10 @@ class LinearisedLaplace(GaussianMethod):
     @torch.no_grad()
     def _accumulate(self, loader, n: int, counts: list[int], rho, need_evidence: bool) -> dict:
         """One pass over the training loader: per fold-in candidate ``t`` the curvature ``A_t`` ``(D, D)`` and, for
-        the evidence, ``b_t = sum phi^T Lambda r``, ``c_t = sum r^T Lambda r`` and the number of values."""
+        the evidence, ``c_t = sum r^T Lambda r`` and the number of values."""
         D, T = self._num_features(), len(counts)
-        out = {"curvature": torch.zeros(T, D, D, dtype=torch.float64), "b": torch.zeros(T, D, dtype=torch.float64),
-               "c": torch.zeros(T, dtype=torch.float64), "n": torch.zeros(T, dtype=torch.float64)}
+        out = {"curvature": torch.zeros(T, D, D, dtype=torch.float64), "c": torch.zeros(T, dtype=torch.float64),
+               "n": torch.zeros(T, dtype=torch.float64)}
         if counts == [0]:
             return out
         # the seeded random order of the points: point i is folded into candidate t when its rank < counts[t]
@@ -188,7 +193,7 @@ class LinearisedLaplace(GaussianMethod):
         rank = None if rank is None else rank.to(device)
         out = {key: value.to(device) for key, value in out.items()}
         position = 0
-        size = len(loader) if hasattr(loader, "__len__") else None
+        size = batches.num_batches(loader)
         for index, batch in enumerate(progress(loader, self.progress, "curvature", total=size)):
             x, y = batches.split_batch(batch, "train_loader")
             rows = batches.num_rows(x)
@@ -196,17 +201,16 @@ class LinearisedLaplace(GaussianMethod):
             if rows == 0 or not distributed.mine(index):  # another process folds this batch in
                 continue
             mean, phi = self._features(batches.to_model(x, self.model))
-            lam = hessian_factor(mean.double(), self.likelihood, 1.0 if rho is None else rho.to(device))
+            check_finite_outputs(mean, f"train_loader (batch {index})")
+            d, u = hessian_parts(mean.double(), self.likelihood, 1.0 if rho is None else rho.to(device))
             # the first candidate holding each point (T: none); all points are in candidate 0 when nothing is tuned
             first = None if rank is None else torch.searchsorted(bounds, rank[position - rows : position], right=True)
             for t in range(T):
                 sel = slice(None) if first is None else first == t
-                out["curvature"][t] += curvature(phi[sel], lam[sel])
-                if need_evidence:
+                out["curvature"][t] += curvature(phi[sel], d[sel], None if u is None else u[sel])
+                if need_evidence:  # (regression: Lambda = diag(d))
                     r = (y.to(device).reshape(mean.shape).double() - mean.double())[sel]  # training residuals
-                    lam_r = (lam[sel] @ r[:, :, None])[:, :, 0]
-                    out["b"][t] += torch.einsum("ncd,nc->d", phi[sel].double(), lam_r)
-                    out["c"][t] += (r * lam_r).sum()
+                    out["c"][t] += (d[sel] * r * r).sum()
                     out["n"][t] += r.numel()
         # the sums of every process; candidate t holds the points of every candidate before it
         return {key: distributed.total(value).cumsum(0).cpu() for key, value in out.items()}
@@ -231,14 +235,14 @@ class LinearisedLaplace(GaussianMethod):
             mean, y = torch.cat(means), torch.cat(targets)
             iso = [None if extra[0][o] is None else torch.cat([e[o] for e in extra]) for o in range(len(options))]
             phi = torch.cat(feats)
-            rotated = [(evals, phi @ evecs) for evals, evecs in eig]  # phi(x) U: the search rescales its columns
         count = distributed.total(torch.tensor(float(sum(len(m) for m in means)), dtype=torch.float64))
 
         def score(priors, noises):
             priors = [self.prior_precision or 1.0] if priors is None else priors.tolist()
             noises = [1.0] if noises is None else noises.tolist()
             table = torch.zeros(len(eig) * len(options), len(priors), len(noises), dtype=torch.float64)
-            for t, (evals, basis) in enumerate(rotated if means else ()):
+            for t, (evals, evecs) in enumerate(eig if means else ()):
+                basis = phi @ evecs  # phi(x) U, one candidate at a time: the search rescales its columns
                 for o in range(len(options)):
                     for i, delta in enumerate(priors):
                         for j, s in enumerate(noises):
@@ -251,18 +255,21 @@ class LinearisedLaplace(GaussianMethod):
 
         return score
 
-    def _evidence_score(self, eig: list, stats: dict):
-        """``score(priors, noises)``: the negative log evidence of the training residuals (regression)."""
-        projected = [evecs.T @ b for (_, evecs), b in zip(eig, stats["b"])]
+    def _evidence_score(self, eig: list, stats: dict, rho: torch.Tensor):
+        """``score(priors, noises)``: the negative Laplace log evidence of the linearised model with its weight prior
+        (regression; :func:`~ella.posterior.laplace_evidence`)."""
+        weight_norm = float(sum(p.double().pow(2).sum() for p in trainable_parameters(self.model).values()))
+        C = len(rho)
+        rests = [self._left_out_curvature(int(n) // C, rho, float(evals.sum())) for (evals, _), n in zip(eig, stats["n"])]
 
         def score(priors, noises):
             priors = [self.prior_precision or 1.0] if priors is None else priors.tolist()
             table = torch.empty(len(eig), len(priors), len(noises), dtype=torch.float64)
-            for t, ((evals, _), proj) in enumerate(zip(eig, projected)):
+            for t, (evals, _) in enumerate(eig):
                 for i, delta in enumerate(priors):
                     for j, s in enumerate(noises.tolist()):
-                        table[t, i, j] = -linear_evidence(evals, proj, float(stats["c"][t]), int(stats["n"][t]),
-                                                          delta, s)
+                        table[t, i, j] = -laplace_evidence(evals, float(stats["c"][t]), int(stats["n"][t]),
+                                                           weight_norm, delta, s, rests[t])
             return table
 
         return score

@@ -13,13 +13,14 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .. import batches
-from .._checks import check_loader, check_targets
+from .._checks import check_deterministic, check_loader, check_targets
 from .._utils import progress, seeded_generator
 
 
@@ -72,8 +73,7 @@ def _assign(rows, slot: int, row) -> None:
 
 
 def _iterate(loader, name: str, show: bool):
-    check_loader(loader, name)
-    total = len(loader) if hasattr(loader, "__len__") else None
+    total = batches.num_batches(loader)
     for batch in progress(loader, show, f"reading {name}", total=total):
         x, y = batches.split_batch(batch, name)
         rows = batches.check_inputs(x, f"inputs of {name}")
@@ -89,6 +89,14 @@ def survey(model: nn.Module, likelihood: str, train_loader, val_loader=None, sam
     that learns from validation data alone (temperature scaling), not both."""
     if train_loader is None and val_loader is None:
         raise ValueError("`train_loader` is required: an iterable of (x, y) batches")
+    for name, loader in (("train_loader", train_loader), ("val_loader", val_loader)):
+        if loader is not None:  # both before any work; a fit reads each loader more than once
+            check_loader(loader, name, reread=True)
+    if val_loader is not None and train_loader is not None and (
+            val_loader is train_loader or getattr(val_loader, "dataset", None) is getattr(train_loader, "dataset", 0)):
+        warnings.warn("`val_loader` reads the training data: what is tuned on it (the prior, the noise, the residual) "
+                      "then favours a posterior as confident as the fit to those points, and a noise below the test "
+                      "error; pass held-out data", UserWarning, stacklevel=4)
     reservoir = _Reservoir(sample_size, seed) if sample_size else None
     sizes, C, spec = {}, None, None
     for name, loader in (("train_loader", train_loader), ("val_loader", val_loader)):
@@ -98,7 +106,12 @@ def survey(model: nn.Module, likelihood: str, train_loader, val_loader=None, sam
         for x, y, rows in _iterate(loader, name, progress_bar):
             if C is None:
                 spec = batches.spec(x)
-                C = batches.call(model, batches.to_model(batches.take(x, slice(0, 1)), model)).shape[1]
+                out = check_deterministic(model, batches.to_model(batches.take(x, slice(0, 8)), model), inputs=name)
+                C = out.shape[1]
+                if likelihood == "classification" and C < 2:
+                    raise ValueError(f"the model gives {C} output for classification: it needs one logit per class. "
+                                     "For a one-logit binary classifier z(x), return `torch.cat([torch.zeros_like(z), "
+                                     "z], 1)` (softmax of [0, z] is sigmoid(z))")
             batches.check_spec(x, spec, f"inputs of {name}")
             check_targets(y, rows, C, likelihood, name)
             if reservoir is not None and name == "train_loader":

@@ -1,6 +1,8 @@
 """ELLA against exact references: full-rank ELLA is the exact linearised Laplace; NeuralEF approaches the exact
 top-k posterior; the residual variance is the left-out trace; refits, files and bad input behave."""
 
+import copy
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -309,6 +311,10 @@ def test_loading_checks_the_model_and_the_file(classifier, tmp_path):
         ELLA.load(path, tiny_mlp(in_features=3, hidden=4, out_features=3, seed=9))
     with pytest.raises(ValueError, match="parameters"):
         ELLA.load(path, tiny_mlp(in_features=3, hidden=5, out_features=3))
+    other = copy.deepcopy(model)
+    other[1] = nn.ReLU()  # the same weights, another activation
+    with pytest.raises(ValueError, match="other modules"):
+        ELLA.load(path, other)
     data = path.read_bytes()
     (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="truncated.pt is not a readable ella file"):
@@ -464,3 +470,45 @@ def test_dict_batches_and_logits_outputs_give_the_exact_linearised_laplace():
         probs = ELLA(model, k=4, solver=solver, progress=False).fit(train, DataLoader(Tokens(20, 1), batch_size=8))
         probs = probs.predict(x)
         assert probs.shape == (40, 3) and torch.allclose(probs.sum(-1), torch.ones(40, dtype=torch.float64))
+
+
+def _edited(path, tmp_path, meta_change=None, tensor_change=None):
+    """The file at ``path`` with its metadata or tensors edited and its checksum recomputed (what an attacker can
+    do: the checksum catches accidents only)."""
+    import json
+
+    from ella import files
+
+    state = torch.load(path, weights_only=True)
+    meta, tensors = json.loads(state["meta"]), state["tensors"]
+    if meta_change:
+        meta_change(meta)
+    if tensor_change:
+        tensor_change(tensors)
+    text = json.dumps(meta, sort_keys=True)
+    out = tmp_path / "edited.pt"
+    torch.save({**state, "meta": text, "tensors": tensors, "checksum": files.checksum(text, tensors)}, out)
+    return out
+
+
+@pytest.mark.parametrize("meta_change, tensor_change, message", [
+    (lambda m: m["fitted"].update(prior_precision=float("nan")), None, "'prior_precision' must be a finite positive"),
+    (lambda m: m["fitted"].update(prior_precision=-1.0), None, "'prior_precision' must be a finite positive"),
+    (lambda m: m["fitted"].update(input_spec={"shape": [100000, 100000], "dtype": "float64"}), None,
+     "rows of 10,000,000,000 entries"),
+    (lambda m: m["config"].update(link="logit"), None, "`link` must be one of"),
+    (lambda m: m["kernel"]["config"].update(num_samples=-3), None, "its kernel settings"),
+    (None, lambda t: t.update(evecs=torch.ones(3, 3, dtype=torch.float64)), "'evecs' has shape (3, 3), expected (4, 4)"),
+    (None, lambda t: t.update(evals=-torch.ones(4, dtype=torch.float64)), "'evals' must be finite and at least 0"),
+    (None, lambda t: t["solver"].update(eigenvalues=torch.full((4,), float("nan"), dtype=torch.float64)),
+     "'eigenvalues' must be finite"),
+])
+def test_an_edited_file_with_a_recomputed_checksum_is_refused(classifier, tmp_path, meta_change, tensor_change,
+                                                               message):
+    model, x, y = classifier
+    post = ELLA(model, k=4, solver="nystrom", prior_precision=1.0, progress=False).fit(loader(x, y))
+    post.save(tmp_path / "post.pt")
+    edited = _edited(tmp_path / "post.pt", tmp_path, meta_change, tensor_change)
+    with pytest.raises(ValueError, match=re.escape(message)) as raised:
+        ELLA.load(edited, model)
+    assert "edited.pt" in str(raised.value)

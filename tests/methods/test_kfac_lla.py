@@ -1,6 +1,8 @@
 """KFACLLA: ella's fast GLM predictive against laplace-torch's own, the evidence, the seeded MC link, and the
 layers laplace-torch's KFAC does not model."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -42,6 +44,24 @@ def test_kfac_glm_predictive_equals_laplace_torch(kfac, data):
     assert torch.allclose(probs.sum(1), torch.ones(200), atol=1e-5)
     # the posterior really is in there: the predictive differs from the MAP softmax
     assert (probs - torch.softmax(mean, 1)).abs().max() > 1e-3
+
+
+def test_kfac_forms_the_jacobians_of_a_few_inputs_at_a_time(kfac, data):
+    """Memory bounded by the Jacobians of ``_jacobian_rows`` inputs (JACOBIAN_PIECE entries): in pieces of 3 the
+    same predictive."""
+    from ella.methods.laplace_torch import JACOBIAN_PIECE
+
+    xt = data[4][:20]
+    num_params = kfac.la_.n_params
+    assert kfac._jacobian_rows == max(1, JACOBIAN_PIECE // (10 * num_params))
+    mean, cov = kfac.predictive_moments(xt)
+    small, seen = copy.copy(kfac), []
+    small._jacobian_rows = 3
+    small._jacobians = lambda x: (seen.append(len(x)), type(kfac)._jacobians(small, x))[1]
+    mean3, cov3 = small.predictive_moments(xt)
+    assert seen == [3] * 6 + [2]
+    # (float32: the batched forward rounds differently in pieces of another size)
+    assert torch.allclose(mean3, mean, rtol=1e-5, atol=1e-5) and torch.allclose(cov3, cov, rtol=1e-5, atol=1e-6)
 
 
 def test_kfac_mc_link_is_seeded(cnn, kfac, data):

@@ -6,6 +6,7 @@ import warnings
 
 import pytest
 import torch
+from torch import nn
 
 from ella.methods import LastLayerLLA
 
@@ -57,6 +58,18 @@ def test_last_layer_backend_gives_laplace_torch_default_hessian(data):
         ref.optimize_prior_precision(method="marglik", pred_type="glm")
     assert tuned.prior_precision_ == pytest.approx(float(ref.prior_precision), rel=1e-5)
     assert abs(math.log(tuned.prior_precision_)) > 0.1  # it moved from its start
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_last_layer_projection_is_the_dense_product(data, bias):
+    """``J U`` from the last layer's features alone equals the dense product of laplace-torch's Jacobians."""
+    x, y, _, _, xt = data
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(40, 12), nn.Tanh(), nn.Linear(12, 10, bias=bias)).double().eval()
+    m = LastLayerLLA(model, prior=1.0, progress=False).fit(loader(x.double(), y))
+    Js, _ = m._jacobians(xt[:30].double())
+    assert Js.shape == (30, 10, 120 + 10 * bias)
+    assert torch.allclose(m._project(Js), Js @ m._ggn_eigen()[1], rtol=0, atol=1e-12)
 
 
 def test_last_layer_evidence_regression_closed_form():

@@ -507,6 +507,20 @@ def _(tmp):
     return fit
 
 
+@case("laplace-torch's README toy (a 1-50-1 tanh MLP) with `ELLA(model, 'regression')`: fewer eigenpairs than k")
+def _(tmp):
+    torch.manual_seed(0)
+    x = torch.rand(150, 1) * 8 - 4
+    y = torch.sin(x) + 0.3 * torch.randn_like(x)
+    model = nn.Sequential(nn.Linear(1, 50), nn.Tanh(), nn.Linear(50, 1))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(300):
+        opt.zero_grad()
+        nn.functional.mse_loss(model(x), y).backward()
+        opt.step()
+    return lambda: ELLA(model.eval(), "regression", progress=False).fit(loader(x, y), loader(x[:50] + 0.01, y[:50]))
+
+
 @case("the training loader passed as `val_loader`")
 def _(tmp):
     x, y = data()

@@ -23,9 +23,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from functools import partial
 from pathlib import Path
 
 import torch
+from scale import synthetic_images  # noqa: E402 - a sibling script (benchmarks/ is on sys.path)
 from torch.utils.data import DataLoader
 
 from ella.eigen import NeuralEF, Nystrom
@@ -36,10 +38,9 @@ from ella.experiments.compare.driver import predict_cost
 from ella.experiments.data import mnist1d
 from ella.experiments.models import cifar_resnet, mnist1d_cnn
 from ella.experiments.train import train_mnist1d_cnn, train_mnist1d_mlp
-from ella.methods import ELLA, KFACLLA, MAP, ExactLLA
 from ella.kernels import EmpiricalNTK
+from ella.methods import ELLA, KFACLLA, MAP, ExactLLA
 from ella.metrics import nll
-from scale import synthetic_images  # noqa: E402 - a sibling script (benchmarks/ is on sys.path)
 
 FIDELITY_POINTS = 2000  # test points the NLL of every method is compared with exact LLA's on
 
@@ -77,7 +78,8 @@ def resnet_rows(repeats: int) -> dict:
     """ResNet-20 (freshly initialised: its cost does not depend on training) on synthetic 3 x 32 x 32 images,
     reduced fit settings: the eigenfunction networks' prediction cost where the model outweighs a head."""
     model = cifar_resnet(20).eval()
-    train, val = DataLoader(synthetic_images(2000), batch_size=128), DataLoader(synthetic_images(500, 1), batch_size=250)
+    train = DataLoader(synthetic_images(2000), batch_size=128)
+    val = DataLoader(synthetic_images(500, 1), batch_size=250)
     x = synthetic_images(1000, 2).tensors[0]
     methods = {"map": MAP(model)}
     for net in ("head", "copy"):
@@ -133,7 +135,7 @@ def main(argv=None) -> None:
         for method_name, method in methods.items():
             if method_name == "ella_neuralef_mc":  # the same posterior, Monte-Carlo link (512 samples)
                 post = methods["ella_neuralef"]
-                fn = lambda xb: post.predict(xb, link="mc")
+                fn = partial(post.predict, link="mc")
             else:
                 method.fit(train, val)
                 fn = method.predict

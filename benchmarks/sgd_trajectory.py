@@ -25,11 +25,11 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from ella.methods import MAP, predict_all
 from ella.experiments.data import mnist1d
 from ella.experiments.report import environment, markdown_table, run_method
 from ella.experiments.train import train_mnist1d_cnn, train_mnist1d_mlp
 from ella.experiments.trajectory import trajectory_methods
+from ella.methods import MAP, predict_all
 
 TRAINERS = {"cnn": train_mnist1d_cnn, "mlp": train_mnist1d_mlp}
 STORAGE = {"float32": None, "float16": torch.float16}

@@ -142,7 +142,8 @@ def check_labels(y: torch.Tensor, num_classes: int, name: str = "train_loader") 
         raise ValueError(f"labels of `{name}` must be an integer tensor of class indices, got "
                          f"{getattr(y, 'dtype', type(y).__name__)}")
     if y.numel() and (y.min() < 0 or y.max() >= num_classes):
-        raise ValueError(f"labels of `{name}` must lie in [0, {num_classes}), got range [{int(y.min())}, {int(y.max())}]")
+        raise ValueError(f"labels of `{name}` must lie in [0, {num_classes}), got range "
+                         f"[{int(y.min())}, {int(y.max())}]")
 
 
 def check_gram(gram: torch.Tensor, name: str = "kernel", rtol: float = 1e-6) -> None:

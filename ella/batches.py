@@ -142,9 +142,10 @@ _SHADOWS_LOCK = threading.Lock()
 
 def shadow(model: nn.Module) -> nn.Module:
     """The calling thread's copy of ``model``'s modules, sharing its parameters and buffers (no tensor is copied);
-    made again when the model's tensors are replaced. (A model that cannot be deep-copied is its own shadow.)"""
+    made again when a module or a tensor of the model is replaced. (A model that cannot be deep-copied is its own
+    shadow.)"""
     tensors = [*model.parameters(), *model.buffers()]
-    key, thread = tuple(map(id, tensors)), threading.get_ident()
+    key, thread = tuple(map(id, [*model.modules(), *tensors])), threading.get_ident()
     with _SHADOWS_LOCK:
         held = _SHADOWS.setdefault(model, {}).get(thread)
         if held is None or held[0] != key:
@@ -231,7 +232,8 @@ def check_spec(x: Inputs, expected, name: str = "x") -> None:
         raise ValueError(f"`{name}` must be a tensor, got a dict with the keys {sorted(found)}")
     if found["shape"] != expected["shape"]:
         raise ValueError(f"`{name}` has rows of shape {tuple(found['shape'])}, but the inputs were of shape "
-                         f"{tuple(expected['shape'])} (a batch of them is (B, {', '.join(map(str, expected['shape']))}))")
+                         f"{tuple(expected['shape'])} (a batch of them is "
+                         f"(B, {', '.join(map(str, expected['shape']))}))")
     floating = [getattr(torch, s["dtype"]).is_floating_point for s in (found, expected)]
     if floating[0] != floating[1]:
         raise ValueError(f"`{name}` has dtype {found['dtype']}, but the inputs were {expected['dtype']}")

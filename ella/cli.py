@@ -82,7 +82,8 @@ def _eigen(parser, args) -> int:
         parser.error(f"--k {args.k}: at most --num-points ({args.num_points}) eigenpairs can be found from "
                      f"{args.num_points} points")
     if args.num_train is not None and args.k > args.num_train:
-        parser.error(f"--k {args.k}: at most --num-train ({args.num_train}) eigenpairs exist on {args.num_train} inputs")
+        parser.error(f"--k {args.k}: at most --num-train ({args.num_train}) eigenpairs exist on {args.num_train} "
+                     "inputs")
     _out_folder(parser, args)
     run_eigen_experiment(kernel=args.kernel, solver=args.solver, data=args.data, k=args.k, steps=args.steps,
                          num_points=args.num_points, num_train=args.num_train, out=args.out, seed=args.seed,

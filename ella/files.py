@@ -118,9 +118,9 @@ def write(path, kind: str, version: int, meta: dict, tensors) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         if isinstance(e, (OSError, RuntimeError)):  # torch reports a short write as a RuntimeError
-            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)[:200]
-            raise OSError(f"cannot save to {path} (the earlier file, if any, is unchanged): {reason}; "
-                          f"{_free_space(folder)}") from None
+            reason = (e.strerror or str(e)) if isinstance(e, OSError) else \
+                "the file system took only part of it (a full disk, or a file-size limit)"
+            raise OSError(f"cannot save to {path} (the earlier file, if any, is unchanged): {reason}") from None
         raise
     with contextlib.suppress(OSError):  # the rename itself on the disk
         directory = os.open(folder, os.O_RDONLY)
@@ -134,15 +134,6 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-def _free_space(folder: Path) -> str:
-    try:
-        import shutil
-
-        return f"{shutil.disk_usage(folder).free:,} bytes free in {folder}"
-    except OSError:
-        return f"the free space in {folder} is unknown"
 
 
 def load(path, map_location=None):

@@ -14,6 +14,23 @@ needs_laplace = pytest.mark.skipif(importlib.util.find_spec("laplace") is None,
                                    reason="laplace-torch (the `laplace` extra) is not installed")
 
 
+def sine_regression(n: int = 150, noise: float = 0.3, steps: int = 500, seed: int = 0):
+    """laplace-torch's README toy: a 1-50-1 tanh MLP (151 weights, float32, eval mode) trained by Adam on ``n``
+    points of ``sin(x) + noise`` on [-4, 4]; returns ``(model, x, y)``."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, generator=g) * 8 - 4
+    y = torch.sin(x) + noise * torch.randn(n, 1, generator=g)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = nn.Sequential(nn.Linear(1, 50), nn.Tanh(), nn.Linear(50, 1))
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        for _ in range(steps):
+            opt.zero_grad()
+            nn.functional.mse_loss(model(x), y).backward()
+            opt.step()
+    return model.eval(), x, y
+
+
 def is_png(path) -> bool:
     """Whether ``path`` holds a PNG image with some content (more than an empty canvas's header)."""
     data = open(path, "rb").read()

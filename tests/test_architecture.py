@@ -23,7 +23,7 @@ def test_the_methods_import_no_experiment():
     assert out.strip() == "[]"  # laplace-torch too is imported only when a baseline is built
 
 
-@pytest.mark.parametrize("name", ["KFACLLA", "DiagLLA", "LastLayerLLA", "LaplaceTorchELLA"])
+@pytest.mark.parametrize("name", ["KFACLLA", "DiagLLA", "LastLayerLLA", "LastLayerKFAC", "LaplaceTorchELLA"])
 def test_a_laplace_torch_baseline_without_laplace_torch_names_the_extra_to_install(name, monkeypatch):
     import ella.methods
 

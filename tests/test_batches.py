@@ -76,3 +76,35 @@ def test_logits_flattens_tensors_and_reads_logits():
     assert batches.logits({"logits": torch.zeros(2, 5)}).shape == (2, 5)
     with pytest.raises(TypeError, match="logits"):
         batches.logits(SimpleNamespace(scores=torch.zeros(2, 5)))
+
+
+def test_functional_calls_run_on_a_shadow_that_follows_the_model():
+    """``functional`` never swaps the model's own weights; its per-thread shadow shares the model's tensors and is
+    made again when a module is replaced."""
+    import threading
+
+    from ella import batches
+    from ella._utils import trainable_parameters
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)).eval()
+    x = torch.randn(5, 3)
+    params = trainable_parameters(model)
+    twice = {name: 2 * p for name, p in params.items()}
+    calls = []
+    hook = model[0].register_forward_pre_hook(lambda m, i: calls.append(m))
+    batches.functional(model, twice, x)
+    hook.remove()
+    assert calls and all(m is not model[0] for m in calls)  # the shadow's layer ran, never the model's own
+    shadow = batches.shadow(model)
+    assert shadow is not model and shadow[0].weight is model[0].weight  # shared, not copied
+    assert batches.shadow(model) is shadow  # kept for this thread
+    other = []
+    threading.Thread(target=lambda: other.append(batches.shadow(model))).start()
+    while not other:
+        pass
+    assert other[0] is not shadow  # one per thread
+    model[1] = torch.nn.ReLU()
+    assert isinstance(batches.shadow(model)[1], torch.nn.ReLU)  # a replaced module: a new shadow
+    with torch.no_grad():
+        assert torch.allclose(batches.functional(model, params, x), model(x))

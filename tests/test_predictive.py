@@ -6,8 +6,19 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ella.predictive import (LINKS, covariance_factor, with_isotropic, gaussian_nll, hessian_factor, link_probs, margin_probs, mc_probs,
-                             predictive_nll, probit_probs, standard_normals)
+from ella.predictive import (
+    LINKS,
+    covariance_factor,
+    gaussian_nll,
+    hessian_factor,
+    link_probs,
+    margin_probs,
+    mc_probs,
+    predictive_nll,
+    probit_probs,
+    standard_normals,
+    with_isotropic,
+)
 
 
 def moments_probs(mean, cov, link, n_samples=512, seed=0):

@@ -7,8 +7,8 @@ from .exact import ExactEigen, RBFGaussianEigen
 from .nets import EigenfunctionNet, eigenfunction_net
 from .neuralef import NeuralEF, neuralef_loss
 from .nystrom import Nystrom
-from .solver import EigenSolver
+from .solver import EigenSolver, RankError
 from .spin import SpIN
 
-__all__ = ["EigenSolver", "NeuralEF", "SpIN", "Nystrom", "ExactEigen", "RBFGaussianEigen", "compare",
+__all__ = ["EigenSolver", "RankError", "NeuralEF", "SpIN", "Nystrom", "ExactEigen", "RBFGaussianEigen", "compare",
            "EigenComparison", "EigenfunctionNet", "eigenfunction_net", "neuralef_loss"]

@@ -25,8 +25,7 @@ from .._checks import check_bool
 from .._utils import progress, seeded_generator
 from ..kernels.base import FeatureKernel, Kernel
 from .nets import NetworkSolver
-from .rayleigh import (batch_moments, diagonal_blocks, gram_blocks, index_batches, operator_moments,
-                       rayleigh_quotients)
+from .rayleigh import batch_moments, diagonal_blocks, gram_blocks, index_batches, operator_moments, rayleigh_quotients
 
 
 def neuralef_loss(psi: torch.Tensor, phi: torch.Tensor | None = None, gram: torch.Tensor | None = None,

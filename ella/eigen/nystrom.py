@@ -22,7 +22,7 @@ from .._checks import check_float, check_int, check_positive_int
 from .._utils import seeded_generator
 from ..kernels.base import Kernel
 from ..kernels.ntk import EmpiricalNTK
-from .solver import KernelExtendedSolver, top_eigenpairs
+from .solver import KernelExtendedSolver, RankError, top_eigenpairs
 
 
 class Nystrom(KernelExtendedSolver):
@@ -53,7 +53,7 @@ class Nystrom(KernelExtendedSolver):
         N = batches.num_rows(x)
         M = min(self.num_points, N)
         if self.k > M:
-            raise ValueError(f"`k` = {self.k} is larger than the number of Nystrom rows M = {M}")
+            raise RankError(f"`k` = {self.k} is larger than the number of Nystrom rows M = {M}", M)
         gen = seeded_generator(self.seed)
         device = batches.device(x)
         idx = torch.randperm(N, generator=gen)[:M].to(device)

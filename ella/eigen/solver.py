@@ -17,17 +17,25 @@ from .. import batches, files
 from ..kernels.base import Kernel
 
 
+class RankError(ValueError):
+    """``k`` exceeds the numerical rank of the matrix a solver decomposes; ``rank`` says how many eigenpairs it has."""
+
+    def __init__(self, message: str, rank: int):
+        super().__init__(message)
+        self.rank = rank
+
+
 def top_eigenpairs(matrix: torch.Tensor, k: int, rank_tol: float,
                    name: str = "Gram matrix") -> tuple[torch.Tensor, torch.Tensor]:
-    """The top-``k`` eigenpairs ``(e, q)`` of a symmetric matrix, decreasing; a ``ValueError`` if ``k``
+    """The top-``k`` eigenpairs ``(e, q)`` of a symmetric matrix, decreasing; a :class:`RankError` if ``k``
     exceeds its numerical rank (eigenvalues above ``rank_tol * e_1``)."""
     if k > len(matrix):
-        raise ValueError(f"`k` = {k} exceeds the rank of the {name}, at most its size {len(matrix)}")
+        raise RankError(f"`k` = {k} exceeds the rank of the {name}, at most its size {len(matrix)}", len(matrix))
     evals, evecs = torch.linalg.eigh(matrix)
     evals, evecs = evals.flip(0)[:k], evecs.flip(1)[:, :k]
     if evals[-1] <= rank_tol * evals[0]:
         rank = int((evals > rank_tol * evals[0]).sum())
-        raise ValueError(f"`k` = {k} exceeds the numerical rank ({rank}) of the {name}")
+        raise RankError(f"`k` = {k} exceeds the numerical rank ({rank}) of the {name}", rank)
     return evals, evecs
 
 
@@ -76,7 +84,7 @@ class EigenSolver(ABC):
         C = kernel.infer_num_outputs(batches.take(x, slice(0, 1)))
         rows = batches.num_rows(x) * C
         if self.k > rows:
-            raise ValueError(f"`k` = {self.k} is larger than the number of rows N * C = {rows}")
+            raise RankError(f"`k` = {self.k} is larger than the number of rows N * C = {rows}", rows)
         rank = getattr(kernel, "max_rank", None)  # a kernel of known finite rank, e.g. the SGD-trajectory one
         if rank is not None and self.k > rank:
             raise ValueError(f"`k` = {self.k} is larger than the rank of the kernel ({type(kernel).__name__} has "

@@ -39,8 +39,7 @@ from .._checks import check_float
 from .._utils import num_parameters, progress, seeded_generator, trainable_parameters, unflatten_like
 from ..kernels.base import FeatureKernel, Kernel
 from .nets import NetworkSolver
-from .rayleigh import (batch_moments, diagonal_blocks, gram_blocks, index_batches, operator_moments,
-                       rayleigh_quotients)
+from .rayleigh import batch_moments, diagonal_blocks, gram_blocks, index_batches, operator_moments, rayleigh_quotients
 
 _MAX_JACOBIAN = 2e8  # entries of the moving-average Jacobian (k (k+1) / 2 x P) before we refuse
 

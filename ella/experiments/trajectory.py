@@ -20,8 +20,8 @@ from torch import nn
 
 from .. import batches
 from .._checks import check_positive_int
-from ..kernels import SGDTrajectoryKernel
 from ..eigen import NeuralEF
+from ..kernels import SGDTrajectoryKernel
 from ..methods import ELLA, SWA, SWAG, swa_model
 from ..trajectory import Trajectory, TrajectoryRecorder
 from .data import Splits
@@ -90,8 +90,8 @@ def trajectory_methods(splits, model: nn.Module, recipe: dict, *, loader=None, k
                        swag_samples: int = 30, seed: int = 0, progress: bool = True, num_threads: int | None = 1,
                        **phase) -> dict:
     """Record a trajectory from ``model`` and return ``{"ella_sgd_trajectory", "swa", "swag"}``, each ready
-    for :func:`ella.experiments.report.run_method` (which fits it: NeuralEF on the trajectory kernel and the scale tuning,
-    SWA's and SWAG's batch-norm statistics and SWAG's samples).
+    for :func:`ella.experiments.report.run_method` (which fits it: NeuralEF on the trajectory kernel and the scale
+    tuning, SWA's and SWAG's batch-norm statistics and SWAG's samples).
 
     Args:
         splits: the data (``ella.experiments.data.mnist1d()``; its training set is where the functions are recorded).

@@ -9,7 +9,8 @@ method                      what it is
 :class:`ExactLLA`           linearised Laplace with the full GGN over all weights (small networks)
 :class:`KFACLLA`            laplace-torch's Kronecker-factored all-weights LLA, ella's predictive
 :class:`DiagLLA`            laplace-torch's diagonal all-weights LLA, ella's predictive
-:class:`LastLayerLLA`       laplace-torch's last-layer LLA
+:class:`LastLayerLLA`       laplace-torch's last-layer LLA with the full last-layer GGN
+:class:`LastLayerKFAC`      laplace-torch's default: last-layer LLA with a KFAC GGN, ella's predictive
 :class:`LaplaceTorchELLA`   laplace-torch's Nystrom ELLA feature map, ella's posterior
 :class:`NativeLaplaceELLA`  laplace-torch's own ELLA: its fit, prior grid and predictive
 :class:`NativeVaLLA`        laplace-torch's own VaLLA (variational linearised Laplace)
@@ -24,7 +25,7 @@ from .diag_lla import DiagLLA
 from .ella import ELLA
 from .evaluate import evaluate, predict_all
 from .exact_lla import ExactLLA
-from .kfac_lla import KFACLLA
+from .kfac_lla import KFACLLA, LastLayerKFAC
 from .laplace_ella import LaplaceTorchELLA
 from .laplace_native import NativeLaplaceELLA, NativeVaLLA
 from .last_layer_lla import LastLayerLLA
@@ -32,6 +33,6 @@ from .map import MAP
 from .swag import SWA, SWAG, swa_model, update_bn
 from .temperature import TemperatureScaling
 
-__all__ = ["Method", "GaussianMethod", "ELLA", "ExactLLA", "KFACLLA", "DiagLLA", "LastLayerLLA", "LaplaceTorchELLA",
-           "NativeLaplaceELLA", "NativeVaLLA", "MAP", "TemperatureScaling", "SWA", "SWAG", "swa_model", "update_bn",
-           "evaluate", "predict_all"]
+__all__ = ["Method", "GaussianMethod", "ELLA", "ExactLLA", "KFACLLA", "DiagLLA", "LastLayerLLA", "LastLayerKFAC",
+           "LaplaceTorchELLA", "NativeLaplaceELLA", "NativeVaLLA", "MAP", "TemperatureScaling", "SWA", "SWAG",
+           "swa_model", "update_bn", "evaluate", "predict_all"]

@@ -26,9 +26,20 @@ import torch
 from torch import nn
 
 from .. import batches
-from .._checks import (check_bool, check_choice, check_deterministic, check_finite_outputs, check_float, check_int,
-                       check_likelihood, check_mode, check_model, check_positive_int, check_unchanged,
-                       model_signature)
+from .._checks import (
+    check_bool,
+    check_choice,
+    check_deterministic,
+    check_finite_outputs,
+    check_float,
+    check_int,
+    check_likelihood,
+    check_mode,
+    check_model,
+    check_positive_int,
+    check_unchanged,
+    model_signature,
+)
 from ..predictive import LINKS, link_probs, marginal_variance, noise_tensor
 
 
@@ -39,7 +50,8 @@ def check_noise(sigma_noise, likelihood: str):
     if likelihood != "regression":
         raise ValueError(f"`sigma_noise` applies to regression only, got {sigma_noise!r} for {likelihood}")
     if isinstance(sigma_noise, (list, tuple, torch.Tensor)):
-        values = [check_float(float(v), "sigma_noise") for v in torch.as_tensor(sigma_noise, dtype=torch.float64).flatten()]
+        flat = torch.as_tensor(sigma_noise, dtype=torch.float64).flatten()
+        values = [check_float(float(v), "sigma_noise") for v in flat]
         if not values:
             raise ValueError("`sigma_noise` must hold at least one value")
         return values if len(values) > 1 else values[0]

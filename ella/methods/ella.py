@@ -27,6 +27,7 @@ best (``residual_``).
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 from torch import nn
@@ -34,7 +35,7 @@ from torch import nn
 from .. import batches, distributed, files
 from .._checks import check_bool, check_finite_outputs, check_int, check_positive_int, model_signature
 from .._utils import num_parameters
-from ..eigen import EigenSolver, ExactEigen, NeuralEF, Nystrom, SpIN
+from ..eigen import EigenSolver, ExactEigen, NeuralEF, Nystrom, RankError, SpIN
 from ..kernels import EmpiricalNTK, Kernel, SGDTrajectoryKernel
 from ..posterior import factor_basis, fit_trace_model, kernel_trace, modelled_residual, residual_variance
 from .linearised import LinearisedLaplace
@@ -136,6 +137,8 @@ class ELLA(LinearisedLaplace):
             kernel = EmpiricalNTK(model, num_samples=NTK_SAMPLES, seed=self.seed, progress=self.progress)
         elif not isinstance(kernel, Kernel):
             raise ValueError(f"`kernel` must be 'ntk' or an ella.kernels.Kernel, got {kernel!r}")
+        # the default k (none given) adapts to the numerical rank of a Gram matrix the solver decomposes
+        self._adapt_k = k is None and not isinstance(solver, EigenSolver)
         if isinstance(solver, EigenSolver):
             if k is not None and k != solver.k:
                 raise ValueError(f"`k` = {k} must equal the k = {solver.k} of the `solver`")
@@ -184,7 +187,7 @@ class ELLA(LinearisedLaplace):
 
     # ---------------------------------------------------------------- the features
     def _num_features(self) -> int:
-        return self.k
+        return self.solver_.k  # (the configured k, or fewer where the kernel has fewer eigenpairs)
 
     def _prepare(self, data: Survey, train_loader) -> None:
         """Learn the eigenfunctions on the kernel points; the residual's trace models there."""
@@ -194,7 +197,16 @@ class ELLA(LinearisedLaplace):
             check_finite_outputs(batches.outputs(self.model, x, self.batch_size), "the kernel points of train_loader")
         with distributed.sharing():  # every process holds the same kernel points: they split the solver's work
             solver = self._auto_solver(data) if self.solver == "auto" else copy.copy(self.solver)
-            self.solver_ = solver.fit(self.kernel, x)
+            try:
+                self.solver_ = solver.fit(self.kernel, x)
+            except RankError as e:  # fewer eigenpairs than the default k: as many as there are
+                if not self._adapt_k or e.rank < 1 or not isinstance(solver, (Nystrom, ExactEigen)):
+                    raise
+                warnings.warn(f"{e}: ELLA uses k = {e.rank}, the eigenpairs there are (pass `k` to choose)",
+                              UserWarning, stacklevel=4)
+                fewer = (Nystrom(e.rank, solver.num_points, seed=solver.seed, rank_tol=solver.rank_tol)
+                         if isinstance(solver, Nystrom) else ExactEigen(e.rank, rank_tol=solver.rank_tol))
+                self.solver_ = fewer.fit(self.kernel, x)
         self._set_scale()
         self.trace_models_, self._kernel_diagonal = {}, None
         if {"mean", "learned"} & set(self.isotropic_choices):
@@ -228,7 +240,7 @@ class ELLA(LinearisedLaplace):
         if self._kernel_diagonal is None:
             return None
         total = num_points * float((self._kernel_diagonal / rho.double().pow(2)).sum())
-        return max(total - captured, 0.0), min(self.kernel.num_params, num_points * len(rho)) - self.k
+        return max(total - captured, 0.0), min(self.kernel.num_params, num_points * len(rho)) - self.solver_.k
 
     def _isotropic(self, x, phi: torch.Tensor, option) -> torch.Tensor | None:
         if isinstance(option, int):  # tr kappa(x, x) at every input
@@ -236,6 +248,13 @@ class ELLA(LinearisedLaplace):
         if option in self.trace_models_:  # predicted from Psi(x) by the trace model (or its mean)
             return modelled_residual(phi, self.trace_models_[option])
         return None
+
+    @property
+    def k_(self) -> int:
+        """The number of eigenfunctions the fitted posterior uses: ``k``, or, for the default ``k``, fewer where the
+        kernel has fewer eigenpairs (the numerical rank of the Gram matrix the solver decomposes; ``fit`` warns)."""
+        self._check_fitted()
+        return self.solver_.k
 
     @property
     def residual_(self) -> str | int:
@@ -291,7 +310,8 @@ class ELLA(LinearisedLaplace):
         meta = {"config": {"likelihood": self.likelihood, "k": self.k, "link": self.link,
                            "n_samples": self.n_samples, "seed": self.seed, "fold_in": self.fold_in,
                            "residual": self.residual, "posterior_update": self.posterior_update,
-                           "kernel_points": self.kernel_points, "batch_size": self.batch_size},
+                           "kernel_points": self.kernel_points, "batch_size": self.batch_size,
+                           "adapt_k": self._adapt_k},
                 "kernel": kernel, "solver": solver_meta,
                 "fitted": {"prior_precision": self.prior_precision_, "noise_scale": self.noise_scale_,
                            "num_folded": self.num_folded_, "num_train": self.num_train_,
@@ -356,7 +376,7 @@ class ELLA(LinearisedLaplace):
         if solver_kind not in SOLVERS:
             raise ValueError(f"{where} is malformed: unknown solver kind {solver_kind!r}")
         try:
-            k = config["k"]
+            k = solver_state.get("k", config["k"])  # (fewer than the configured k where the kernel has fewer)
             solver = SOLVERS[solver_kind](k, net=net, model=model) if solver_kind in ("neuralef", "spin") else \
                 SOLVERS[solver_kind](k)
             # (format 4 and earlier: `residual_samples`, 0 for none, and no choice to record)
@@ -364,6 +384,7 @@ class ELLA(LinearisedLaplace):
             post = cls(model, config["likelihood"], kernel=kernel, solver=solver, progress=False, residual=residual,
                        **{key: config[key] for key in ("link", "n_samples", "seed", "fold_in", "posterior_update",
                                                        "kernel_points", "batch_size")})
+            post.k, post._adapt_k = config["k"], bool(config.get("adapt_k", False))  # the configuration as saved
             post.solver_ = copy.copy(solver).load_state_dict(solver_state, kernel)
             post.isotropic_ = fitted.get("isotropic", residual)  # (format 4: the configured residual)
             post.trace_models_ = dict(tensors.get("trace_models", {}))
@@ -373,7 +394,7 @@ class ELLA(LinearisedLaplace):
             post._set_scale()
             # every value the predictive reads, checked against the format and the model (a file whose checksum was
             # recomputed after an edit gets a clear error, not NaN predictions)
-            C, k = post.solver_.num_outputs_, post.k
+            C, k = post.solver_.num_outputs_, post.solver_.k
             post.evals_ = files.check_tensor(tensors.get("evals"), (k,), where, "evals", minimum=0.0)
             post.evecs_ = files.check_tensor(tensors.get("evecs"), (k, k), where, "evecs")
             noise = tensors.get("noise")

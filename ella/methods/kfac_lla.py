@@ -1,6 +1,7 @@
 """All-weights linearised Laplace with a Kronecker-factored GGN posterior (laplace-torch
 ``subset_of_weights="all"``, ``hessian_structure="kron"``), with ella's GLM predictive (see
-:mod:`ella.methods.laplace_torch`): ``J P^{-1} J^T`` with ``P = H / sigma^2 + delta I`` from laplace-torch's Kronecker-decomposed GGN.
+:mod:`ella.methods.laplace_torch`): ``J P^{-1} J^T`` with ``P = H / sigma^2 + delta I`` from laplace-torch's
+Kronecker-decomposed GGN.
 
 Every block of the GGN is ``Q1 diag(l1) Q1^T (x) Q2 diag(l2) Q2^T``, so the Jacobians are rotated into its
 eigenbasis once, ``R = Q1^T J Q2`` per block (what ``KronDecomposed.inv_square_form`` does for each prior), and
@@ -73,3 +74,17 @@ class KFACLLA(LaplaceBaseline):
         lam = torch.cat([(v[0] if len(v) == 1 else torch.outer(v[0], v[1])).flatten() for v in self.la_.H.eigenvalues])
         weights = (lam * self._h_factor(sigma) + prior_precision).reciprocal().to(projected)
         return torch.einsum("bcp,p,bdp->bcd", projected, weights, projected)
+
+
+class LastLayerKFAC(KFACLLA):
+    """Last-layer linearised Laplace with a KFAC GGN: laplace-torch's default ``Laplace(model, likelihood)``
+    (``subset_of_weights="last_layer"``, ``hessian_structure="kron"``), the one its README shows with the
+    marginal-likelihood prior and the probit link, with ella's predictive (``prior="marglik", link="probit"``).
+
+    Same arguments as :class:`~ella.methods.laplace_torch.LaplaceBaseline`; the last layer is the model's last
+    ``nn.Linear`` (laplace-torch's feature extractor), its Jacobians laplace-torch's closed-form ones.
+    """
+
+    name = "last_layer_kfac"
+    _subset_of_weights = "last_layer"
+    _label = "last-layer KFAC-LLA"

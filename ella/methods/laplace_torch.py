@@ -111,17 +111,21 @@ class LaplaceBaseline(GaussianMethod):
         self.noise_grid = DEFAULT_NOISE_GRID if noise_grid is None else check_grid(noise_grid, "noise_grid")
         self.marglik_steps = check_positive_int(marglik_steps, "marglik_steps")
         self.marglik_lr = check_float(marglik_lr, "marglik_lr")
+        if self._subset_of_weights == "last_layer" and not any(isinstance(m, nn.Linear) for m in model.modules()):
+            raise ValueError("`model` has no nn.Linear layer: last-layer Laplace needs a linear output layer")
         self.network, self.excluded_layers = self._curvature_network(model)
 
     # ---------------------------------------------------------------- the network laplace-torch sees
     def _supported(self, module: nn.Module) -> bool:
-        """Whether the curvature backend models this layer's own parameters."""
+        """Whether the curvature backend models this layer's own parameters (the last layer's alone are in a
+        last-layer posterior: nothing else is left out)."""
         return True
 
     def _curvature_network(self, model: nn.Module) -> tuple[nn.Module, list[str]]:
         """``model`` itself, or a copy with the parameters of unsupported layers frozen, and those layers' names."""
         excluded = [f"{name or '<root>'} ({type(m).__name__})" for name, m in model.named_modules()
-                    if any(p.requires_grad for p in m.parameters(recurse=False)) and not self._supported(m)]
+                    if any(p.requires_grad for p in m.parameters(recurse=False)) and not self._supported(m)
+                    and self._subset_of_weights != "last_layer"]
         if not excluded:
             return model, []
         network = copy.deepcopy(model)
@@ -138,7 +142,11 @@ class LaplaceBaseline(GaussianMethod):
 
     # ---------------------------------------------------------------- what a subclass gives
     def _jacobians(self, x) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(Js (B, C, P), g(x) (B, C))`` for a piece of inputs."""
+        """``(Js (B, C, P), g(x) (B, C))`` for a piece of inputs: laplace-torch's closed-form ones of a last-layer
+        posterior, per-sample ``torch.func`` Jacobians otherwise."""
+        if self._subset_of_weights == "last_layer":
+            Js, f = self.la_.backend.last_layer_jacobians(x)
+            return Js.detach(), f.detach()
         return jacobians(self.network, x, return_outputs=True)
 
     def _project(self, Js: torch.Tensor) -> torch.Tensor:

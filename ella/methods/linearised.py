@@ -12,8 +12,9 @@ A subclass gives features ``phi(x)`` in ``R^{C x D}`` (:meth:`LinearisedLaplace.
 3. the validation loader gives the MAP means and the features ``(V, C, D)``, nothing more;
 4. :func:`~ella.methods.search.search` picks the prior precision ``delta`` (and, for regression, the noise
    scale ``s``, with ``sigma_c = s rho_c``) on validation NLL, or by the Laplace evidence of the linearised
-   model with its weight prior without validation data (regression); where the subclass offers several forms of the isotropic prior variance ``r(x) / delta``
-   outside the features' span (:attr:`LinearisedLaplace.isotropic_choices`, "none" among them), the best;
+   model with its weight prior without validation data (regression); where the subclass offers several forms of
+   the isotropic prior variance ``r(x) / delta`` outside the features' span
+   (:attr:`LinearisedLaplace.isotropic_choices`, "none" among them), the best;
 5. prediction is ``F(x) = phi(x) W`` with the ``D x D`` basis ``W`` of :func:`~ella.posterior.factor_basis`.
 """
 
@@ -260,7 +261,8 @@ class LinearisedLaplace(GaussianMethod):
         (regression; :func:`~ella.posterior.laplace_evidence`)."""
         weight_norm = float(sum(p.double().pow(2).sum() for p in trainable_parameters(self.model).values()))
         C = len(rho)
-        rests = [self._left_out_curvature(int(n) // C, rho, float(evals.sum())) for (evals, _), n in zip(eig, stats["n"])]
+        rests = [self._left_out_curvature(int(n) // C, rho, float(evals.sum()))
+                 for (evals, _), n in zip(eig, stats["n"])]
 
         def score(priors, noises):
             priors = [self.prior_precision or 1.0] if priors is None else priors.tolist()

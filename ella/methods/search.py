@@ -69,7 +69,8 @@ def search(score: Score, prior_grid: torch.Tensor | None, noise_grid: torch.Tens
             if grid is None or len(grid) < 2 or 0 < best < len(grid) - 1:
                 continue
             low = best == 0
-            reach = math.log10(original[axis][0] / float(grid[0])) if low else math.log10(float(grid[-1]) / original[axis][1])
+            reach = (math.log10(original[axis][0] / float(grid[0])) if low
+                     else math.log10(float(grid[-1]) / original[axis][1]))
             if reach >= widen - 1e-9:
                 continue
             new = _extension(grid, low)

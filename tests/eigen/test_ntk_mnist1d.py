@@ -9,12 +9,12 @@ costs several of NeuralEF's) on the same data, reported only. The solvers' wall-
 import pytest
 import torch
 
-from ella.experiments import models
-from ella.experiments.data import loaders, mnist1d
 from ella.eigen import EigenfunctionNet, ExactEigen, NeuralEF, Nystrom, SpIN, compare
 from ella.eigen.nets import mlp_body
-from ella.kernels import EmpiricalNTK
+from ella.experiments import models
+from ella.experiments.data import loaders, mnist1d
 from ella.experiments.train import train_map
+from ella.kernels import EmpiricalNTK
 
 K = 10
 STEPS = 800  # full batches of all 3,000 rows

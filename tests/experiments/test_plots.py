@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from ella.experiments.plots import reliability_diagrams
+
 from tests.conftest import is_png
 
 

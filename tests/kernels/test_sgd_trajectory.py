@@ -4,8 +4,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ella import ELLA
 from ella.eigen import NeuralEF, Nystrom
-from ella.kernels.sgd_trajectory import SGDTrajectoryKernel
 from ella.experiments.train import train_map
+from ella.kernels.sgd_trajectory import SGDTrajectoryKernel
 from ella.trajectory import TrajectoryRecorder
 
 from tests.conftest import tiny_mlp

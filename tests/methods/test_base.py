@@ -119,7 +119,8 @@ def test_the_protocol():
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(rows=st.integers(1, 9), scale=st.sampled_from([1e-6, 1.0, 1e3, 1e6]), link=st.sampled_from(["margin", "probit", "mc"]),
+@given(rows=st.integers(1, 9), scale=st.sampled_from([1e-6, 1.0, 1e3, 1e6]),
+       link=st.sampled_from(["margin", "probit", "mc"]),
        dtype=st.sampled_from([torch.float32, torch.float64]))
 def test_predictions_are_probabilities_for_any_batch_and_scale(fitted, rows, scale, link, dtype):
     _, post = fitted

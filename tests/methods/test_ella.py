@@ -18,7 +18,7 @@ from ella.methods import ExactLLA, swa_model
 from ella.posterior import fit_trace_model, trace_design
 from ella.predictive import hessian_factor
 
-from tests.conftest import tiny_mlp
+from tests.conftest import sine_regression, tiny_mlp
 from tests.kernels.test_sgd_trajectory import direct_covariance, record
 
 
@@ -129,8 +129,8 @@ def test_residual_adds_the_left_out_prior_variance(classifier):
     assert learned.residual_ == "learned" and torch.allclose(learned.trace_models_["learned"], w, rtol=1e-8,
                                                              atol=1e-10)
     predicted = trace_design(psi) @ w
-    assert torch.allclose(learned.residual_variance(x_test), (predicted - psi.pow(2).sum((1, 2))).clamp_min(0) / 3 / 0.5,
-                          rtol=1e-8)
+    expected = (predicted - psi.pow(2).sum((1, 2))).clamp_min(0) / 3 / 0.5
+    assert torch.allclose(learned.residual_variance(x_test), expected, rtol=1e-8)
     assert mean.residual_ == "mean" and mean.trace_models_["mean"][:-1].abs().max() == 0
     assert mean.trace_models_["mean"][-1] == pytest.approx(float(traces.mean()), rel=1e-10)
     assert torch.allclose(mean.residual_variance(x_test),
@@ -498,7 +498,8 @@ def _edited(path, tmp_path, meta_change=None, tensor_change=None):
      "rows of 10,000,000,000 entries"),
     (lambda m: m["config"].update(link="logit"), None, "`link` must be one of"),
     (lambda m: m["kernel"]["config"].update(num_samples=-3), None, "its kernel settings"),
-    (None, lambda t: t.update(evecs=torch.ones(3, 3, dtype=torch.float64)), "'evecs' has shape (3, 3), expected (4, 4)"),
+    (None, lambda t: t.update(evecs=torch.ones(3, 3, dtype=torch.float64)),
+     "'evecs' has shape (3, 3), expected (4, 4)"),
     (None, lambda t: t.update(evals=-torch.ones(4, dtype=torch.float64)), "'evals' must be finite and at least 0"),
     (None, lambda t: t["solver"].update(eigenvalues=torch.full((4,), float("nan"), dtype=torch.float64)),
      "'eigenvalues' must be finite"),
@@ -512,3 +513,20 @@ def test_an_edited_file_with_a_recomputed_checksum_is_refused(classifier, tmp_pa
     with pytest.raises(ValueError, match=re.escape(message)) as raised:
         ELLA.load(edited, model)
     assert "edited.pt" in str(raised.value)
+
+
+def test_the_default_k_adapts_to_the_kernels_numerical_rank(tmp_path):
+    """laplace-torch's README toy (a 1-50-1 tanh MLP, 151 weights, 150 points): its NTK Gram matrix has fewer than
+    20 eigenpairs above round-off. The default k takes as many as there are, and says so; a k given is kept."""
+    model, x, y = sine_regression()
+    with pytest.warns(UserWarning, match=r"exceeds the numerical rank \((\d+)\).*ELLA uses k = \1"):
+        post = ELLA(model, "regression", progress=False).fit(loader(x, y), loader(x[:50] + 0.01, y[:50]))
+    assert post.k == 20 and 1 <= post.k_ < 20 and post.evals_.shape == (post.k_,)
+    mean, var = post.predict(torch.linspace(-6, 6, 30)[:, None])
+    assert torch.isfinite(var).all() and (var > 0).all()
+    post.save(tmp_path / "post.pt")
+    loaded = ELLA.load(tmp_path / "post.pt", model)
+    assert loaded.k == 20 and loaded.k_ == post.k_
+    assert torch.allclose(loaded.predict(x[:10])[1], post.predict(x[:10])[1], rtol=1e-6)
+    with pytest.raises(ValueError, match="exceeds the numerical rank"):
+        ELLA(model, "regression", k=20, progress=False).fit(loader(x, y), loader(x[:50] + 0.01, y[:50]))

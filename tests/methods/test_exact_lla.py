@@ -14,7 +14,7 @@ from ella._utils import trainable_parameters, unflatten_like
 from ella.methods.exact_lla import ExactLLA
 from ella.predictive import covariance_factor, link_probs
 
-from tests.conftest import tiny_mlp
+from tests.conftest import sine_regression, tiny_mlp
 
 
 def dense_jacobian(model, x):
@@ -118,19 +118,7 @@ def test_refuses_large_networks_before_any_work(problem):
 def test_a_float32_network_gets_the_float64_posterior():
     """The curvature and the factor in float64 whatever the model's dtype: on a 1-D regression the variances on an
     out-of-distribution grid agree with the same network's in float64 (they were 44% off in float32 arithmetic)."""
-    from torch import nn
-
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(200, 1, generator=g) * 8 - 4
-    y = torch.sin(x) + 0.1 * torch.randn(200, 1, generator=g)
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(1, 50), nn.Tanh(), nn.Linear(50, 1))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(1000):
-        opt.zero_grad()
-        nn.functional.mse_loss(model(x), y).backward()
-        opt.step()
-    model.eval()
+    model, x, y = sine_regression(200, noise=0.1, steps=1000)
     grid = torch.linspace(-12, 12, 200)[:, None]
     variances = []
     for net in (model, copy.deepcopy(model).double()):

@@ -145,3 +145,29 @@ def test_kfac_leaves_out_and_names_the_layers_its_curvature_does_not_model(data)
     assert torch.allclose(cov, f_var, rtol=1e-4, atol=1e-6 * f_var.abs().max().item())
     with pytest.raises(ValueError, match="models none"):
         KFACLLA(nn.Sequential(nn.Unflatten(1, (1, 40)), nn.Conv1d(1, 1, 40), nn.Flatten()).eval())
+
+
+def test_last_layer_kfac_is_laplace_torchs_default_laplace(cnn, data):
+    """``Laplace(model, "classification")`` (last layer, KFAC): ella's predictive moments equal laplace-torch's own,
+    the marginal-likelihood prior its ``optimize_prior_precision(method="marglik")``'s evidence."""
+    import warnings
+
+    from laplace import Laplace
+
+    from ella.methods import LastLayerKFAC
+
+    x, y, _, _, xt = data
+    m = LastLayerKFAC(cnn, prior="marglik", link="probit", progress=False).fit(loader(x, y))
+    assert m.name == "last_layer_kfac" and m.la_.n_params == 10 * 200 + 10
+    mean, cov = m.predictive_moments(xt[:50])
+    la = at_fitted(m)
+    f_mu, f_var = la._glm_predictive_distribution(xt[:50])
+    assert torch.allclose(mean, f_mu, rtol=0, atol=1e-5)
+    assert torch.allclose(cov, f_var, rtol=1e-4, atol=1e-6 * f_var.abs().max().item())
+    ref = Laplace(cnn, "classification")  # laplace-torch's defaults: last layer, kron
+    ref.fit(loader(x, y))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore")
+        ref.optimize_prior_precision(method="marglik", pred_type="glm", link_approx="probit")
+    assert m.prior_precision_ == pytest.approx(float(ref.prior_precision), rel=1e-3)
+    assert torch.allclose(m.predict(xt[:50]), ref(xt[:50], pred_type="glm", link_approx="probit"), atol=1e-4)

@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ella.methods.laplace_ella import LaplaceTorchELLA
 from ella.predictive import covariance_factor, link_probs
+
 from tests.conftest import needs_laplace
 
 pytestmark = needs_laplace

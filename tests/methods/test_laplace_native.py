@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from ella.methods import NativeLaplaceELLA, NativeVaLLA, evaluate
+
 from tests.conftest import needs_laplace
 
 pytestmark = needs_laplace

@@ -22,7 +22,8 @@ def quadratic(best_prior, best_noise=None, candidates=1):
 def test_finds_the_interior_minimum_of_every_axis_and_candidate():
     grid = torch.logspace(-2, 2, 17, dtype=torch.float64)
     choice = search(quadratic(1.0, 0.1, candidates=3), grid, grid)
-    assert choice.index == 2 and choice.prior_precision == pytest.approx(1.0) and choice.noise_scale == pytest.approx(0.1)
+    assert choice.index == 2
+    assert choice.prior_precision == pytest.approx(1.0) and choice.noise_scale == pytest.approx(0.1)
     assert choice.scores.shape == (3, 17, 17) and choice.criterion == "validation NLL"
 
 

@@ -44,7 +44,8 @@ def test_regression_scales_are_the_validation_rmse_per_output():
     data = survey(model, "regression", loader(x, y), loader(xv, yv))
     expected = (model(xv).detach() - yv).pow(2).mean(0).sqrt()
     assert torch.allclose(data.output_scale, expected, rtol=1e-12)
-    assert torch.allclose(output_rmse(model, loader(x, y), "train_loader", 2), (model(x).detach() - y).pow(2).mean(0).sqrt())
+    rmse = (model(x).detach() - y).pow(2).mean(0).sqrt()
+    assert torch.allclose(output_rmse(model, loader(x, y), "train_loader", 2), rmse)
 
 
 @pytest.mark.parametrize("bad, message", [

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from ella.kernels.sgd_trajectory import SGDTrajectoryKernel
 from ella.experiments.train import train_map
+from ella.kernels.sgd_trajectory import SGDTrajectoryKernel
 from ella.trajectory import Schedule, Trajectory, TrajectoryRecorder
 
 from tests.conftest import tiny_mlp

@@ -3,10 +3,10 @@
     results = compare("mnist1d", "cnn", out="compare-mnist1d")        # one problem
     results = run_benchmark([("mnist1d", "cnn"), ("digits", "mlp")], out="benchmarks/results")
 
-Shift and OOD sets per data set (:mod:`ella.experiments.compare.shift`): MNIST-1D gets the i.i.d.-noise, translation and shear
-curves and the shuffled-sequence and pure-noise OOD sets; digits gets rotations; grey image data sets (Fashion-MNIST,
-MNIST, KMNIST) get rotations and the scaled-up-digits and uniform-noise OOD sets; the toy regression's test grid
-itself covers the in-between gap and both sides beyond the data.
+Shift and OOD sets per data set (:mod:`ella.experiments.compare.shift`): MNIST-1D gets the i.i.d.-noise, translation
+and shear curves and the shuffled-sequence and pure-noise OOD sets; digits gets rotations; grey image data sets
+(Fashion-MNIST, MNIST, KMNIST) get rotations and the scaled-up-digits and uniform-noise OOD sets; the toy
+regression's test grid itself covers the in-between gap and both sides beyond the data.
 """
 
 from __future__ import annotations

@@ -25,9 +25,21 @@ from typing import Callable
 from ..._utils import num_parameters
 from ...eigen import NeuralEF, Nystrom
 from ...kernels import EmpiricalNTK
+from ...methods import (
+    ELLA,
+    KFACLLA,
+    MAP,
+    DiagLLA,
+    ExactLLA,
+    LaplaceTorchELLA,
+    LastLayerKFAC,
+    LastLayerLLA,
+    Method,
+    NativeLaplaceELLA,
+    NativeVaLLA,
+    TemperatureScaling,
+)
 from ..trajectory import trajectory_methods
-from ...methods import (ELLA, MAP, DiagLLA, ExactLLA, KFACLLA, LaplaceTorchELLA, LastLayerLLA, Method,
-                        NativeLaplaceELLA, NativeVaLLA, TemperatureScaling)
 
 __all__ = ["Settings", "NotApplicable", "METHODS", "TRAJECTORY_METHODS", "register", "build", "check_methods"]
 
@@ -145,9 +157,17 @@ def _laplace(cls, problem, settings, progress) -> Method:
                prior_grid=settings.grid(), seed=problem.seed, progress=progress)
 
 
+@register("last_layer_kfac_marglik")
+def _last_layer_kfac_marglik(problem, settings, progress) -> Method:
+    """laplace-torch's default Laplace (last layer, KFAC) as its README shows it: the marginal-likelihood prior and
+    the probit link."""
+    return LastLayerKFAC(problem.model, problem.likelihood, prior="marglik", link="probit", seed=problem.seed,
+                         progress=progress)
+
+
 @register("last_layer_lla_marglik")
 def _last_layer_marglik(problem, settings, progress) -> Method:
-    """Last-layer KFAC as laplace-torch's README shows it: the marginal-likelihood prior and the probit link."""
+    """Last-layer LLA with the full last-layer GGN, the marginal-likelihood prior and the probit link."""
     return LastLayerLLA(problem.model, problem.likelihood, prior="marglik", link="probit", seed=problem.seed,
                         progress=progress)
 

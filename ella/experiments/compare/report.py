@@ -27,8 +27,9 @@ QUALITY = ("acc", "nll", "ece", "mce", "brier")
 def assemble(sections: dict[str, dict], settings: dict, env: dict | None = None, **meta) -> dict:
     """The results document from ``{problem key: section}`` (:func:`ella.experiments.compare.driver.compare_problem`);
     ``env`` is :func:`ella.experiments.report.environment` taken during the run (its thread count)."""
-    out = {"version": RESULTS_VERSION, "kind": "ella-compare", "environment": env or environment(), "settings": settings,
-           "link": settings.get("link"), "ece_bins": ECE_BINS, **meta, "models": {}, "problems": {}}
+    out = {"version": RESULTS_VERSION, "kind": "ella-compare", "environment": env or environment(),
+           "settings": settings, "link": settings.get("link"), "ece_bins": ECE_BINS, **meta, "models": {},
+           "problems": {}}
     out.update({name: {} for name in SECTIONS})
     for key, section in sections.items():
         out["models"][key] = section["rows"]
@@ -73,7 +74,7 @@ def _shift(curve: dict, metric: str) -> str:
     methods = list(curve)
     levels = [p["level"] for p in curve[methods[0]]]
     kind = "pct" if metric in ("ece", "acc") else "num"
-    return table(["method", *[f"{l:g}" for l in levels]], [[m, *[_f(p.get(metric), kind) for p in curve[m]]]
+    return table(["method", *[f"{level:g}" for level in levels]], [[m, *[_f(p.get(metric), kind) for p in curve[m]]]
                                                              for m in methods])
 
 

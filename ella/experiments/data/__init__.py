@@ -4,7 +4,8 @@ Every loader returns a :class:`Splits` (train / validation / test ``TensorDatase
 ``num_classes`` and ``input_shape``); :func:`loaders` turns it into seeded ``DataLoader`` s.
 
 Note: the attribute ``ella.experiments.data.mnist1d`` is the function (it shadows the submodule of the same name);
-reach the module's other names with ``from ella.experiments.data.mnist1d import ...`` or from ``ella.experiments.data`` itself.
+reach the module's other names with ``from ella.experiments.data.mnist1d import ...`` or from
+``ella.experiments.data`` itself.
 """
 
 from .digits import digits

@@ -18,10 +18,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from .. import models
 from ..._utils import seeded_generator
 from ...eigen import EigenSolver, ExactEigen, RBFGaussianEigen
 from ...kernels import RBF, EmpiricalNTK, Kernel, NNGPKernel, Polynomial
+from .. import models
 
 KERNELS = ("rbf", "polynomial", "nngp", "ntk")
 DATASETS = ("gaussian-1d", "moons", "circles", "mnist1d")

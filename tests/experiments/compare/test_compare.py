@@ -17,8 +17,13 @@ from ella.experiments.compare.driver import MethodFailed, compare_problem
 from ella.experiments.compare.methods import METHODS, Settings, register
 from ella.experiments.compare.problems import Problem
 from ella.experiments.compare.report import assemble, headline_table, write_results
-from ella.experiments.compare.shift import (digits_rotation_sets, image_ood_sets, image_rotation_sets,
-                                           mnist1d_ood_sets, mnist1d_shift_sets)
+from ella.experiments.compare.shift import (
+    digits_rotation_sets,
+    image_ood_sets,
+    image_rotation_sets,
+    mnist1d_ood_sets,
+    mnist1d_shift_sets,
+)
 from ella.experiments.data import Splits, digits, toy_regression
 from ella.experiments.data.images import DataUnavailable, image_dataset
 

@@ -6,6 +6,7 @@ import torch
 from ella.cli import main
 from ella.experiments.eigen.experiment import make_solver, run_eigen_experiment
 from ella.experiments.eigen.problems import gaussian_quantiles, load_data, make_problem
+
 from tests.conftest import is_png
 
 

@@ -27,7 +27,7 @@ import json
 import math
 import os
 import pickle
-import tempfile
+import secrets
 import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -102,9 +102,10 @@ def write(path, kind: str, version: int, meta: dict, tensors) -> None:
     folder = path.parent
     if not folder.is_dir():
         raise OSError(f"cannot save to {path}: the folder {folder} does not exist")
-    mode = path.stat().st_mode & 0o777 if path.is_file() and not path.is_symlink() else 0o666 & ~_umask()
-    try:
-        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=folder)
+    mode = path.stat().st_mode & 0o777 if path.is_file() and not path.is_symlink() else None
+    temporary = folder / f".{path.name}.{secrets.token_hex(8)}.partial"
+    try:  # a new file as any other: its permissions from the umask (or the earlier file's)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except OSError as e:
         raise OSError(f"cannot save to {path}: {e.strerror or e}") from None
     try:
@@ -112,7 +113,8 @@ def write(path, kind: str, version: int, meta: dict, tensors) -> None:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())  # the bytes are on the disk before the name points at them
-        os.chmod(temporary, mode)
+        if mode is not None:
+            os.chmod(temporary, mode)
         os.replace(temporary, path)  # atomic; a symbolic link at `path` is replaced, its target untouched
     except BaseException as e:
         with contextlib.suppress(OSError):
@@ -128,12 +130,6 @@ def write(path, kind: str, version: int, meta: dict, tensors) -> None:
             os.fsync(directory)
         finally:
             os.close(directory)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def load(path, map_location=None):

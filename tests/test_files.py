@@ -185,3 +185,18 @@ def test_a_compressed_archive_is_refused_before_it_is_expanded(tmp_path):
     (tmp_path / "noise.pt").write_bytes(bytes(range(256)) * 16)
     with pytest.raises(ValueError, match="noise.pt is not a readable ella file: not a file `torch.save` wrote"):
         files.read(tmp_path / "noise.pt", "kind-x", 1)
+
+
+def test_a_saved_file_has_the_permissions_of_any_new_file_or_of_the_one_it_replaces(tmp_path):
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    try:
+        files.write(tmp_path / "new.pt", "kind-x", 1, {}, {"a": torch.ones(1)})
+        assert stat.S_IMODE((tmp_path / "new.pt").stat().st_mode) == 0o644
+        (tmp_path / "new.pt").chmod(0o600)
+        files.write(tmp_path / "new.pt", "kind-x", 1, {}, {"a": torch.zeros(1)})
+        assert stat.S_IMODE((tmp_path / "new.pt").stat().st_mode) == 0o600
+    finally:
+        os.umask(mask)

@@ -33,16 +33,13 @@ import torch
 from torch import nn
 
 from .. import batches, distributed, files
-from .._checks import check_bool, check_finite_outputs, check_int, check_positive_int, model_signature
-from .._utils import num_parameters
+from .._checks import check_bool, check_finite_outputs, check_int, check_positive_int
 from ..eigen import EigenSolver, ExactEigen, NeuralEF, Nystrom, RankError, SpIN
 from ..kernels import EmpiricalNTK, Kernel, SGDTrajectoryKernel
-from ..posterior import factor_basis, fit_trace_model, kernel_trace, modelled_residual, residual_variance
+from ..posterior import fit_trace_model, kernel_trace, modelled_residual, residual_variance
 from .linearised import LinearisedLaplace
 from .survey import Survey
 
-FORMAT = "ella-posterior"
-FORMAT_VERSION = 5  # 4: an ella.files file (tensors + JSON, checksummed); 5: the `residual` setting and choice
 RESIDUALS = ("auto", "learned", "mean", "none")
 TRACE_POINTS, TRACE_SAMPLES = 1000, 16  # kernel points and random directions the trace model is fitted on
 SOLVERS = {"neuralef": NeuralEF, "nystrom": Nystrom, "exact": ExactEigen, "spin": SpIN}
@@ -62,7 +59,9 @@ class ELLA(LinearisedLaplace):
         model: the trained network ``g(x, theta_MAP)`` with outputs ``(B, C)`` (logits or regression outputs;
             a tensor or an object with ``logits``), in eval mode. It is never modified.
         likelihood: ``"classification"`` or ``"regression"``.
-        k: number of eigenfunctions, the size of the posterior (default 20, or the ``solver``'s own ``k``).
+        k: number of eigenfunctions, the size of the posterior (default 20, or the ``solver``'s own ``k``). The
+            default takes fewer where the Gram matrix a Nystrom or exact solver decomposes has fewer eigenpairs
+            above round-off (``fit`` warns; ``k_`` is the number used); a ``k`` given is refused there.
         kernel: ``"ntk"`` (the empirical NTK, :class:`~ella.kernels.EmpiricalNTK` by forward-mode JVPs with
             :data:`NTK_SAMPLES` random directions and ``seed``)
             or any :class:`~ella.kernels.Kernel`: ``EmpiricalNTK(model, estimator="fd", num_samples=250)``,
@@ -299,39 +298,27 @@ class ELLA(LinearisedLaplace):
         return f"ella_{kind}_residual" if isinstance(self.residual, int) else f"ella_{kind}"
 
     # ---------------------------------------------------------------- persistence
-    def save(self, path) -> None:
-        """Write the fitted posterior (not the model) to ``path``: an :mod:`ella.files` file (tensors and JSON,
-        checksummed) with a format version and the model's parameter count and fingerprint, checked by
-        :meth:`load`. Of several processes, the first writes it."""
-        self._check_fitted()
+    def _config(self) -> dict:
+        return {**super()._config(), "k": self.k, "solver": "auto" if self.solver == "auto" else None,
+                "residual": self.residual, "posterior_update": self.posterior_update,
+                "kernel_points": self.kernel_points, "adapt_k": self._adapt_k}
+
+    def _fitted_meta(self) -> dict:
+        return {"num_kernel_points": self.num_kernel_points_}
+
+    def _feature_state(self) -> tuple[dict, dict]:
         kernel = ({"kind": "ntk", "config": self.kernel.config} if isinstance(self.kernel, EmpiricalNTK)
                   else {"kind": type(self.kernel).__name__})
         solver_meta, solver_tensors = files.split(self.solver_.state_dict())
-        meta = {"config": {"likelihood": self.likelihood, "k": self.k, "link": self.link,
-                           "n_samples": self.n_samples, "seed": self.seed, "fold_in": self.fold_in,
-                           "residual": self.residual, "posterior_update": self.posterior_update,
-                           "kernel_points": self.kernel_points, "batch_size": self.batch_size,
-                           "adapt_k": self._adapt_k},
-                "kernel": kernel, "solver": solver_meta,
-                "fitted": {"prior_precision": self.prior_precision_, "noise_scale": self.noise_scale_,
-                           "num_folded": self.num_folded_, "num_train": self.num_train_,
-                           "fit_seconds": self.fit_seconds_, "stage_seconds": self.stage_seconds_,
-                           "num_kernel_points": self.num_kernel_points_, "input_spec": self.input_spec_,
-                           "isotropic": self.isotropic_},
-                "model": {"num_params": num_parameters(self.model), "fingerprint": files.fingerprint(self.model),
-                          "architecture": files.architecture(self.model)}}
-        tensors = {"evals": self.evals_, "evecs": self.evecs_, "solver": solver_tensors}
-        if self.noise_ is not None:
-            tensors["noise"] = self.noise_
+        tensors = {"solver": solver_tensors}
         if self.trace_models_:
             tensors["trace_models"] = dict(self.trace_models_)
-        if distributed.is_main():  # every process holds the same posterior: one of them writes it
-            files.write(path, FORMAT, FORMAT_VERSION, meta, tensors)
-        distributed.barrier()  # the file is whole before any process goes on (and may read it)
+        return {"kernel": kernel, "solver": solver_meta}, tensors
 
     @classmethod
     def load(cls, path, model: nn.Module, kernel: Kernel | None = None, net: nn.Module | None = None) -> "ELLA":
-        """Load a posterior written by :meth:`save` onto ``model`` (the same trained network).
+        """Load a posterior written by :meth:`save` onto ``model`` (the same trained network); files of format
+        versions 4 and 5 are read too.
 
         Args:
             path: the file.
@@ -345,19 +332,11 @@ class ELLA(LinearisedLaplace):
             ValueError: the file is not an ella posterior of a supported version, is malformed or corrupted, or
                 ``model`` is not the network it was fitted to. Nothing in the file is unpickled.
         """
-        where = str(path)
-        _, meta, tensors = files.read(path, FORMAT, FORMAT_VERSION, map_location=next(model.parameters()).device)
-        saved_model = files.require(meta, "model", dict, where)
-        if saved_model.get("num_params") != num_parameters(model):
-            raise ValueError(f"`model` has {num_parameters(model)} parameters but the posterior in {where} was "
-                             f"fitted to a model with {saved_model.get('num_params')}")
-        if saved_model.get("architecture", files.architecture(model)) != files.architecture(model):
-            raise ValueError(f"`model` has other modules (or module settings) than the model the posterior in {where} "
-                             "was fitted to")
-        if saved_model.get("fingerprint") != files.fingerprint(model):
-            raise ValueError(f"`model` has different weights or buffers from the model the posterior in {where} "
-                             "was fitted to")
-        config, fitted = files.require(meta, "config", dict, where), files.require(meta, "fitted", dict, where)
+        return super().load(path, model, kernel=kernel, net=net)
+
+    @classmethod
+    def _rebuild(cls, model, config: dict, meta: dict, tensors: dict, where: str, kernel: Kernel | None = None,
+                 net: nn.Module | None = None) -> "ELLA":
         kind = files.require(meta, "kernel", dict, where).get("kind")
         if kind == "ntk":  # rebuilt from its saved settings unless given
             if kernel is None:
@@ -375,47 +354,39 @@ class ELLA(LinearisedLaplace):
         solver_kind = solver_state.get("kind")
         if solver_kind not in SOLVERS:
             raise ValueError(f"{where} is malformed: unknown solver kind {solver_kind!r}")
-        try:
-            k = solver_state.get("k", config["k"])  # (fewer than the configured k where the kernel has fewer)
-            solver = SOLVERS[solver_kind](k, net=net, model=model) if solver_kind in ("neuralef", "spin") else \
-                SOLVERS[solver_kind](k)
-            # (format 4 and earlier: `residual_samples`, 0 for none, and no choice to record)
-            residual = config["residual"] if "residual" in config else (config["residual_samples"] or "none")
-            post = cls(model, config["likelihood"], kernel=kernel, solver=solver, progress=False, residual=residual,
-                       **{key: config[key] for key in ("link", "n_samples", "seed", "fold_in", "posterior_update",
-                                                       "kernel_points", "batch_size")})
-            post.k, post._adapt_k = config["k"], bool(config.get("adapt_k", False))  # the configuration as saved
-            post.solver_ = copy.copy(solver).load_state_dict(solver_state, kernel)
-            post.isotropic_ = fitted.get("isotropic", residual)  # (format 4: the configured residual)
-            post.trace_models_ = dict(tensors.get("trace_models", {}))
-            if post.isotropic_ not in (*post.isotropic_choices, residual) or (
-                    post.isotropic_ in ("mean", "learned") and post.isotropic_ not in post.trace_models_):
-                raise ValueError(f"residual choice {post.isotropic_!r} unknown or without its trace model")
-            post._set_scale()
-            # every value the predictive reads, checked against the format and the model (a file whose checksum was
-            # recomputed after an edit gets a clear error, not NaN predictions)
-            C, k = post.solver_.num_outputs_, post.solver_.k
-            post.evals_ = files.check_tensor(tensors.get("evals"), (k,), where, "evals", minimum=0.0)
-            post.evecs_ = files.check_tensor(tensors.get("evecs"), (k, k), where, "evecs")
-            noise = tensors.get("noise")
-            post.noise_ = None if noise is None and post.likelihood == "classification" else \
-                files.check_tensor(noise, (C,), where, "noise", minimum=1e-300)
-            for key, weights in post.trace_models_.items():
-                files.check_tensor(weights, (2 * C * k + 1,), where, f"trace_models/{key}")
-            post.prior_precision_ = files.check_number(fitted.get("prior_precision"), where, "prior_precision")
-            post.noise_scale_ = files.check_number(fitted.get("noise_scale"), where, "noise_scale")
-            post.num_folded_, post.num_train_ = fitted["num_folded"], fitted["num_train"]
-            post.search_ = None
-            post.basis_ = factor_basis(post.evals_.double(), post.evecs_.double(), post.prior_precision_,
-                                       post.noise_scale_).to(post._dtype)
-            post.fit_seconds_ = files.check_number(fitted.get("fit_seconds"), where, "fit_seconds", positive=False)
-            post.input_spec_ = batches.check_saved_spec(fitted.get("input_spec"), where)
-            post.stage_seconds_, post.num_kernel_points_ = fitted.get("stage_seconds"), fitted.get("num_kernel_points")
-            post._signature = model_signature(model)
-        except (KeyError, TypeError, RuntimeError, IndexError, AttributeError) as e:
-            raise ValueError(f"{where} is malformed: {type(e).__name__}: {e}") from None
-        except ValueError as e:  # a setting the constructor or a solver refuses
-            if where in str(e):
-                raise
-            raise ValueError(f"{where} is malformed: {e}") from None
+        k = solver_state.get("k", config["k"])  # (fewer than the configured k where the kernel has fewer)
+        solver = SOLVERS[solver_kind](k, net=net, model=model) if solver_kind in ("neuralef", "spin") else \
+            SOLVERS[solver_kind](k)
+        settings = {key: value for key, value in config.items() if key not in ("k", "solver", "adapt_k")}
+        post = cls(model, kernel=kernel, solver=solver, progress=False, **settings)
+        post.k, post._adapt_k = config["k"], bool(config.get("adapt_k", False))  # the configuration as saved
+        if config.get("solver") == "auto":
+            post.solver = "auto"
+        post.solver_ = copy.copy(solver).load_state_dict(solver_state, kernel)
+        post.trace_models_ = dict(tensors.get("trace_models", {}))
+        C, k = post.solver_.num_outputs_, post.solver_.k
+        for key, weights in post.trace_models_.items():
+            files.check_tensor(weights, (2 * C * k + 1,), where, f"trace_models/{key}")
+        post._set_scale()
         return post
+
+    def _restore(self, fitted: dict, tensors: dict, where: str) -> None:
+        super()._restore(fitted, tensors, where)
+        if self.isotropic_ in ("mean", "learned") and self.isotropic_ not in self.trace_models_:
+            raise ValueError(f"{where} is malformed: residual choice {self.isotropic_!r} without its trace model")
+        self.num_kernel_points_ = fitted.get("num_kernel_points")
+
+    @classmethod
+    def _upgrade(cls, meta: dict, tensors: dict, where: str) -> tuple[dict, dict]:
+        # versions 4 and 5: the kernel and solver beside the configuration; `residual_samples` (0: none) before 5
+        config = dict(files.require(meta, "config", dict, where))
+        if "residual" not in config:
+            config["residual"] = config.pop("residual_samples", 0) or "none"
+        fitted = dict(files.require(meta, "fitted", dict, where))
+        fitted.setdefault("isotropic", config["residual"])
+        features = {"kernel": meta.get("kernel"), "solver": meta.get("solver")}
+        feature_tensors = {"solver": tensors.get("solver")}
+        if "trace_models" in tensors:
+            feature_tensors["trace_models"] = tensors["trace_models"]
+        return ({**meta, "method": "ELLA", "config": config, "fitted": fitted, "features": features},
+                {**tensors, "features": feature_tensors})

@@ -61,6 +61,9 @@ class ExactLLA(LinearisedLaplace):
     def _num_features(self) -> int:
         return self.num_params
 
+    def _config(self) -> dict:
+        return {**super()._config(), "max_params": self.max_params}
+
     def _features(self, x) -> tuple[torch.Tensor, torch.Tensor]:
         J, out = jacobians(self.model, x, return_outputs=True)  # (B, C, P), (B, C)
         return out, J

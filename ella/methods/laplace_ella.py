@@ -82,5 +82,11 @@ class LaplaceTorchELLA(LinearisedLaplace):
             phi, out = self.la_._features(x)
         return batches.logits(out).detach(), phi.detach()
 
+    def save(self, path) -> None:
+        """Not available: the feature map is laplace-torch's fitted ``ELLA`` object, which ella does not write to a
+        file (it would have to be pickled); ``ella.ELLA`` saves and loads."""
+        raise TypeError("LaplaceTorchELLA cannot be saved: its features are laplace-torch's fitted ELLA object, "
+                        "which ella does not serialise (that would need pickling); fit ella.ELLA to save a posterior")
+
     def __repr__(self) -> str:
         return f"LaplaceTorchELLA(likelihood={self.likelihood!r}, k={self.k}, M={self.subsample_size})"

@@ -24,10 +24,11 @@ import warnings
 from abc import abstractmethod
 
 import torch
+from torch import nn
 
-from .. import batches, distributed
-from .._checks import check_finite_outputs, check_float, check_grid
-from .._utils import progress, seeded_generator, timed, trainable_parameters
+from .. import batches, distributed, files
+from .._checks import check_finite_outputs, check_float, check_grid, model_signature
+from .._utils import num_parameters, progress, seeded_generator, timed, trainable_parameters
 from ..posterior import curvature, eigen_curvature, factor_basis, laplace_evidence, scales
 from ..predictive import hessian_parts, predictive_nll, with_isotropic
 from .base import GaussianMethod
@@ -35,6 +36,10 @@ from .search import DEFAULT_NOISE_GRID, DEFAULT_PRIOR_GRID, Choice, search
 from .survey import Survey, survey
 
 FOLD_INS = ("all", "tune")
+FORMAT = "ella-posterior"
+# 4: an ella.files file (tensors + JSON, checksummed); 5: ELLA's `residual` setting and choice; 6: any linearised
+# method, its class and whole configuration, its search record (versions 4 and 5 are ELLA's, still read)
+FORMAT_VERSION = 6
 
 
 def _release_cuda_memory(model) -> None:
@@ -286,6 +291,141 @@ class LinearisedLaplace(GaussianMethod):
     def _mean_and_factor(self, x) -> tuple[torch.Tensor, torch.Tensor]:
         mean, factor, iso = self._mean_factor_isotropic(x)
         return mean, with_isotropic(factor, iso)  # F -> [F, sqrt(r / delta) I_C]
+
+    # ---------------------------------------------------------------- persistence
+    def _config(self) -> dict:
+        """The constructor's keyword arguments, JSON-ready (what :meth:`load` rebuilds the method from; ``progress``
+        aside). A subclass adds its own."""
+        return {"likelihood": self.likelihood, "prior_precision": self.prior_precision,
+                "prior_grid": self.prior_grid.tolist(), "sigma_noise": self.sigma_noise,
+                "noise_grid": self.noise_grid.tolist(), "fold_in": self.fold_in, "link": self.link,
+                "n_samples": self.n_samples, "seed": self.seed, "batch_size": self.batch_size}
+
+    def _fitted_meta(self) -> dict:
+        """Fitted values of a subclass that :meth:`save` records with the common ones (JSON-ready)."""
+        return {}
+
+    def _feature_state(self) -> tuple[dict, dict]:
+        """``(meta, tensors)`` of what the fitted features need besides the model (ELLA: its kernel and solver)."""
+        return {}, {}
+
+    @classmethod
+    def _rebuild(cls, model, config: dict, meta: dict, tensors: dict, where: str, **given) -> "LinearisedLaplace":
+        """The unfitted method of ``config`` with its fitted features restored from :meth:`_feature_state`'s
+        ``(meta, tensors)``; ``given`` are the objects :meth:`load` was handed."""
+        if given:
+            raise TypeError(f"{cls.__name__}.load takes no {sorted(given)}")
+        return cls(model, **config, progress=False)
+
+    def save(self, path) -> None:
+        """Write the fitted posterior (not the model) to ``path``: an :mod:`ella.files` file (tensors and JSON,
+        checksummed, written atomically) with the method's class, its configuration, its fitted state (the
+        curvature's eigendecomposition, the prior and noise, the search record) and the model's parameter count,
+        architecture and fingerprint, checked by :meth:`load`. Of several processes, the first writes it."""
+        self._check_fitted()
+        feature_meta, feature_tensors = self._feature_state()
+        choice = self.search_
+        search = None if choice is None else {
+            "index": choice.index, "prior_precision": choice.prior_precision, "noise_scale": choice.noise_scale,
+            "criterion": choice.criterion}
+        meta = {"method": type(self).__name__, "config": self._config(), "features": feature_meta,
+                "fitted": {"prior_precision": self.prior_precision_, "noise_scale": self.noise_scale_,
+                           "num_folded": self.num_folded_, "num_train": self.num_train_,
+                           "fit_seconds": self.fit_seconds_, "stage_seconds": self.stage_seconds_,
+                           "input_spec": self.input_spec_, "isotropic": self.isotropic_, "search": search,
+                           **self._fitted_meta()},
+                "model": {"num_params": num_parameters(self.model), "fingerprint": files.fingerprint(self.model),
+                          "architecture": files.architecture(self.model)}}
+        tensors = {"evals": self.evals_, "evecs": self.evecs_, "features": feature_tensors}
+        if self.noise_ is not None:
+            tensors["noise"] = self.noise_
+        if choice is not None:
+            tensors["search"] = {"scores": choice.scores, **{name: grid for name, grid in (
+                ("prior_grid", choice.prior_grid), ("noise_grid", choice.noise_grid)) if grid is not None}}
+        if distributed.is_main():  # every process holds the same posterior: one of them writes it
+            files.write(path, FORMAT, FORMAT_VERSION, meta, tensors)
+        distributed.barrier()  # the file is whole before any process goes on (and may read it)
+
+    @classmethod
+    def load(cls, path, model: nn.Module, **given) -> "LinearisedLaplace":
+        """Load a posterior written by :meth:`save` onto ``model`` (the same trained network), its configuration
+        as it was.
+
+        Args:
+            path: the file.
+            model: the network it was fitted to (checked: parameter count, its modules, and a fingerprint of its
+                parameters and buffers).
+            given: objects the file cannot hold, where the method needs them (ELLA: ``kernel``, ``net``).
+
+        Raises:
+            ValueError: the file is not a posterior of this method in a supported version, is malformed or
+                corrupted, or ``model`` is not the network it was fitted to. Nothing in the file is unpickled,
+                and every value is checked before it is used.
+        """
+        where = str(path)
+        version, meta, tensors = files.read(path, FORMAT, FORMAT_VERSION,
+                                            map_location=next(model.parameters()).device)
+        if version <= 5:  # ELLA's own layout before version 6
+            meta, tensors = cls._upgrade(meta, tensors, where)
+        saved_model = files.require(meta, "model", dict, where)
+        if saved_model.get("num_params") != num_parameters(model):
+            raise ValueError(f"`model` has {num_parameters(model)} parameters but the posterior in {where} was "
+                             f"fitted to a model with {saved_model.get('num_params')}")
+        if saved_model.get("architecture", files.architecture(model)) != files.architecture(model):
+            raise ValueError(f"`model` has other modules (or module settings) than the model the posterior in {where} "
+                             "was fitted to")
+        if saved_model.get("fingerprint") != files.fingerprint(model):
+            raise ValueError(f"`model` has different weights or buffers from the model the posterior in {where} "
+                             "was fitted to")
+        if meta.get("method") != cls.__name__:
+            raise ValueError(f"{where} holds a posterior of {meta.get('method')!r}, not of {cls.__name__}: load it "
+                             "with that class")
+        config, fitted = files.require(meta, "config", dict, where), files.require(meta, "fitted", dict, where)
+        try:
+            post = cls._rebuild(model, config, files.require(meta, "features", dict, where),
+                                files.require(tensors, "features", dict, where), where, **given)
+            post._restore(fitted, tensors, where)
+        except (KeyError, TypeError, RuntimeError, IndexError, AttributeError) as e:
+            raise ValueError(f"{where} is malformed: {type(e).__name__}: {e}") from None
+        except ValueError as e:  # a setting the constructor or a solver refuses
+            if where in str(e):
+                raise
+            raise ValueError(f"{where} is malformed: {e}") from None
+        return post
+
+    @classmethod
+    def _upgrade(cls, meta: dict, tensors: dict, where: str) -> tuple[dict, dict]:
+        """The ``(meta, tensors)`` of a file of an earlier version in version 6's layout."""
+        raise ValueError(f"{where} is a posterior of an earlier format that only ELLA wrote")
+
+    def _restore(self, fitted: dict, tensors: dict, where: str) -> None:
+        """The fitted state common to every linearised method, each value checked against the format."""
+        D, C = self._num_features(), None
+        self.evals_ = files.check_tensor(tensors.get("evals"), (D,), where, "evals", minimum=0.0)
+        self.evecs_ = files.check_tensor(tensors.get("evecs"), (D, D), where, "evecs")
+        noise = tensors.get("noise")
+        if noise is not None or self.likelihood == "regression":
+            C = len(noise) if isinstance(noise, torch.Tensor) else 0
+            self.noise_ = files.check_tensor(noise, (C,), where, "noise", minimum=1e-300)
+        else:
+            self.noise_ = None
+        self.prior_precision_ = files.check_number(fitted.get("prior_precision"), where, "prior_precision")
+        self.noise_scale_ = files.check_number(fitted.get("noise_scale"), where, "noise_scale")
+        self.num_folded_, self.num_train_ = int(fitted["num_folded"]), int(fitted["num_train"])
+        self.fit_seconds_ = files.check_number(fitted.get("fit_seconds"), where, "fit_seconds", positive=False)
+        self.input_spec_ = batches.check_saved_spec(fitted.get("input_spec"), where)
+        self.stage_seconds_ = fitted.get("stage_seconds")
+        self.isotropic_ = fitted.get("isotropic", self.isotropic_choices[0])
+        if self.isotropic_ not in self.isotropic_choices:
+            raise ValueError(f"{where} is malformed: residual choice {self.isotropic_!r} unknown")
+        search = fitted.get("search")
+        self.search_ = None if search is None else Choice(
+            int(search["index"]), search["prior_precision"], search["noise_scale"],
+            files.require(tensors.get("search", {}), "scores", torch.Tensor, where),
+            tensors["search"].get("prior_grid"), tensors["search"].get("noise_grid"), str(search["criterion"]))
+        self.basis_ = factor_basis(self.evals_.double(), self.evecs_.double(), self.prior_precision_,
+                                   self.noise_scale_).to(self._dtype)
+        self._signature = model_signature(self.model)
 
     @property
     def posterior_precision(self) -> torch.Tensor:

@@ -497,11 +497,11 @@ def _edited(path, tmp_path, meta_change=None, tensor_change=None):
     (lambda m: m["fitted"].update(input_spec={"shape": [100000, 100000], "dtype": "float64"}), None,
      "rows of 10,000,000,000 entries"),
     (lambda m: m["config"].update(link="logit"), None, "`link` must be one of"),
-    (lambda m: m["kernel"]["config"].update(num_samples=-3), None, "its kernel settings"),
+    (lambda m: m["features"]["kernel"]["config"].update(num_samples=-3), None, "its kernel settings"),
     (None, lambda t: t.update(evecs=torch.ones(3, 3, dtype=torch.float64)),
      "'evecs' has shape (3, 3), expected (4, 4)"),
     (None, lambda t: t.update(evals=-torch.ones(4, dtype=torch.float64)), "'evals' must be finite and at least 0"),
-    (None, lambda t: t["solver"].update(eigenvalues=torch.full((4,), float("nan"), dtype=torch.float64)),
+    (None, lambda t: t["features"]["solver"].update(eigenvalues=torch.full((4,), float("nan"), dtype=torch.float64)),
      "'eigenvalues' must be finite"),
 ])
 def test_an_edited_file_with_a_recomputed_checksum_is_refused(classifier, tmp_path, meta_change, tensor_change,
@@ -530,3 +530,36 @@ def test_the_default_k_adapts_to_the_kernels_numerical_rank(tmp_path):
     assert torch.allclose(loaded.predict(x[:10])[1], post.predict(x[:10])[1], rtol=1e-6)
     with pytest.raises(ValueError, match="exceeds the numerical rank"):
         ELLA(model, "regression", k=20, progress=False).fit(loader(x, y), loader(x[:50] + 0.01, y[:50]))
+
+
+def test_the_configuration_round_trips_and_version_5_files_are_still_read(tmp_path):
+    """Every constructor argument comes back (version 5 dropped the grids and the noise), and a file in version 5's
+    layout (the kernel and solver beside the configuration) loads to the same predictions."""
+    import json
+
+    from ella import files
+
+    model = tiny_mlp(in_features=2, hidden=5, out_features=2, seed=3)
+    x, y = make_data(model, 40, seed=2, regression=True)
+    post = ELLA(model, "regression", k=6, solver="nystrom", prior_grid=[0.5, 5.0], sigma_noise=[0.2, 0.3],
+                fold_in=20, residual="none", kernel=EmpiricalNTK(model, num_samples=16), progress=False)
+    post.fit(loader(x, y), loader(x[:20], y[:20]))
+    post.save(tmp_path / "post.pt")
+    back = ELLA.load(tmp_path / "post.pt", model)
+    assert back._config() == post._config()
+    assert back._config()["prior_grid"] == [0.5, 5.0] and back.sigma_noise == [0.2, 0.3] and back.fold_in == 20
+    assert torch.equal(back.predict(x)[1], post.predict(x)[1])
+    # the same posterior in version 5's layout
+    state = torch.load(tmp_path / "post.pt", weights_only=True)
+    meta, tensors = json.loads(state["meta"]), state["tensors"]
+    features, feature_tensors = meta.pop("features"), tensors.pop("features")
+    meta = {"config": {key: meta["config"][key] for key in ("likelihood", "k", "link", "n_samples", "seed", "fold_in",
+                                                           "residual", "posterior_update", "kernel_points",
+                                                           "batch_size")},
+            "kernel": features["kernel"], "solver": features["solver"], "model": meta["model"],
+            "fitted": {key: value for key, value in meta["fitted"].items() if key != "search"}}
+    tensors = {**{k: v for k, v in tensors.items() if k != "search"}, **feature_tensors}
+    files.write(tmp_path / "v5.pt", "ella-posterior", 5, meta, tensors)
+    old = ELLA.load(tmp_path / "v5.pt", model, kernel=EmpiricalNTK(model, num_samples=16))
+    assert old.prior_grid.tolist() != [0.5, 5.0]  # (version 5 did not keep it: the default)
+    assert torch.equal(old.predict(x)[1], post.predict(x)[1])

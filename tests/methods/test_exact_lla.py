@@ -128,3 +128,25 @@ def test_a_float32_network_gets_the_float64_posterior():
         variances.append(post.predict(grid.to(next(net.parameters()).dtype))[1].double())
     single, double = variances
     assert ((single - double).abs() / double).max() < 1e-3
+
+
+@pytest.mark.parametrize("likelihood", ["classification", "regression"])
+def test_save_and_load_give_the_same_predictions_and_configuration(problem, likelihood, tmp_path):
+    model, x, y, xv, yv, xt = problem
+    if likelihood == "regression":
+        y, yv = torch.randn(30, 3, dtype=torch.float64), torch.randn(25, 3, dtype=torch.float64)
+    post = ExactLLA(model, likelihood, prior_grid=[0.1, 1.0, 10.0], noise_grid=[0.5, 1.0, 2.0], fold_in="tune",
+                    link="probit", n_samples=64, seed=3, batch_size=4, max_params=100, progress=False)
+    post.fit(loader(x, y), loader(xv, yv))
+    post.save(tmp_path / "exact.pt")
+    back = ExactLLA.load(tmp_path / "exact.pt", model)
+    assert back._config() == post._config() and back._config()["prior_grid"] == [0.1, 1.0, 10.0]
+    for name in ("prior_precision_", "noise_scale_", "num_folded_", "num_train_", "isotropic_", "fit_seconds_"):
+        assert getattr(back, name) == getattr(post, name), name
+    assert back.search_.index == post.search_.index and torch.equal(back.search_.scores, post.search_.scores)
+    assert torch.equal(back.predict(xt) if likelihood == "classification" else back.predict(xt)[1],
+                       post.predict(xt) if likelihood == "classification" else post.predict(xt)[1])
+    from ella import ELLA
+
+    with pytest.raises(ValueError, match="holds a posterior of 'ExactLLA', not of ELLA"):
+        ELLA.load(tmp_path / "exact.pt", model)

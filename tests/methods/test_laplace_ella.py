@@ -54,3 +54,12 @@ def test_laplace_torch_ella_regression_adds_the_tuned_noise(small_classifier):
     assert torch.allclose(var, cov.diagonal(dim1=1, dim2=2) + m.noise_**2, rtol=1e-5)
 
 
+
+
+def test_saving_says_why_it_cannot(small_classifier, tmp_path):
+    model, x, y, *_ = small_classifier
+    post = LaplaceTorchELLA(model, k=4, subsample_size=50, prior_precision=1.0, progress=False)
+    post.fit(DataLoader(TensorDataset(x, y), batch_size=40))
+    with pytest.raises(TypeError, match="LaplaceTorchELLA cannot be saved"):
+        post.save(tmp_path / "post.pt")
+    assert not (tmp_path / "post.pt").exists()

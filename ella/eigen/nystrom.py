@@ -21,7 +21,6 @@ from .. import batches
 from .._checks import check_float, check_int, check_positive_int
 from .._utils import seeded_generator
 from ..kernels.base import Kernel
-from ..kernels.ntk import EmpiricalNTK
 from .solver import KernelExtendedSolver, RankError, top_eigenpairs
 
 
@@ -34,8 +33,8 @@ class Nystrom(KernelExtendedSolver):
         seed: seed of the sampled rows.
         rank_tol: eigenvalues below ``rank_tol * mu_1`` count as zero; asking for them is an error.
 
-    Fitted attributes: ``eigenvalues_``, ``kernel_``, and either ``directions_`` ``(P, k)`` (an
-    :class:`~ella.kernels.EmpiricalNTK`: ``psi(x) = J(x) W``) or the sampled rows ``rows_x_``, ``rows_c_`` with
+    Fitted attributes: ``eigenvalues_``, ``kernel_``, and either ``directions_`` ``(P, k)`` (a kernel
+    ``in_weight_space``, the empirical NTK: ``psi(x) = J(x) W``) or the sampled rows ``rows_x_``, ``rows_c_`` with
     the coefficients ``coef_`` (any other kernel: ``psi(x) = kappa(x, X_M) coef``).
     """
 
@@ -59,7 +58,7 @@ class Nystrom(KernelExtendedSolver):
         idx = torch.randperm(N, generator=gen)[:M].to(device)
         classes = torch.randint(0, C, (M,), generator=gen).to(device)
         xm = batches.take(x, idx)
-        ntk = isinstance(kernel, EmpiricalNTK)
+        ntk = kernel.in_weight_space  # J_M: the extension is a JVP, no kernel evaluation against X_M
         if ntk:
             rows = kernel.jacobian_rows(xm, classes)  # J_M: (M, P)
             gram = rows.double() @ rows.double().T

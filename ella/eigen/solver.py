@@ -8,12 +8,14 @@ attributes with a trailing underscore (``eigenvalues_``, a trained network ``net
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 
 import torch
 from torch import nn
 
 from .. import batches, files
+from .._checks import check_positive_int
 from ..kernels.base import Kernel
 
 
@@ -73,6 +75,14 @@ class EigenSolver(ABC):
     def load_state_dict(self, state: dict, kernel: Kernel) -> "EigenSolver":
         """Restore a fitted state written by :meth:`state_dict`, evaluated with ``kernel`` where the solver needs
         one at prediction (Nystrom, exact); returns ``self``."""
+
+    def with_k(self, k: int) -> "EigenSolver":
+        """This solver's configuration with ``k`` eigenpairs instead (unfitted): what to fit when a
+        :class:`RankError` says the kernel has only ``k``."""
+        solver = copy.copy(self)
+        solver.k = check_positive_int(k, "k")
+        solver.eigenvalues_ = None
+        return solver
 
     def _check_fit(self, kernel: Kernel, x) -> int:
         """Validate the arguments of ``fit`` and return C, the kernel's number of outputs."""

@@ -22,10 +22,23 @@ from .. import batches
 
 
 class Kernel(ABC):
-    """A matrix-valued positive semi-definite kernel ``kappa(x, x')`` in ``R^{C x C}``."""
+    """A matrix-valued positive semi-definite kernel ``kappa(x, x')`` in ``R^{C x C}``.
+
+    What a kernel offers beyond the interface is said by its capabilities (class attributes), never by its type:
+    a method reads them instead of testing which kernel it was given.
+    """
 
     #: C, the number of outputs per input.
     num_outputs: int
+    #: the kernel is a network's ``J(x) J(x)^T`` in its weights (the empirical NTK): it offers ``jacobian_rows``,
+    #: ``jvp``, ``resampled``, ``num_params`` and ``config``, so eigenfunctions extend by JVPs and the kernel's trace
+    #: at any input can be estimated (ELLA's residual); it is rebuilt from ``config`` and the model on load.
+    in_weight_space: bool = False
+    #: whether an ELLA posterior folds the likelihood curvature in by default (``False``: the kernel is itself a
+    #: posterior, as the SGD-trajectory kernel's GP is).
+    posterior_update: bool = True
+    #: the part of an ELLA row's name that says which kernel it used (``""``: the NTK's rows).
+    row_name: str = ""
 
     @abstractmethod
     def gram(self, x1: torch.Tensor, x2: torch.Tensor | None = None) -> torch.Tensor:

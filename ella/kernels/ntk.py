@@ -59,7 +59,7 @@ def default_eps(dtype: torch.dtype, central: bool = False) -> float:
 
 
 class EmpiricalNTK(FeatureKernel):
-    """Empirical NTK of ``model`` at its current weights.
+    """Empirical NTK of ``model`` at its current weights (``in_weight_space``).
 
     Args:
         model: network ``g(x, theta)`` with outputs of shape ``(B, C)``; used in eval mode, never modified
@@ -73,6 +73,8 @@ class EmpiricalNTK(FeatureKernel):
         batch_size: inputs pushed through the network together.
         progress: show a progress bar over the directions.
     """
+
+    in_weight_space = True
 
     def __init__(self, model: nn.Module, estimator: str = "jvp", num_samples: int = 1000,
                  distribution: str = "rademacher", eps: float | None = None, central: bool = False,

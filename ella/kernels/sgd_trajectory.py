@@ -35,6 +35,9 @@ class SGDTrajectoryKernel(FeatureKernel):
         progress: show a progress bar over the snapshots when evaluating weights.
     """
 
+    posterior_update = False  # the trajectory GP is itself the posterior
+    row_name = "sgd_trajectory"
+
     def __init__(self, trajectory: Trajectory, source: str = "auto", batch_size: int = 1024, progress: bool = True):
         if not isinstance(trajectory, Trajectory):
             raise TypeError(f"`trajectory` must be an ella.trajectory.Trajectory (from a TrajectoryRecorder, "

@@ -35,7 +35,7 @@ from torch import nn
 from .. import batches, distributed, files
 from .._checks import check_bool, check_finite_outputs, check_int, check_positive_int
 from ..eigen import EigenSolver, ExactEigen, NeuralEF, Nystrom, RankError, SpIN
-from ..kernels import EmpiricalNTK, Kernel, SGDTrajectoryKernel
+from ..kernels import EmpiricalNTK, Kernel
 from ..posterior import fit_trace_model, kernel_trace, modelled_residual, residual_variance
 from .linearised import LinearisedLaplace
 from .survey import Survey
@@ -155,23 +155,22 @@ class ELLA(LinearisedLaplace):
         if not (residual in RESIDUALS or (isinstance(residual, int) and not isinstance(residual, bool))):
             raise ValueError(f"`residual` must be one of {RESIDUALS} or a positive integer, got {residual!r}")
         self.residual = residual if isinstance(residual, str) else check_positive_int(residual, "residual")
-        ntk = isinstance(kernel, EmpiricalNTK)
+        ntk = kernel.in_weight_space  # the kernel's trace at any input can be estimated: the residual
         if self.residual not in ("auto", "none") and not ntk:
             raise ValueError(f"`residual` = {self.residual!r} needs the NTK kernel (kernel='ntk' or an EmpiricalNTK), "
                              f"got {type(kernel).__name__}")
         # "auto" chooses with the prior on validation NLL: no residual, or the mean or the learned trace model's
         self.isotropic_choices = ((("none", "mean", "learned") if ntk else ("none",)) if self.residual == "auto"
                                   else (self.residual,))
-        trajectory = isinstance(kernel, SGDTrajectoryKernel)
-        self.posterior_update = not trajectory if posterior_update is None else check_bool(posterior_update,
-                                                                                            "posterior_update")
+        self.posterior_update = kernel.posterior_update if posterior_update is None else check_bool(
+            posterior_update, "posterior_update")
 
     def _auto_solver(self, data: Survey) -> EigenSolver:
         """What ``solver="auto"`` fits: Nystrom on all M kernel points when they are the whole training set, the
         kernel is the NTK, ``k <= M`` and the M x P Jacobian rows hold at most :data:`AUTO_JACOBIAN` entries; NeuralEF
         otherwise."""
         M = batches.num_rows(data.sample)
-        small = (data.num_train <= self.kernel_points and isinstance(self.kernel, EmpiricalNTK) and self.k <= M
+        small = (data.num_train <= self.kernel_points and self.kernel.in_weight_space and self.k <= M
                  and M * self.kernel.num_params <= AUTO_JACOBIAN)
         return Nystrom(self.k, M, seed=self.seed) if small else self._named_solver("neuralef", self.k)
 
@@ -199,13 +198,11 @@ class ELLA(LinearisedLaplace):
             try:
                 self.solver_ = solver.fit(self.kernel, x)
             except RankError as e:  # fewer eigenpairs than the default k: as many as there are
-                if not self._adapt_k or e.rank < 1 or not isinstance(solver, (Nystrom, ExactEigen)):
+                if not self._adapt_k or e.rank < 1:
                     raise
                 warnings.warn(f"{e}: ELLA uses k = {e.rank}, the eigenpairs there are (pass `k` to choose)",
                               UserWarning, stacklevel=4)
-                fewer = (Nystrom(e.rank, solver.num_points, seed=solver.seed, rank_tol=solver.rank_tol)
-                         if isinstance(solver, Nystrom) else ExactEigen(e.rank, rank_tol=solver.rank_tol))
-                self.solver_ = fewer.fit(self.kernel, x)
+                self.solver_ = solver.with_k(e.rank).fit(self.kernel, x)
         self._set_scale()
         self.trace_models_, self._kernel_diagonal = {}, None
         if {"mean", "learned"} & set(self.isotropic_choices):
@@ -293,8 +290,9 @@ class ELLA(LinearisedLaplace):
     @property
     def name(self) -> str:
         kind = self.solver_.kind if self.solver_ is not None else getattr(self.solver, "kind", "auto")
-        if isinstance(self.kernel, SGDTrajectoryKernel):
-            return "ella_sgd_trajectory" if kind == "neuralef" else f"ella_sgd_trajectory_{kind}"
+        if self.kernel.row_name:  # (the SGD-trajectory kernel's rows)
+            row = f"ella_{self.kernel.row_name}"
+            return row if kind == "neuralef" else f"{row}_{kind}"
         return f"ella_{kind}_residual" if isinstance(self.residual, int) else f"ella_{kind}"
 
     # ---------------------------------------------------------------- persistence
@@ -307,7 +305,7 @@ class ELLA(LinearisedLaplace):
         return {"num_kernel_points": self.num_kernel_points_}
 
     def _feature_state(self) -> tuple[dict, dict]:
-        kernel = ({"kind": "ntk", "config": self.kernel.config} if isinstance(self.kernel, EmpiricalNTK)
+        kernel = ({"kind": "ntk", "config": self.kernel.config} if self.kernel.in_weight_space
                   else {"kind": type(self.kernel).__name__})
         solver_meta, solver_tensors = files.split(self.solver_.state_dict())
         tensors = {"solver": solver_tensors}
@@ -345,7 +343,7 @@ class ELLA(LinearisedLaplace):
                     kernel = EmpiricalNTK(model, **settings, progress=False)
                 except (TypeError, ValueError) as e:
                     raise ValueError(f"{where} is malformed: its kernel settings: {e}") from None
-            elif not isinstance(kernel, EmpiricalNTK):
+            elif not getattr(kernel, "in_weight_space", False):
                 raise ValueError(f"the posterior in {where} was fitted with the NTK: `kernel` must be an EmpiricalNTK "
                                  f"(or None, to rebuild it), got {type(kernel).__name__}")
         elif kernel is None or type(kernel).__name__ != kind:

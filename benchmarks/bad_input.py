@@ -550,21 +550,25 @@ def _(tmp):
     return lambda: ELLA.load(path, model)
 
 
-class _NaNAbove(nn.Module):
-    """NaN outputs for inputs whose first feature exceeds 2."""
+class _Mapped(nn.Module):
+    """A 4-3 linear layer whose outputs ``out`` are returned as ``fn(x, out)``: the misbehaving models below."""
 
-    def __init__(self):
+    def __init__(self, fn):
         super().__init__()
-        self.layer = nn.Linear(4, 3)
+        self.layer, self.fn = nn.Linear(4, 3), fn
 
     def forward(self, x):
-        return torch.where(x[:, :1] > 2, torch.nan, self.layer(x))
+        return self.fn(x, self.layer(x))
+
+
+def _nan_above(x, out):  # NaN outputs for inputs whose first feature exceeds 2
+    return torch.where(x[:, :1] > 2, torch.nan, out)
 
 
 @case("a model whose output is NaN on some inputs, at predict")
 def _(tmp):
     x, y = data()
-    post = quiet_ella(_NaNAbove().eval(), prior_precision=1.0).fit(loader(x.clamp(max=1), y))
+    post = quiet_ella(_Mapped(_nan_above).eval(), prior_precision=1.0).fit(loader(x.clamp(max=1), y))
     xt = torch.randn(5, 4).clamp(max=1)
     xt[2, 0] = 5.0
     return lambda: post.predict(xt)
@@ -575,20 +579,13 @@ def _(tmp):
     x, y = data()
     x = x.clamp(max=1)
     x[30, 0] = 5.0
-    return lambda: quiet_ella(_NaNAbove().eval()).fit(loader(x, y))
+    return lambda: quiet_ella(_Mapped(_nan_above).eval()).fit(loader(x, y))
 
 
 @case("outputs near 1e-6 with dropout left active (through torch.nn.functional)")
 def _(tmp):
-    class Tiny(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.layer = nn.Linear(4, 3)
-
-        def forward(self, x):
-            return 1e-6 * nn.functional.dropout(self.layer(x), 0.5, training=True)
-
-    return lambda: quiet_ella(Tiny().eval()).fit(loader(*data()))
+    tiny = _Mapped(lambda x, out: 1e-6 * nn.functional.dropout(out, 0.5, training=True)).eval()
+    return lambda: quiet_ella(tiny).fit(loader(*data()))
 
 
 @case("a posterior file with deeply nested metadata (checksum recomputed)")
@@ -656,15 +653,7 @@ def _(tmp):
 
 @case("a model returning a dict without `logits`")
 def _(tmp):
-    class Dict(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.layer = nn.Linear(4, 3)
-
-        def forward(self, x):
-            return {"scores": self.layer(x)}
-
-    return lambda: quiet_ella(Dict().eval()).fit(loader(*data()))
+    return lambda: quiet_ella(_Mapped(lambda x, out: {"scores": out}).eval()).fit(loader(*data()))
 
 
 @case("a one-logit binary classifier")

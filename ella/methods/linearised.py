@@ -400,15 +400,14 @@ class LinearisedLaplace(GaussianMethod):
 
     def _restore(self, fitted: dict, tensors: dict, where: str) -> None:
         """The fitted state common to every linearised method, each value checked against the format."""
-        D, C = self._num_features(), None
+        D = self._num_features()
         self.evals_ = files.check_tensor(tensors.get("evals"), (D,), where, "evals", minimum=0.0)
         self.evecs_ = files.check_tensor(tensors.get("evecs"), (D, D), where, "evecs")
         noise = tensors.get("noise")
-        if noise is not None or self.likelihood == "regression":
-            C = len(noise) if isinstance(noise, torch.Tensor) else 0
-            self.noise_ = files.check_tensor(noise, (C,), where, "noise", minimum=1e-300)
-        else:
+        if noise is None and self.likelihood == "classification":
             self.noise_ = None
+        else:  # one value per output
+            self.noise_ = files.check_tensor(noise, getattr(noise, "shape", (0,))[:1], where, "noise", minimum=1e-300)
         self.prior_precision_ = files.check_number(fitted.get("prior_precision"), where, "prior_precision")
         self.noise_scale_ = files.check_number(fitted.get("noise_scale"), where, "noise_scale")
         self.num_folded_, self.num_train_ = int(fitted["num_folded"]), int(fitted["num_train"])

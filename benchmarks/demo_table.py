@@ -44,8 +44,11 @@ def spread(values: list[float], fmt: str, unit: str) -> str:
 
 def rows_of(report: dict) -> dict:
     """A demo report's figures as ``{(model, method): {"acc", "nll", "ece"}}``."""
-    return {(model, method): {c: row[c] for c in TOLERANCE}
-            for model, methods in report["models"].items() for method, row in methods.items()}
+    return {
+        (model, method): {c: row[c] for c in TOLERANCE}
+        for model, methods in report["models"].items()
+        for method, row in methods.items()
+    }
 
 
 def differences(table: dict, report: dict) -> list[str]:
@@ -59,8 +62,10 @@ def differences(table: dict, report: dict) -> list[str]:
         for column, tol in TOLERANCE.items():
             gap = abs(got[column] - want[column]) / (want[column] if column == "nll" else 1.0)
             if gap > tol:
-                problems.append(f"{key[0]} / {key[1]}: {column} {got[column]:.4f}, table {want[column]:.4f} "
-                                f"(tolerance {tol:g}{' relative' if column == 'nll' else ''})")
+                problems.append(
+                    f"{key[0]} / {key[1]}: {column} {got[column]:.4f}, table {want[column]:.4f} "
+                    f"(tolerance {tol:g}{' relative' if column == 'nll' else ''})"
+                )
     return problems
 
 
@@ -74,18 +79,24 @@ def render(block: str, reports: list[dict]) -> str:
     env = first["environment"]
     minutes = spread([r["seconds"] / 60 for r in reports], "{:.1f}", " min")
     command = "ella demo" + (" --quick" if first["quick"] else "")
-    lines = [f"From `{command}` ({len(reports)} run(s); seed {first['seed']}, {env['threads']} CPU threads, torch "
-             f"{env['torch']}, Python {env['python']}; {first['num_test']:,} test points; ECE with "
-             f"{env['ece_bins']} bins): the whole demo took {minutes}. Accuracy, NLL and ECE are the same in "
-             f"every run; 'predict / MAP' is the prediction time as a multiple of the MAP forward pass (each run: "
-             f"the median of 3 timings on 2,000 test inputs, each paired with a MAP forward pass), median [min, max] "
-             f"over the runs. Written by `python benchmarks/demo_table.py write {block} ...`.", "",
-             "| MNIST-1D | method | acc | NLL | ECE | predict / MAP |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"From `{command}` ({len(reports)} run(s); seed {first['seed']}, {env['threads']} CPU threads, torch "
+        f"{env['torch']}, Python {env['python']}; {first['num_test']:,} test points; ECE with "
+        f"{env['ece_bins']} bins): the whole demo took {minutes}. Accuracy, NLL and ECE are the same in "
+        f"every run; 'predict / MAP' is the prediction time as a multiple of the MAP forward pass (each run: "
+        f"the median of 3 timings on 2,000 test inputs, each paired with a MAP forward pass), median [min, max] "
+        f"over the runs. Written by `python benchmarks/demo_table.py write {block} ...`.",
+        "",
+        "| MNIST-1D | method | acc | NLL | ECE | predict / MAP |",
+        "|---|---|---|---|---|---|",
+    ]
     for model, methods in first["models"].items():
         for method, row in methods.items():
             ratios = [r["models"][model][method]["predict_vs_map"] for r in reports]
-            lines.append(f"| {MODELS[model]} | {method} | {100 * row['acc']:.2f}% | {row['nll']:.4f} | "
-                         f"{100 * row['ece']:.2f}% | {spread(ratios, '{:.1f}', 'x')} |")
+            lines.append(
+                f"| {MODELS[model]} | {method} | {100 * row['acc']:.2f}% | {row['nll']:.4f} | "
+                f"{100 * row['ece']:.2f}% | {spread(ratios, '{:.1f}', 'x')} |"
+            )
     return "\n".join(lines)
 
 
@@ -96,8 +107,11 @@ def read_table(readme: str, block: str) -> dict:
     for line in split(readme, block)[1].splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if cells[0] in labels:
-            table[labels[cells[0]], cells[1]] = {"acc": float(cells[2].rstrip("%")) / 100, "nll": float(cells[3]),
-                                                 "ece": float(cells[4].rstrip("%")) / 100}
+            table[labels[cells[0]], cells[1]] = {
+                "acc": float(cells[2].rstrip("%")) / 100,
+                "nll": float(cells[3]),
+                "ece": float(cells[4].rstrip("%")) / 100,
+            }
     return table
 
 

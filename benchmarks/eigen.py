@@ -37,8 +37,15 @@ from ella.kernels import EmpiricalNTK
 
 def row(problem: str, name: str, M: int, solver, exact, kernel, x, x_test, seconds: float, **extra) -> dict:
     result = compare(solver, exact, x_test, kernel)
-    out = {"problem": problem, "solver": name, "M": M, "fit_seconds": seconds,
-           "test_seconds_per_1000": eval_seconds_per_1000(solver, x_test), **extra, **result.to_dict()}
+    out = {
+        "problem": problem,
+        "solver": name,
+        "M": M,
+        "fit_seconds": seconds,
+        "test_seconds_per_1000": eval_seconds_per_1000(solver, x_test),
+        **extra,
+        **result.to_dict(),
+    }
     print(result.table(f"{problem} / {name} / M = {M} ({seconds:.1f} s)"))
     return out
 
@@ -48,12 +55,21 @@ def rbf_problem(steps: int) -> list[dict]:
     kernel, x_test, rows = exact.kernel, exact.sample(1000, seed=1).float(), []
     for M in (500, 1000):
         x = gaussian_quantiles(M).float()
-        nef = NeuralEF(5, net=seeded_net(1, 1, 5, 64), steps=steps, batch_size=M, lr=1e-2, balanced=True,
-                       progress=False)
+        nef = NeuralEF(
+            5, net=seeded_net(1, 1, 5, 64), steps=steps, batch_size=M, lr=1e-2, balanced=True, progress=False
+        )
         t_nef = time_fit(nef, kernel, x)
         rows.append(row("rbf", "neuralef", M, nef, exact, kernel, x, x_test, t_nef, steps=steps))
-        spin = SpIN(5, net=mlp_body(1, 5, width=64), steps=10**6, batch_size=M, lr=1e-2, momentum=0.0,
-                    max_seconds=t_nef, progress=False)
+        spin = SpIN(
+            5,
+            net=mlp_body(1, 5, width=64),
+            steps=10**6,
+            batch_size=M,
+            lr=1e-2,
+            momentum=0.0,
+            max_seconds=t_nef,
+            progress=False,
+        )
         t = time_fit(spin, kernel, x)
         rows.append(row("rbf", "spin", M, spin, exact, kernel, x, x_test, t, steps=spin.steps_done))
         nys = Nystrom(5, num_points=M, seed=0)
@@ -74,8 +90,16 @@ def ntk_problem(steps: int) -> list[dict]:
     nef = NeuralEF(10, net=seeded_net(40, 10, 10, 256), steps=steps, batch_size=300, lr=3e-3, progress=False)
     t_nef = time_fit(nef, kernel, x)
     rows.append(row("ntk", "neuralef", 300, nef, exact, kernel, x, x_test, t_nef, steps=steps))
-    spin = SpIN(10, net=mlp_body(40, 100, width=256), steps=10**6, batch_size=300, lr=3e-3, momentum=0.0,
-                max_seconds=t_nef, progress=False)
+    spin = SpIN(
+        10,
+        net=mlp_body(40, 100, width=256),
+        steps=10**6,
+        batch_size=300,
+        lr=3e-3,
+        momentum=0.0,
+        max_seconds=t_nef,
+        progress=False,
+    )
     t = time_fit(spin, kernel, x)
     rows.append(row("ntk", "spin", 300, spin, exact, kernel, x, x_test, t, steps=spin.steps_done))
     for M in (100, 300):  # one class per input: M of the 3,000 rows; psi by k JVPs whatever M
@@ -86,14 +110,18 @@ def ntk_problem(steps: int) -> list[dict]:
 
 
 def summary(rows: list[dict]) -> None:
-    print(f"\n{'problem':8} {'solver':9} {'M':>5} {'max eig err':>11} {'min cos(top5)':>13} {'orth':>7} "
-          f"{'recon':>7} {'fit s':>7} {'test s/1k':>10}")
+    print(
+        f"\n{'problem':8} {'solver':9} {'M':>5} {'max eig err':>11} {'min cos(top5)':>13} {'orth':>7} "
+        f"{'recon':>7} {'fit s':>7} {'test s/1k':>10}"
+    )
     for r in rows:
         if "cosine" not in r:
             continue
-        print(f"{r['problem']:8} {r['solver']:9} {r['M']:>5} {max(r['eigenvalue_error']):>11.2%} "
-              f"{min(r['cosine'][:5]):>13.4f} {r['orthogonality']:>7.3f} {r['reconstruction']:>7.4f} "
-              f"{r['fit_seconds']:>7.1f} {r['test_seconds_per_1000']:>10.5f}")
+        print(
+            f"{r['problem']:8} {r['solver']:9} {r['M']:>5} {max(r['eigenvalue_error']):>11.2%} "
+            f"{min(r['cosine'][:5]):>13.4f} {r['orthogonality']:>7.3f} {r['reconstruction']:>7.4f} "
+            f"{r['fit_seconds']:>7.1f} {r['test_seconds_per_1000']:>10.5f}"
+        )
 
 
 def main(argv=None) -> None:

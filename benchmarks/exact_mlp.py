@@ -30,9 +30,12 @@ def main() -> None:
     settings = replace(Settings(), exact_max_params=16000)
     section, _ = compare_problem(problem, ["map", "exact_lla"], settings, ood=ood, fidelity_points=0)
     keep = ("nll", "ece", "acc", "fit_seconds", "predict_seconds_per_1000")
-    summary = {"num_params": section["num_params"], "threads": 1,
-               "rows": {m: {k: r[k] for k in keep} for m, r in section["rows"].items()},
-               "ood": {s: {m: v["auroc"] for m, v in rows.items()} for s, rows in section["ood"].items()}}
+    summary = {
+        "num_params": section["num_params"],
+        "threads": 1,
+        "rows": {m: {k: r[k] for k in keep} for m, r in section["rows"].items()},
+        "ood": {s: {m: v["auroc"] for m, v in rows.items()} for s, rows in section["ood"].items()},
+    }
     OUT.write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))
 

@@ -44,11 +44,27 @@ from ella.experiments.plots import shift_curves
 from ella.experiments.report import environment
 
 ROOT = Path(__file__).resolve().parent.parent
-METHODS = ("map", "temperature_scaling", "ella", "ella_neuralef_residual", "last_layer_kfac_marglik",
-           "last_layer_lla_marglik", "kfac_lla", "laplace_torch_native_ella", "laplace_torch_valla")
+METHODS = (
+    "map",
+    "temperature_scaling",
+    "ella",
+    "ella_neuralef_residual",
+    "last_layer_kfac_marglik",
+    "last_layer_lla_marglik",
+    "kfac_lla",
+    "laplace_torch_native_ella",
+    "laplace_torch_valla",
+)
 # the published table for the same MLP (VaLLA's repository results, Fashion-MNIST, test NLL)
-PUBLISHED = {"map": 0.3733, "ella (M = 2,000, K = 20)": 0.3732, "valla (M = 100)": 0.3547, "valla (M = 500)": 0.3485,
-             "last-layer KFAC": 0.3728, "all-weights KFAC": 0.3767, "all-weights diagonal": 0.3973}
+PUBLISHED = {
+    "map": 0.3733,
+    "ella (M = 2,000, K = 20)": 0.3732,
+    "valla (M = 100)": 0.3547,
+    "valla (M = 500)": 0.3485,
+    "last-layer KFAC": 0.3728,
+    "all-weights KFAC": 0.3767,
+    "all-weights diagonal": 0.3973,
+}
 
 
 def _problem(model_name: str, state: dict, seed: int, data_root, device: str) -> Problem:
@@ -57,8 +73,9 @@ def _problem(model_name: str, state: dict, seed: int, data_root, device: str) ->
     splits = image_dataset("fashionmnist", data_root, num_train=train, num_val=val, num_test=10000)
     net = image_mlp(784, 10, seed) if model_name == "mlp" else image_cnn(1, 10, 28, seed)
     net.load_state_dict(state)
-    return Problem("fashionmnist", model_name, splits, net.to(device).eval(), "classification", dict(IMAGE_RECIPE),
-                   0.0, seed)
+    return Problem(
+        "fashionmnist", model_name, splits, net.to(device).eval(), "classification", dict(IMAGE_RECIPE), 0.0, seed
+    )
 
 
 def _run_one(model_name, state_path, method, seed, data_root, device, threads, out_path) -> None:
@@ -73,8 +90,10 @@ def _run_one(model_name, state_path, method, seed, data_root, device, threads, o
 def run_method(model_name, state_path, method, args, scratch: Path) -> dict:
     """``_run_one`` in a fresh process within ``args.limit`` seconds; a row saying why when it ends otherwise."""
     out = scratch / f"{model_name}-{method}.json"
-    proc = mp.get_context("spawn").Process(target=_run_one, args=(model_name, str(state_path), method, args.seed,
-                                                                  args.data_root, args.device, args.threads, out))
+    proc = mp.get_context("spawn").Process(
+        target=_run_one,
+        args=(model_name, str(state_path), method, args.seed, args.data_root, args.device, args.threads, out),
+    )
     start = time.perf_counter()
     proc.start()
     proc.join(args.limit)
@@ -93,14 +112,28 @@ def run_method(model_name, state_path, method, args, scratch: Path) -> dict:
 def _fmt(value, kind="num") -> str:
     if value is None:
         return "-"
-    return {"pct": f"{100 * value:.2f}%", "num": f"{value:.4f}", "x": f"{value:.2f}x", "s": f"{value:.1f} s",
-            "mb": f"{value:,.0f} MB"}[kind]
+    return {
+        "pct": f"{100 * value:.2f}%",
+        "num": f"{value:.4f}",
+        "x": f"{value:.2f}x",
+        "s": f"{value:.1f} s",
+        "mb": f"{value:,.0f} MB",
+    }[kind]
 
 
 def table(model_name: str, result: dict) -> str:
     ood_names = sorted({name for row in result["rows"].values() for name in row.get("ood", {})})
-    head = ["method", "acc", "NLL", "ECE", *[f"AUROC {n}" for n in ood_names], "fit", "fit peak", "predict / MAP",
-            "rotation NLL (0/45/90)"]
+    head = [
+        "method",
+        "acc",
+        "NLL",
+        "ECE",
+        *[f"AUROC {n}" for n in ood_names],
+        "fit",
+        "fit peak",
+        "predict / MAP",
+        "rotation NLL (0/45/90)",
+    ]
     lines = [f"| {' | '.join(head)} |", "|" + "---|" * len(head)]
     for name, row in result["rows"].items():
         if row["status"] != "ok":
@@ -110,26 +143,46 @@ def table(model_name: str, result: dict) -> str:
         fit = _fmt(row["fit_seconds"], "s")
         if row.get("stage_seconds"):
             fit += " (" + ", ".join(f"{k} {v:.1f}" for k, v in row["stage_seconds"].items()) + ")"
-        cells = [name, _fmt(row["acc"], "pct"), _fmt(row["nll"]), _fmt(row["ece"], "pct"),
-                 *[_fmt(row["ood"].get(n, {}).get("auroc")) for n in ood_names], fit, _fmt(row["fit_peak_mb"], "mb"),
-                 _fmt(row["predict_vs_map"], "x"), " / ".join(_fmt(curve.get(a)) for a in (0.0, 45.0, 90.0))]
+        cells = [
+            name,
+            _fmt(row["acc"], "pct"),
+            _fmt(row["nll"]),
+            _fmt(row["ece"], "pct"),
+            *[_fmt(row["ood"].get(n, {}).get("auroc")) for n in ood_names],
+            fit,
+            _fmt(row["fit_peak_mb"], "mb"),
+            _fmt(row["predict_vs_map"], "x"),
+            " / ".join(_fmt(curve.get(a)) for a in (0.0, 45.0, 90.0)),
+        ]
         lines.append(f"| {' | '.join(cells)} |")
     return "\n".join(lines)
 
 
 def render(results: dict, out: Path) -> str:
     """``fashion_mnist.md`` and the shift plots from the results (all networks); returns the markdown."""
-    text = [f"Generated by `python benchmarks/fashion_mnist.py` ({results['threads']} threads, "
-            f"{results['limit_seconds']:.0f} s a method; torch {results['environment'].get('torch')}).", ""]
+    text = [
+        f"Generated by `python benchmarks/fashion_mnist.py` ({results['threads']} threads, "
+        f"{results['limit_seconds']:.0f} s a method; torch {results['environment'].get('torch')}).",
+        "",
+    ]
     for model_name, result in results["models"].items():
         text += [f"### Fashion-MNIST, {model_name} (P = {result['num_params']:,})", "", table(model_name, result), ""]
-        curves = {name: row["shift"]["rotation"] for name, row in result["rows"].items()
-                  if row["status"] == "ok" and "rotation" in row["shift"]}
+        curves = {
+            name: row["shift"]["rotation"]
+            for name, row in result["rows"].items()
+            if row["status"] == "ok" and "rotation" in row["shift"]
+        }
         if curves:
-            shift_curves({"rotation": curves}, out / f"fashion_mnist_{model_name}_shift.png",
-                         f"Fashion-MNIST {model_name}: rotated test images")
-    text += ["Published, same MLP (VaLLA repository, test NLL): " +
-             ", ".join(f"{k} {v:.4f}" for k, v in PUBLISHED.items()) + "."]
+            shift_curves(
+                {"rotation": curves},
+                out / f"fashion_mnist_{model_name}_shift.png",
+                f"Fashion-MNIST {model_name}: rotated test images",
+            )
+    text += [
+        "Published, same MLP (VaLLA repository, test NLL): "
+        + ", ".join(f"{k} {v:.4f}" for k, v in PUBLISHED.items())
+        + "."
+    ]
     (out / "fashion_mnist.md").write_text("\n".join(text) + "\n")
     return "\n".join(text)
 
@@ -150,12 +203,18 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     saved = out / "fashion_mnist.json"  # the networks not run this time keep their earlier rows
     models = json.loads(saved.read_text())["models"] if saved.exists() else {}
-    results = {"environment": environment(), "threads": args.threads, "limit_seconds": args.limit,
-               "published_mlp_nll": PUBLISHED, "models": models}
+    results = {
+        "environment": environment(),
+        "threads": args.threads,
+        "limit_seconds": args.limit,
+        "published_mlp_nll": PUBLISHED,
+        "models": models,
+    }
     with tempfile.TemporaryDirectory() as scratch:
         for model_name in args.models:
-            problem = make_problem("fashion-mnist", model_name, seed=args.seed, data_root=args.data_root,
-                                   progress=False)
+            problem = make_problem(
+                "fashion-mnist", model_name, seed=args.seed, data_root=args.data_root, progress=False
+            )
             state_path = Path(scratch) / f"{model_name}.pt"
             torch.save(problem.model.state_dict(), state_path)
             print(f"[{model_name}] MAP trained in {problem.train_seconds:.0f} s", flush=True)
@@ -164,20 +223,32 @@ def main(argv=None) -> int:
                 outcome = run_method(model_name, state_path, method, args, Path(scratch))
                 if outcome["status"] == "ok":
                     section = outcome["section"]
-                    row = {"status": "ok", **section["rows"][method],
-                           "shift": {c: v[method] for c, v in section["shift"].items()},
-                           "ood": {n: v[method] for n, v in section["ood"].items()}}
+                    row = {
+                        "status": "ok",
+                        **section["rows"][method],
+                        "shift": {c: v[method] for c, v in section["shift"].items()},
+                        "ood": {n: v[method] for n, v in section["ood"].items()},
+                    }
                 else:
                     row = outcome
                 rows[method] = row
-                print(f"[{model_name}] {method}: " + (f"nll {row['nll']:.4f}, ece {row['ece']:.4f}, fit "
-                                                      f"{row['fit_seconds']:.1f} s" if row["status"] == "ok"
-                                                      else row["status"]), flush=True)
+                print(
+                    f"[{model_name}] {method}: "
+                    + (
+                        f"nll {row['nll']:.4f}, ece {row['ece']:.4f}, fit {row['fit_seconds']:.1f} s"
+                        if row["status"] == "ok"
+                        else row["status"]
+                    ),
+                    flush=True,
+                )
             # the methods not run this time keep their earlier rows (the MAP training is seeded: the same network)
             earlier = models.get(model_name, {}).get("rows", {})
             rows = {m: rows.get(m, earlier.get(m)) for m in [*METHODS, *rows] if m in rows or m in earlier}
-            results["models"][model_name] = {"num_params": sum(p.numel() for p in problem.model.parameters()),
-                                             "map_training_seconds": problem.train_seconds, "rows": rows}
+            results["models"][model_name] = {
+                "num_params": sum(p.numel() for p in problem.model.parameters()),
+                "map_training_seconds": problem.train_seconds,
+                "rows": rows,
+            }
     saved.write_text(json.dumps(results, indent=1, default=float))
     print(render(results, out))
     return 0

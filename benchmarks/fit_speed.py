@@ -42,15 +42,23 @@ def main(argv=None) -> dict:
             seconds[name].append(time.perf_counter() - start)
             print(f"repeat {repeat + 1}: {name} {seconds[name][-1]:.1f} s", flush=True)
     ratios = [b / a for a, b in zip(*seconds.values())]
-    result = {"threads": torch.get_num_threads(), "repeats": args.repeats, "torch": torch.__version__,
-              "seconds": {name: {"median": statistics.median(s), "min": min(s), "max": max(s), "all": s}
-                          for name, s in seconds.items()},
-              "speedup": {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}}
+    result = {
+        "threads": torch.get_num_threads(),
+        "repeats": args.repeats,
+        "torch": torch.__version__,
+        "seconds": {
+            name: {"median": statistics.median(s), "min": min(s), "max": max(s), "all": s}
+            for name, s in seconds.items()
+        },
+        "speedup": {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)},
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "fit_speed.json").write_text(json.dumps(result, indent=2))
-    print(f"laplace_torch_ella / ella_neuralef fit time: {result['speedup']['median']:.1f}x "
-          f"[{result['speedup']['min']:.1f}, {result['speedup']['max']:.1f}] over {args.repeats} repeats")
+    print(
+        f"laplace_torch_ella / ella_neuralef fit time: {result['speedup']['median']:.1f}x "
+        f"[{result['speedup']['min']:.1f}, {result['speedup']['max']:.1f}] over {args.repeats} repeats"
+    )
     return result
 
 

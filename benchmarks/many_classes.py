@@ -45,12 +45,23 @@ def _measure(classes: int, train: int, val: int, seed: int, threads: int, out) -
     with PeakMemory() as predict:
         post.predict(xt)
     solver = post.solver_
-    kernel_features = (post.num_kernel_points_ * post.kernel.num_params
-                       if solver.kind == "nystrom" else post.num_kernel_points_ * classes * post.kernel.num_samples)
-    out.put({"classes": classes, "num_params": sum(p.numel() for p in model.parameters()), "solver": solver.kind,
-             "fit_mb": fit.peak / 2**20, "predict_mb": predict.peak / 2**20, "fit_seconds": post.fit_seconds_,
-             "validation_features_mb": val * classes * post.k * 8 / 2**20,
-             "kernel_features_mb": kernel_features * 4 / 2**20})
+    kernel_features = (
+        post.num_kernel_points_ * post.kernel.num_params
+        if solver.kind == "nystrom"
+        else post.num_kernel_points_ * classes * post.kernel.num_samples
+    )
+    out.put(
+        {
+            "classes": classes,
+            "num_params": sum(p.numel() for p in model.parameters()),
+            "solver": solver.kind,
+            "fit_mb": fit.peak / 2**20,
+            "predict_mb": predict.peak / 2**20,
+            "fit_seconds": post.fit_seconds_,
+            "validation_features_mb": val * classes * post.k * 8 / 2**20,
+            "kernel_features_mb": kernel_features * 4 / 2**20,
+        }
+    )
 
 
 def measure(classes: int, args) -> dict:
@@ -77,22 +88,30 @@ def main(argv=None) -> int:
     rows = []
     for classes in args.classes:
         runs = [measure(classes, args) for _ in range(args.repeats)]
-        row = {key: runs[0][key] for key in ("classes", "num_params", "solver", "validation_features_mb",
-                                              "kernel_features_mb")}
+        row = {
+            key: runs[0][key]
+            for key in ("classes", "num_params", "solver", "validation_features_mb", "kernel_features_mb")
+        }
         for key in ("fit_mb", "predict_mb", "fit_seconds"):
             values = [run[key] for run in runs]
             row[key] = {"median": statistics.median(values), "min": min(values), "max": max(values)}
         rows.append(row)
-        print(f"C = {classes:5d} (P = {row['num_params']:,}, {row['solver']}): fit peak "
-              f"{row['fit_mb']['median']:.0f} MB "
-              f"[{row['fit_mb']['min']:.0f}, {row['fit_mb']['max']:.0f}], predict peak "
-              f"{row['predict_mb']['median']:.0f} MB, validation features {row['validation_features_mb']:.0f} MB, "
-              f"kernel features {row['kernel_features_mb']:.0f} MB, fit {row['fit_seconds']['median']:.1f} s",
-              flush=True)
+        print(
+            f"C = {classes:5d} (P = {row['num_params']:,}, {row['solver']}): fit peak "
+            f"{row['fit_mb']['median']:.0f} MB "
+            f"[{row['fit_mb']['min']:.0f}, {row['fit_mb']['max']:.0f}], predict peak "
+            f"{row['predict_mb']['median']:.0f} MB, validation features {row['validation_features_mb']:.0f} MB, "
+            f"kernel features {row['kernel_features_mb']:.0f} MB, fit {row['fit_seconds']['median']:.1f} s",
+            flush=True,
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "many_classes.json").write_text(json.dumps({"train": args.train, "val": args.val, "threads": args.threads,
-                                                        "target_mb": TARGET_MB, "rows": rows}, indent=1))
+    (out / "many_classes.json").write_text(
+        json.dumps(
+            {"train": args.train, "val": args.val, "threads": args.threads, "target_mb": TARGET_MB, "rows": rows},
+            indent=1,
+        )
+    )
     largest = max(rows, key=lambda r: r["classes"])
     if largest["classes"] >= 1000 and largest["fit_mb"]["median"] > TARGET_MB:
         print(f"fit peak {largest['fit_mb']['median']:.0f} MB at C = {largest['classes']} exceeds {TARGET_MB} MB")

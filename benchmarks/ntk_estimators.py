@@ -51,32 +51,58 @@ def main(argv=None) -> None:
         K, t_exact = timed(lambda: exact.gram(x))
         jvp = EmpiricalNTK(model, "jvp", num_samples=args.samples, progress=False)
         phi_jvp, t_jvp = timed(lambda: jvp.features(x))
+
         def k_err(phi):
             return ((phi.flatten(0, 1) @ phi.flatten(0, 1).T / args.samples - K).norm() / K.norm()).item()
+
         rows.append(dict(dtype=str(dtype), estimator="exact", seconds=t_exact, ratio_to_forward=t_exact / t_forward))
-        rows.append(dict(dtype=str(dtype), estimator="jvp", samples=args.samples, kernel_error=k_err(phi_jvp),
-                         seconds=t_jvp, ratio_to_forward=t_jvp / t_forward))
+        rows.append(
+            dict(
+                dtype=str(dtype),
+                estimator="jvp",
+                samples=args.samples,
+                kernel_error=k_err(phi_jvp),
+                seconds=t_jvp,
+                ratio_to_forward=t_jvp / t_forward,
+            )
+        )
         for central in (False, True):
             for eps in (1e-2, 1e-3, 1e-4, 1e-5, None):
                 fd = EmpiricalNTK(model, "fd", num_samples=args.samples, central=central, eps=eps, progress=False)
                 phi, t = timed(lambda: fd.features(x))
-                rows.append(dict(dtype=str(dtype), estimator="fd-central" if central else "fd-forward", eps=fd.eps,
-                                 default_eps=eps is None, samples=args.samples,
-                                 feature_error=((phi - phi_jvp).norm() / phi_jvp.norm()).item(),
-                                 kernel_error=k_err(phi), seconds=t, ratio_to_forward=t / t_forward))
+                rows.append(
+                    dict(
+                        dtype=str(dtype),
+                        estimator="fd-central" if central else "fd-forward",
+                        eps=fd.eps,
+                        default_eps=eps is None,
+                        samples=args.samples,
+                        feature_error=((phi - phi_jvp).norm() / phi_jvp.norm()).item(),
+                        kernel_error=k_err(phi),
+                        seconds=t,
+                        ratio_to_forward=t / t_forward,
+                    )
+                )
     print(f"MNIST-1D CNN, {args.points} inputs, S = {args.samples}, threads = {torch.get_num_threads()}")
-    print(f"{'dtype':15s} {'estimator':11s} {'eps':>9s} {'feature err':>12s} {'kernel err':>11s} {'seconds':>8s} "
-          f"{'x forward':>10s}")
+    print(
+        f"{'dtype':15s} {'estimator':11s} {'eps':>9s} {'feature err':>12s} {'kernel err':>11s} {'seconds':>8s} "
+        f"{'x forward':>10s}"
+    )
     for r in rows:
         eps = f"{r['eps']:.1e}" if "eps" in r else "-"
         fe = f"{r['feature_error']:.2e}" if "feature_error" in r else "-"
         ke = f"{r['kernel_error']:.3f}" if "kernel_error" in r else "-"
-        print(f"{r['dtype']:15s} {r['estimator']:11s} {eps:>9s} {fe:>12s} {ke:>11s} {r['seconds']:8.2f} "
-              f"{r['ratio_to_forward']:10.0f}")
+        print(
+            f"{r['dtype']:15s} {r['estimator']:11s} {eps:>9s} {fe:>12s} {ke:>11s} {r['seconds']:8.2f} "
+            f"{r['ratio_to_forward']:10.0f}"
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "ntk_estimators.json").write_text(json.dumps({"points": args.points, "samples": args.samples,
-                                                          "threads": torch.get_num_threads(), "rows": rows}, indent=2))
+    (out / "ntk_estimators.json").write_text(
+        json.dumps(
+            {"points": args.points, "samples": args.samples, "threads": torch.get_num_threads(), "rows": rows}, indent=2
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -48,8 +48,12 @@ FIDELITY_POINTS = 2000  # test points the NLL of every method is compared with e
 def breakdown(post: ELLA, x: torch.Tensor, repeats: int) -> dict:
     """Where ``post.predict`` spends its time, seconds per 1,000 inputs (medians): the MAP forward, the eigenfunction
     network, the checks every call makes, and the rest (the posterior factor and the link)."""
-    parts = {"map_forward": post.model, "eigenfunction_net": post.solver_, "checks": post._checked,
-             "predict": post.predict}
+    parts = {
+        "map_forward": post.model,
+        "eigenfunction_net": post.solver_,
+        "checks": post._checked,
+        "predict": post.predict,
+    }
     with torch.no_grad():
         out = {part: statistics.median(seconds_per_1000(fn, x, repeats)) for part, fn in parts.items()}
     out["posterior_and_link"] = out["predict"] - out["map_forward"] - out["eigenfunction_net"] - out["checks"]
@@ -84,17 +88,28 @@ def resnet_rows(repeats: int) -> dict:
     methods = {"map": MAP(model)}
     for net in ("head", "copy"):
         methods[f"ella_neuralef_{net}"] = ELLA(
-            model, kernel=EmpiricalNTK(model, "fd", 16, progress=False), kernel_points=500, progress=False,
-            solver=NeuralEF(20, net=net, steps=50, batch_size=64, lr=5e-3, progress=False))
+            model,
+            kernel=EmpiricalNTK(model, "fd", 16, progress=False),
+            kernel_points=500,
+            progress=False,
+            solver=NeuralEF(20, net=net, steps=50, batch_size=64, lr=5e-3, progress=False),
+        )
     rows = {}
     for name, method in methods.items():
         method.fit(train, val)
         cost = predict_cost(method.predict, x, model, repeats, piece=method.batch_size)
-        rows[name] = {"seconds_per_1000": cost["predict_seconds_per_1000"], "ratio_to_map": cost["predict_vs_map"],
-                      "ratio_range": cost["predict_vs_map_range"], "fit_seconds": method.fit_seconds_}
+        rows[name] = {
+            "seconds_per_1000": cost["predict_seconds_per_1000"],
+            "ratio_to_map": cost["predict_vs_map"],
+            "ratio_range": cost["predict_vs_map_range"],
+            "fit_seconds": method.fit_seconds_,
+        }
         low, high = cost["predict_vs_map_range"]
-        print(f"  ResNet-20 {name:20s} fit {method.fit_seconds_:6.1f} s   predict {cost['predict_vs_map']:.2f}x MAP "
-              f"[{low:.2f}, {high:.2f}]", flush=True)
+        print(
+            f"  ResNet-20 {name:20s} fit {method.fit_seconds_:6.1f} s   predict {cost['predict_vs_map']:.2f}x MAP "
+            f"[{low:.2f}, {high:.2f}]",
+            flush=True,
+        )
     return rows
 
 
@@ -103,8 +118,13 @@ def main(argv=None) -> None:
     parser.add_argument("--test", type=int, default=10000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--widths", nargs="*", type=int, default=[4, 8, 16],
-                        help="CNN: channels of the cheaper eigenfunction networks to measure (default: 4 8 16)")
+    parser.add_argument(
+        "--widths",
+        nargs="*",
+        type=int,
+        default=[4, 8, 16],
+        help="CNN: channels of the cheaper eigenfunction networks to measure (default: 4 8 16)",
+    )
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
     if args.threads:
@@ -122,10 +142,16 @@ def main(argv=None) -> None:
             "ella_neuralef": ELLA(model, progress=False, **settings.neuralef(model), **search(settings)),
             "ella_neuralef_copy": neuralef_with(model, settings, "copy"),
             "ella_neuralef_mc": None,
-            "ella_neuralef_residual": ELLA(model, progress=False, residual_samples=settings.residual_samples,
-                                           **settings.neuralef(model), **search(settings)),
-            "ella_nystrom": ELLA(model, solver=Nystrom(settings.k, settings.nystrom_points), progress=False,
-                                 **search(settings)),
+            "ella_neuralef_residual": ELLA(
+                model,
+                progress=False,
+                residual_samples=settings.residual_samples,
+                **settings.neuralef(model),
+                **search(settings),
+            ),
+            "ella_nystrom": ELLA(
+                model, solver=Nystrom(settings.k, settings.nystrom_points), progress=False, **search(settings)
+            ),
             "kfac_lla": KFACLLA(model, progress=False),
         }
         if name == "cnn":
@@ -141,31 +167,49 @@ def main(argv=None) -> None:
                 fn = method.predict
             slow = method_name in ("kfac_lla", "exact_lla")  # their dense Jacobians are slow
             cost = predict_cost(fn, x, model, 3 if slow else args.repeats, piece=(method or post).batch_size)
-            rows[method_name] = {"seconds_per_1000": cost["predict_seconds_per_1000"],
-                                 "ratio_to_map": cost["predict_vs_map"], "ratio_range": cost["predict_vs_map_range"],
-                                 "repeats": 3 if slow else args.repeats,
-                                 "nll": nll(fn(x[:FIDELITY_POINTS]), y[:FIDELITY_POINTS])}
+            rows[method_name] = {
+                "seconds_per_1000": cost["predict_seconds_per_1000"],
+                "ratio_to_map": cost["predict_vs_map"],
+                "ratio_range": cost["predict_vs_map_range"],
+                "repeats": 3 if slow else args.repeats,
+                "nll": nll(fn(x[:FIDELITY_POINTS]), y[:FIDELITY_POINTS]),
+            }
         for row in rows.values():
             if "exact_lla" in rows:
                 row["nll_gap_to_exact"] = row["nll"] / rows["exact_lla"]["nll"] - 1
         results[name] = {**rows, "breakdown": breakdown(methods["ella_neuralef"], x, args.repeats)}
-        print(f"\nMNIST-1D {name}: predict seconds per 1,000 inputs and as a multiple of the MAP forward pass, "
-              f"median of {args.repeats} paired timings [min, max], threads = {torch.get_num_threads()}")
+        print(
+            f"\nMNIST-1D {name}: predict seconds per 1,000 inputs and as a multiple of the MAP forward pass, "
+            f"median of {args.repeats} paired timings [min, max], threads = {torch.get_num_threads()}"
+        )
         for method_name, row in rows.items():
-            gap = f"   NLL {row['nll']:.4f}" + (f" ({100 * row['nll_gap_to_exact']:+.2f}% to exact)"
-                                                   if "nll_gap_to_exact" in row else "")
+            gap = f"   NLL {row['nll']:.4f}" + (
+                f" ({100 * row['nll_gap_to_exact']:+.2f}% to exact)" if "nll_gap_to_exact" in row else ""
+            )
             low, high = row["ratio_range"]
-            print(f"  {method_name:24s} {row['seconds_per_1000']:8.4f} s   {row['ratio_to_map']:7.1f}x MAP "
-                  f"[{low:.1f}, {high:.1f}]{gap}")
-        print("  ella_neuralef's predict, seconds per 1,000 inputs: " +
-              ", ".join(f"{part} {seconds:.4f}" for part, seconds in results[name]["breakdown"].items()))
+            print(
+                f"  {method_name:24s} {row['seconds_per_1000']:8.4f} s   {row['ratio_to_map']:7.1f}x MAP "
+                f"[{low:.1f}, {high:.1f}]{gap}"
+            )
+        print(
+            "  ella_neuralef's predict, seconds per 1,000 inputs: "
+            + ", ".join(f"{part} {seconds:.4f}" for part, seconds in results[name]["breakdown"].items())
+        )
     print(f"\nResNet-20, synthetic images (reduced fit settings), median of {args.repeats} paired timings:")
     results["resnet20"] = resnet_rows(args.repeats)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "predict_speed.json").write_text(json.dumps({"threads": torch.get_num_threads(), "test_points": args.test,
-                                                         "fidelity_points": FIDELITY_POINTS, "models": results},
-                                                        indent=2))
+    (out / "predict_speed.json").write_text(
+        json.dumps(
+            {
+                "threads": torch.get_num_threads(),
+                "test_points": args.test,
+                "fidelity_points": FIDELITY_POINTS,
+                "models": results,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

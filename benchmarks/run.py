@@ -42,48 +42,77 @@ def saved_targets(results: dict) -> list[tuple[str, bool | None, str]]:
     return targets(results, (saved("small") or {}).get("rows", []), saved("exact_mlp"), saved("fit_speed"))
 
 
-def targets(results: dict, small: list[dict] = (), exact: dict | None = None,
-            fits: dict | None = None) -> list[tuple[str, bool | None, str]]:
+def targets(
+    results: dict, small: list[dict] = (), exact: dict | None = None, fits: dict | None = None
+) -> list[tuple[str, bool | None, str]]:
     """The targets ELLA is held to, as ``(statement, held, evidence)``; ``held`` is None for a figure stated
     without a target. ``small``, ``exact``, ``fits``: the results of ``benchmarks/small.py``, ``exact_mlp.py`` and
     ``fit_speed.py`` (the fit-time target is the median of its repeats where it has run, else the table's one fit)."""
     out = []
     for row in small:
-        out.append((f"defaults fit in <= 2 s within 2% of the exact eigendecomposition's NLL ({row['table']}, "
-                    f"N = {row['N']}, P = {row['P']})", row["fit_seconds"] <= 2 and abs(row["nll_gap"]) <= 0.02,
-                    f"{row['fit_seconds']:.2f} s, NLL gap {100 * row['nll_gap']:+.2f}% (benchmarks/small.py)"))
+        out.append(
+            (
+                f"defaults fit in <= 2 s within 2% of the exact eigendecomposition's NLL ({row['table']}, "
+                f"N = {row['N']}, P = {row['P']})",
+                row["fit_seconds"] <= 2 and abs(row["nll_gap"]) <= 0.02,
+                f"{row['fit_seconds']:.2f} s, NLL gap {100 * row['nll_gap']:+.2f}% (benchmarks/small.py)",
+            )
+        )
     cnn, mlp = "mnist1d_cnn", "mnist1d_mlp"
     rows, fid = results["models"].get(cnn, {}), results["fidelity"].get(cnn, {})
     nef = rows.get("ella_neuralef")
     if nef and "exact_lla" in rows:
         gap = fid["ella_neuralef"]["nll_gap_rel"]
-        out.append(("ella_neuralef predicts at <= 1.5x the MAP forward pass with NLL within 1% of exact_lla "
-                    "(MNIST-1D CNN)", nef["predict_vs_map"] <= 1.5 and abs(gap) <= 0.01,
-                    f"{nef['predict_vs_map']:.2f}x, NLL gap {100 * gap:+.2f}%"))
+        out.append(
+            (
+                "ella_neuralef predicts at <= 1.5x the MAP forward pass with NLL within 1% of exact_lla (MNIST-1D CNN)",
+                nef["predict_vs_map"] <= 1.5 and abs(gap) <= 0.01,
+                f"{nef['predict_vs_map']:.2f}x, NLL gap {100 * gap:+.2f}%",
+            )
+        )
         for other in ("kfac_lla", "diag_lla", "laplace_torch_ella"):
             if other in fid:
                 mine, theirs = abs(fid["ella_neuralef"]["nll_gap"]), abs(fid[other]["nll_gap"])
-                out.append((f"ella_neuralef closer to exact_lla in NLL than {other}", mine < theirs,
-                            f"|gap| {mine:.4f} vs {theirs:.4f}"))
+                out.append(
+                    (
+                        f"ella_neuralef closer to exact_lla in NLL than {other}",
+                        mine < theirs,
+                        f"|gap| {mine:.4f} vs {theirs:.4f}",
+                    )
+                )
     mlp_nef = results["models"].get(mlp, {}).get("ella_neuralef")
     if mlp_nef and exact:
         gap = mlp_nef["nll"] / exact["rows"]["exact_lla"]["nll"] - 1
-        out.append(("ella_neuralef predicts at <= 2x the MAP forward pass with NLL within 3% of exact LLA "
-                    "(MNIST-1D MLP; exact LLA from benchmarks/exact_mlp.py)",
-                    mlp_nef["predict_vs_map"] <= 2 and abs(gap) <= 0.03,
-                    f"{mlp_nef['predict_vs_map']:.2f}x, NLL gap {100 * gap:+.2f}%"))
+        out.append(
+            (
+                "ella_neuralef predicts at <= 2x the MAP forward pass with NLL within 3% of exact LLA "
+                "(MNIST-1D MLP; exact LLA from benchmarks/exact_mlp.py)",
+                mlp_nef["predict_vs_map"] <= 2 and abs(gap) <= 0.03,
+                f"{mlp_nef['predict_vs_map']:.2f}x, NLL gap {100 * gap:+.2f}%",
+            )
+        )
     if fits:
         speed = fits["speedup"]
-        out.append((f"ella_neuralef fits >= 10x faster than laplace_torch_ella (MNIST-1D CNN, median of "
-                     f"{fits['repeats']} repeats)", speed["median"] >= 10,
-                    f"{speed['median']:.1f}x [{speed['min']:.1f}, {speed['max']:.1f}] "
-                    f"({fits['seconds']['ella_neuralef']['median']:.1f} s vs "
-                    f"{fits['seconds']['laplace_torch_ella']['median']:.1f} s; benchmarks/fit_speed.py)"))
+        out.append(
+            (
+                f"ella_neuralef fits >= 10x faster than laplace_torch_ella (MNIST-1D CNN, median of "
+                f"{fits['repeats']} repeats)",
+                speed["median"] >= 10,
+                f"{speed['median']:.1f}x [{speed['min']:.1f}, {speed['max']:.1f}] "
+                f"({fits['seconds']['ella_neuralef']['median']:.1f} s vs "
+                f"{fits['seconds']['laplace_torch_ella']['median']:.1f} s; benchmarks/fit_speed.py)",
+            )
+        )
     elif nef and "laplace_torch_ella" in rows:
         lt = rows["laplace_torch_ella"]
         speed = lt["fit_seconds"] / nef["fit_seconds"]
-        out.append(("ella_neuralef fits >= 10x faster than laplace_torch_ella (MNIST-1D CNN)", speed >= 10,
-                    f"{speed:.1f}x ({nef['fit_seconds']:.1f} s vs {lt['fit_seconds']:.1f} s)"))
+        out.append(
+            (
+                "ella_neuralef fits >= 10x faster than laplace_torch_ella (MNIST-1D CNN)",
+                speed >= 10,
+                f"{speed:.1f}x ({nef['fit_seconds']:.1f} s vs {lt['fit_seconds']:.1f} s)",
+            )
+        )
     if nef and "kfac_lla" in rows:
         speed = rows["kfac_lla"]["predict_vs_map"] / nef["predict_vs_map"]
         out.append(("ella_neuralef predicts >= 50x faster than kfac_lla (MNIST-1D CNN)", speed >= 50, f"{speed:.0f}x"))
@@ -98,22 +127,32 @@ def targets(results: dict, small: list[dict] = (), exact: dict | None = None,
                 if method in by_method:
                     auroc = by_method[method]["auroc"]
                     held = abs(auroc - reference) <= 0.02 if method == "ella_neuralef_residual" else None
-                    out.append((f"OOD AUROC ({key}, {set_name}): {method}"
-                                + (" within 0.02 of exact LLA" if held is not None else ", distance to exact LLA"),
-                                held, f"{auroc:.4f} vs {reference:.4f} ({auroc - reference:+.4f})"))
+                    out.append(
+                        (
+                            f"OOD AUROC ({key}, {set_name}): {method}"
+                            + (" within 0.02 of exact LLA" if held is not None else ", distance to exact LLA"),
+                            held,
+                            f"{auroc:.4f} vs {reference:.4f} ({auroc - reference:+.4f})",
+                        )
+                    )
     return out
 
 
 def readme_table(results: dict, command: str, out: str = "benchmarks/results") -> str:
     env = results["environment"]
-    lines = [f"Generated by `{command}` (torch {env['torch']}, {env['threads']} CPU thread(s), seed "
-             f"{results['seed']}; {results['link']} link for every Gaussian predictive; ECE with "
-             f"{results['ece_bins']} bins). 'predict / MAP' is the prediction time as a multiple of the MAP "
-             "forward pass (median of 3 timings on 2,000 test inputs, each paired with a MAP forward pass; the "
-             "spread is in results.md); 'NLL gap to exact' and 'var. rel. err' compare with the exact full-GGN LLA "
-             "on the "
-             f"same network; AUROC uses the predictive entropy. Full tables: `{out}/results.md`.\n",
-             headline_table(results), "**Targets**\n", "| target | held | measured |", "|---|---|---|"]
+    lines = [
+        f"Generated by `{command}` (torch {env['torch']}, {env['threads']} CPU thread(s), seed "
+        f"{results['seed']}; {results['link']} link for every Gaussian predictive; ECE with "
+        f"{results['ece_bins']} bins). 'predict / MAP' is the prediction time as a multiple of the MAP "
+        "forward pass (median of 3 timings on 2,000 test inputs, each paired with a MAP forward pass; the "
+        "spread is in results.md); 'NLL gap to exact' and 'var. rel. err' compare with the exact full-GGN LLA "
+        "on the "
+        f"same network; AUROC uses the predictive entropy. Full tables: `{out}/results.md`.\n",
+        headline_table(results),
+        "**Targets**\n",
+        "| target | held | measured |",
+        "|---|---|---|",
+    ]
     for statement, held, evidence in saved_targets(results):
         lines.append(f"| {statement} | {'yes' if held else 'no' if held is not None else '(stated)'} | {evidence} |")
     for key, reason in results.get("skipped", {}).items():
@@ -152,9 +191,17 @@ def main(argv=None) -> int:
     settings = Settings(neuralef_steps=200, ntk_samples=200) if args.quick else Settings()
     start = time.perf_counter()
     try:
-        results = run_benchmark(problems, out=args.out, methods=args.methods, settings=settings, seed=args.seed,
-                                data_root=args.data_root, threads=args.threads, progress=not args.no_progress,
-                                **sizes)
+        results = run_benchmark(
+            problems,
+            out=args.out,
+            methods=args.methods,
+            settings=settings,
+            seed=args.seed,
+            data_root=args.data_root,
+            threads=args.threads,
+            progress=not args.no_progress,
+            **sizes,
+        )
     except MethodFailed as e:
         print(f"FAILED: {e}", file=sys.stderr)
         return 1
@@ -163,9 +210,9 @@ def main(argv=None) -> int:
     shown = out.resolve().relative_to(ROOT) if out.resolve().is_relative_to(ROOT) else out
     table = readme_table(results, command.strip(), str(shown))
     (out / "README_table.md").write_text(table)
-    (out / "targets.json").write_text(json.dumps([dict(target=s, held=h, measured=e)
-                                                  for s, h, e in saved_targets(results)],
-                                                 indent=2))
+    (out / "targets.json").write_text(
+        json.dumps([dict(target=s, held=h, measured=e) for s, h, e in saved_targets(results)], indent=2)
+    )
     print(table)
     print(f"benchmark finished in {time.perf_counter() - start:.0f} s; results in {out}/")
     if not (args.quick or args.no_readme):

@@ -63,6 +63,7 @@ class TimeCap(Exception):
 
 def capped(seconds: float, fn, *args):
     """``fn(*args)``, or :class:`TimeCap` once ``seconds`` have passed (POSIX alarm, main thread)."""
+
     def stop(*_):
         raise TimeCap()
 
@@ -104,10 +105,14 @@ def repeated(make, repeats: int, *args, device="cpu") -> tuple[object, dict]:
         fits.append(measured(method.fit, *args, device=device))
     middle = sorted(fits, key=lambda fit: fit["seconds"])[len(fits) // 2]
     peaks = [fit["peak_mb"] for fit in fits if fit["peak_mb"] is not None]
-    row = {**middle, "seconds_range": [min(f["seconds"] for f in fits), max(f["seconds"] for f in fits)],
-           "peak_mb": statistics.median(peaks) if peaks else None,
-           "peak_range": [min(peaks), max(peaks)] if peaks else None, "repeats": repeats,
-           "status": "ok" if all(f["status"] == "ok" for f in fits) else middle["status"]}
+    row = {
+        **middle,
+        "seconds_range": [min(f["seconds"] for f in fits), max(f["seconds"] for f in fits)],
+        "peak_mb": statistics.median(peaks) if peaks else None,
+        "peak_range": [min(peaks), max(peaks)] if peaks else None,
+        "repeats": repeats,
+        "status": "ok" if all(f["status"] == "ok" for f in fits) else middle["status"],
+    }
     return method, row
 
 
@@ -121,10 +126,23 @@ def predict_ratio(method, model, x: torch.Tensor, repeats: int = 3) -> dict:
 
 def ella_for(model, settings: dict, seed: int = 0) -> ELLA:
     kernel = EmpiricalNTK(model, "fd", settings["samples"], seed=seed, progress=False)
-    solver = NeuralEF(settings["k"], steps=settings["steps"], batch_size=settings.get("batch", 256),
-                      lr=5e-3, seed=seed, progress=False)
-    return ELLA(model, kernel=kernel, solver=solver, kernel_points=settings["points"], progress=False, seed=seed,
-                batch_size=settings.get("predict_batch", 512))
+    solver = NeuralEF(
+        settings["k"],
+        steps=settings["steps"],
+        batch_size=settings.get("batch", 256),
+        lr=5e-3,
+        seed=seed,
+        progress=False,
+    )
+    return ELLA(
+        model,
+        kernel=kernel,
+        solver=solver,
+        kernel_points=settings["points"],
+        progress=False,
+        seed=seed,
+        batch_size=settings.get("predict_batch", 512),
+    )
 
 
 # ------------------------------------------------------------------------------------------------- the parts
@@ -158,8 +176,11 @@ def _size_worker(rank: int, method: str, n: int, settings: dict, state: str, out
 
 def part_n(args, device) -> list[dict]:
     sizes = (3500, 20000) if args.smoke else (3500, 20000, 100000, 200000)
-    settings = dict(samples=250, steps=2000, k=20, points=5000) if not args.smoke else dict(samples=16, steps=20,
-                                                                                             k=5, points=500)
+    settings = (
+        dict(samples=250, steps=2000, k=20, points=5000)
+        if not args.smoke
+        else dict(samples=16, steps=20, k=5, points=500)
+    )
     model, _ = train_mnist1d_cnn(mnist1d(num_test=1000), progress=False)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -186,17 +207,35 @@ def part_p(args, device) -> list[dict]:
     data = mnist1d(num_test=1000)
     cpu = device.type == "cpu"
     small = dict(samples=250, steps=2000, k=20, points=3500)
-    cases = [(f"mnist1d_cnn_c{c}", lambda c=c: mnist1d_cnn(channels=c), data.train, data.val, data.test.tensors[0],
-              small) for c in ((48, 160, 512) if not args.smoke else (8,))]
+    cases = [
+        (f"mnist1d_cnn_c{c}", lambda c=c: mnist1d_cnn(channels=c), data.train, data.val, data.test.tensors[0], small)
+        for c in ((48, 160, 512) if not args.smoke else (8,))
+    ]
     if not args.smoke:
         resnet20 = dict(samples=64, steps=300, k=20, points=1000, batch=128) if cpu else dict(small, points=5000)
-        cases.append(("resnet20", lambda: cifar_resnet(20), synthetic_images(50000), synthetic_images(2000, 1),
-                      synthetic_images(1000, 2).tensors[0], resnet20))
+        cases.append(
+            (
+                "resnet20",
+                lambda: cifar_resnet(20),
+                synthetic_images(50000),
+                synthetic_images(2000, 1),
+                synthetic_images(1000, 2).tensors[0],
+                resnet20,
+            )
+        )
         from torchvision.models import resnet18
 
         reduced = dict(samples=16, steps=50, k=10, points=200, batch=32) if cpu else dict(small, points=2000)
-        cases.append(("resnet18", lambda: resnet18(num_classes=10), synthetic_images(5000 if cpu else 50000),
-                      synthetic_images(500, 1), synthetic_images(200, 2).tensors[0], reduced))
+        cases.append(
+            (
+                "resnet18",
+                lambda: resnet18(num_classes=10),
+                synthetic_images(5000 if cpu else 50000),
+                synthetic_images(500, 1),
+                synthetic_images(200, 2).tensors[0],
+                reduced,
+            )
+        )
     if args.models:
         cases = [case for case in cases if case[0] in args.models]
     rows = []
@@ -207,15 +246,23 @@ def part_p(args, device) -> list[dict]:
         train, val = DataLoader(train_set, batch_size=256), DataLoader(val_set, batch_size=500)
         post = ella_for(model, settings)
         fit = measured(post.fit, train, val, device=device)
-        row = {"part": "p", "method": "ella", "model": name, "N": len(train_set), "P": num_parameters(model),
-               **settings, **fit}
+        row = {
+            "part": "p",
+            "method": "ella",
+            "model": name,
+            "N": len(train_set),
+            "P": num_parameters(model),
+            **settings,
+            **fit,
+        }
         row.update(predict_ratio(post, model, test_x.to(device)))
         rows.append(row)
         print(json.dumps(row), flush=True)
         kfac = KFACLLA(model, prior="marglik", progress=False)
         fit = measured(kfac.fit, train, device=device, cap=args.cap)
-        rows.append({"part": "p", "method": "kfac_lla", "model": name, "N": len(train_set),
-                     "P": num_parameters(model), **fit})
+        rows.append(
+            {"part": "p", "method": "kfac_lla", "model": name, "N": len(train_set), "P": num_parameters(model), **fit}
+        )
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -226,13 +273,25 @@ def part_k(args, device) -> list[dict]:
     model = model.to(device)
     train, val = DataLoader(data.train, batch_size=512), DataLoader(data.val, batch_size=1000)
     rows = []
-    for k in ((10, 20, 50) if not args.smoke else (3, 6)):
-        settings = dict(samples=250, steps=2000, k=k, points=5000) if not args.smoke else dict(samples=16, steps=20,
-                                                                                                  k=k, points=500)
+    for k in (10, 20, 50) if not args.smoke else (3, 6):
+        settings = (
+            dict(samples=250, steps=2000, k=k, points=5000)
+            if not args.smoke
+            else dict(samples=16, steps=20, k=k, points=500)
+        )
         post = ella_for(model, settings)
         fit = measured(post.fit, train, val, device=device)
-        rows.append({"part": "k", "method": "ella", "N": len(data.train), "P": num_parameters(model), **settings,
-                     **fit, **predict_ratio(post, model, data.test.tensors[0].to(device))})
+        rows.append(
+            {
+                "part": "k",
+                "method": "ella",
+                "N": len(data.train),
+                "P": num_parameters(model),
+                **settings,
+                **fit,
+                **predict_ratio(post, model, data.test.tensors[0].to(device)),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -246,14 +305,26 @@ def part_m(args, device) -> list[dict]:
     train, val = DataLoader(data.train, batch_size=512), DataLoader(data.val, batch_size=1000)
     test = DataLoader(data.test, batch_size=1000)
     rows = []
-    for points in ((250, 500, 1000, 2000, 3500) if not args.smoke else (100, 200)):
+    for points in (250, 500, 1000, 2000, 3500) if not args.smoke else (100, 200):
         for seed in (0, 1):
-            settings = dict(samples=250, steps=2000, k=20, points=points) if not args.smoke else dict(
-                samples=16, steps=20, k=5, points=points)
+            settings = (
+                dict(samples=250, steps=2000, k=20, points=points)
+                if not args.smoke
+                else dict(samples=16, steps=20, k=5, points=points)
+            )
             post = ella_for(model, settings, seed=seed)
             fit = measured(post.fit, train, val, device=device)
-            rows.append({"part": "m", "method": "ella", "seed": seed, "N": len(data.train), **settings,
-                         **fit, "test_nll": evaluate(post, test)["nll"]})
+            rows.append(
+                {
+                    "part": "m",
+                    "method": "ella",
+                    "seed": seed,
+                    "N": len(data.train),
+                    **settings,
+                    **fit,
+                    "test_nll": evaluate(post, test)["nll"],
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -287,12 +358,26 @@ def part_processes(args, device) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         for size in (1, 2):
             out = os.path.join(tmp, f"p{size}.json")
-            mp.spawn(_features_worker, args=(size, f"file://{tmp}/rendezvous{size}", out, samples, points),
-                     nprocs=size, join=True)
+            mp.spawn(
+                _features_worker,
+                args=(size, f"file://{tmp}/rendezvous{size}", out, samples, points),
+                nprocs=size,
+                join=True,
+            )
             result = json.loads(Path(out).read_text())
-            rows.append({"part": "processes", "processes": size, "threads_each": 1, "samples": samples,
-                         "points": points, "seconds": statistics.median(result["seconds"]),
-                         "min": min(result["seconds"]), "max": max(result["seconds"]), "checksum": result["checksum"]})
+            rows.append(
+                {
+                    "part": "processes",
+                    "processes": size,
+                    "threads_each": 1,
+                    "samples": samples,
+                    "points": points,
+                    "seconds": statistics.median(result["seconds"]),
+                    "min": min(result["seconds"]),
+                    "max": max(result["seconds"]),
+                    "checksum": result["checksum"],
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     rows[-1]["speedup"] = rows[0]["seconds"] / rows[-1]["seconds"]
     rows[-1]["same_features"] = math.isclose(rows[0]["checksum"], rows[-1]["checksum"], rel_tol=1e-9)
@@ -342,8 +427,11 @@ def main(argv=None) -> int:
     for part in args.parts:
         new = PARTS[part](args, device)  # they replace the earlier rows of the same measurement
         rows = [r for r in rows if _identity(r) not in {_identity(n) for n in new}] + new
-        path.write_text(json.dumps({"device": str(device), "threads": args.threads, "torch": torch.__version__,
-                                    "rows": rows}, indent=2))
+        path.write_text(
+            json.dumps(
+                {"device": str(device), "threads": args.threads, "torch": torch.__version__, "rows": rows}, indent=2
+            )
+        )
     for part, x_key in (("n", "N"), ("p", "P"), ("k", "k"), ("m", "points")):
         if any(r.get("part") == part for r in rows):
             plot(rows, part, x_key, out / f"scale_{part}.png")

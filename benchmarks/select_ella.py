@@ -36,9 +36,16 @@ def fit(problem, train, val, ntk_samples: int, neuralef_steps: int, lr: float, s
     kernel = EmpiricalNTK(problem.model, "fd", ntk_samples, seed=seed, progress=False)
     solver = NeuralEF(20, steps=neuralef_steps, lr=lr, seed=seed, progress=False)
     post = ELLA(problem.model, kernel=kernel, solver=solver, fold_in="tune", seed=seed, progress=False).fit(train, val)
-    return {"ntk_samples": ntk_samples, "neuralef_steps": neuralef_steps, "lr": lr, "seed": seed,
-            "val_nll": float(post.search_.scores.min()), "fit_seconds": time.perf_counter() - start,
-            "prior_precision": post.prior_precision_, "num_folded": post.num_folded_}
+    return {
+        "ntk_samples": ntk_samples,
+        "neuralef_steps": neuralef_steps,
+        "lr": lr,
+        "seed": seed,
+        "val_nll": float(post.search_.scores.min()),
+        "fit_seconds": time.perf_counter() - start,
+        "prior_precision": post.prior_precision_,
+        "num_folded": post.num_folded_,
+    }
 
 
 def main(argv=None) -> int:
@@ -52,18 +59,33 @@ def main(argv=None) -> int:
     for values in itertools.product(*GRID.values()):
         seeds = [fit(problem, train, val, **dict(zip(GRID, values)), seed=s) for s in SEEDS]
         runs += seeds
-        settings.append({**dict(zip(GRID, values)), "val_nll": statistics.mean(r["val_nll"] for r in seeds),
-                         "fit_seconds": statistics.mean(r["fit_seconds"] for r in seeds),
-                         "seed_std": statistics.stdev(r["val_nll"] for r in seeds)})
+        settings.append(
+            {
+                **dict(zip(GRID, values)),
+                "val_nll": statistics.mean(r["val_nll"] for r in seeds),
+                "fit_seconds": statistics.mean(r["fit_seconds"] for r in seeds),
+                "seed_std": statistics.stdev(r["val_nll"] for r in seeds),
+            }
+        )
         print(settings[-1], flush=True)
     spread = statistics.mean(r["seed_std"] ** 2 for r in settings) ** 0.5  # pooled over the grid
     best = min(r["val_nll"] for r in settings)
     ties = [r for r in settings if r["val_nll"] <= best + 2 * spread]
     chosen = min(ties, key=lambda r: r["fit_seconds"])
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"rule": "cheapest setting within 2 pooled seed-std of the best mean validation NLL",
-                               "seed_std": spread, "settings": settings, "runs": runs, "best_val_nll": best,
-                               "chosen": chosen}, indent=2))
+    OUT.write_text(
+        json.dumps(
+            {
+                "rule": "cheapest setting within 2 pooled seed-std of the best mean validation NLL",
+                "seed_std": spread,
+                "settings": settings,
+                "runs": runs,
+                "best_val_nll": best,
+                "chosen": chosen,
+            },
+            indent=2,
+        )
+    )
     print(f"seed std {spread:.4f}; best val NLL {best:.4f}; chosen {chosen}")
     return 0
 

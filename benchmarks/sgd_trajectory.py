@@ -44,11 +44,14 @@ def best_predict_seconds(method, loader, repeats: int) -> float:
 def claims(rows: dict) -> dict:
     """The three checks of the SGD-trajectory rows against MAP and SWAG, on one model's rows."""
     ella, swag, map_ = rows["ella_sgd_trajectory"], rows["swag"], rows["map"]
-    return {"nll_below_map": ella["nll"] < map_["nll"], "ece_below_map": ella["ece"] < map_["ece"],
-            "nll_within_10pct_of_swag": ella["nll"] <= 1.1 * swag["nll"],
-            "nll_ratio_to_swag": ella["nll"] / swag["nll"],
-            "predict_speedup_over_swag": swag["predict_seconds"] / ella["predict_seconds"],
-            "predict_speedup_over_swag_best_of_repeats": swag["predict_seconds_best"] / ella["predict_seconds_best"]}
+    return {
+        "nll_below_map": ella["nll"] < map_["nll"],
+        "ece_below_map": ella["ece"] < map_["ece"],
+        "nll_within_10pct_of_swag": ella["nll"] <= 1.1 * swag["nll"],
+        "nll_ratio_to_swag": ella["nll"] / swag["nll"],
+        "predict_speedup_over_swag": swag["predict_seconds"] / ella["predict_seconds"],
+        "predict_speedup_over_swag_best_of_repeats": swag["predict_seconds_best"] / ella["predict_seconds_best"],
+    }
 
 
 def main(argv=None) -> dict:
@@ -70,31 +73,58 @@ def main(argv=None) -> dict:
     train = DataLoader(data.train, batch_size=256)
     val = DataLoader(data.val, batch_size=500)
     test = DataLoader(data.test, batch_size=1000)
-    report = {"benchmark": "sgd_trajectory", "dataset": "mnist1d", "seed": args.seed, "num_train": len(data.train),
-              "num_val": len(data.val), "num_test": len(data.test), "k": args.k,
-              "neuralef_steps": args.neuralef_steps, "storage": args.storage, "environment": environment(),
-              "ece": "15 equal-width bins, top-label confidence", "models": {}, "trajectories": {}, "claims": {}}
+    report = {
+        "benchmark": "sgd_trajectory",
+        "dataset": "mnist1d",
+        "seed": args.seed,
+        "num_train": len(data.train),
+        "num_val": len(data.val),
+        "num_test": len(data.test),
+        "k": args.k,
+        "neuralef_steps": args.neuralef_steps,
+        "storage": args.storage,
+        "environment": environment(),
+        "ece": "15 equal-width bins, top-label confidence",
+        "models": {},
+        "trajectories": {},
+        "claims": {},
+    }
     for name in args.models:
         model, history = TRAINERS[name](data, seed=args.seed, progress=args.progress)
         start = time.perf_counter()
-        methods = trajectory_methods(data, model, history["recipe"], k=args.k, neuralef_steps=args.neuralef_steps,
-                                     storage_dtype=STORAGE[args.storage], seed=args.seed, progress=args.progress)
+        methods = trajectory_methods(
+            data,
+            model,
+            history["recipe"],
+            k=args.k,
+            neuralef_steps=args.neuralef_steps,
+            storage_dtype=STORAGE[args.storage],
+            seed=args.seed,
+            progress=args.progress,
+        )
         record_seconds = time.perf_counter() - start
         trajectory = methods["swag"].trajectory
-        report["trajectories"][name] = {"snapshots": trajectory.num_snapshots, "phase": trajectory.meta["phase"],
-                                        "phase_seconds": trajectory.meta["phase_seconds"],
-                                        "record_seconds": trajectory.meta["record_seconds"],
-                                        "seconds": record_seconds, "map_recipe": history["recipe"]}
+        report["trajectories"][name] = {
+            "snapshots": trajectory.num_snapshots,
+            "phase": trajectory.meta["phase"],
+            "phase_seconds": trajectory.meta["phase_seconds"],
+            "record_seconds": trajectory.meta["record_seconds"],
+            "seconds": record_seconds,
+            "map_recipe": history["recipe"],
+        }
         methods = {"map": MAP(model), **methods}
         rows = {}
         for method_name, method in methods.items():
             rows[method_name] = run_method(method, train, val, test, args.progress)[0]
-            rows[method_name]["predict_seconds_best"] = min(rows[method_name]["predict_seconds"],
-                                                            best_predict_seconds(method, test, args.repeats - 1))
+            rows[method_name]["predict_seconds_best"] = min(
+                rows[method_name]["predict_seconds"], best_predict_seconds(method, test, args.repeats - 1)
+            )
         report["models"][name] = rows
         report["claims"][name] = claims(rows)
-        print(f"\nMNIST-1D {name}: {len(data.test)} test points, trajectory of {trajectory.num_snapshots} snapshots "
-              f"({record_seconds:.1f} s); ECE: 15 equal-width bins, top label")
+        print(
+            f"\nMNIST-1D {name}: {len(data.test)} test points, trajectory of {trajectory.num_snapshots} snapshots "
+            f"({record_seconds:.1f} s); ECE: 15 equal-width bins, top label"
+        )
         print(markdown_table(rows, COLUMNS))
         print(json.dumps(report["claims"][name]))
     out = Path(args.out)

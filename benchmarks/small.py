@@ -34,8 +34,11 @@ from ella.methods import ELLA
 from ella.metrics import nll
 
 #: name -> (loader, hidden widths): about 2,000 weights each
-TABLES = {"breast_cancer": (load_breast_cancer, (32, 32)), "digits": (load_digits, (24, 24)),
-          "wine": (load_wine, (40, 40))}
+TABLES = {
+    "breast_cancer": (load_breast_cancer, (32, 32)),
+    "digits": (load_digits, (24, 24)),
+    "wine": (load_wine, (40, 40)),
+}
 
 
 def splits(load, num_train: int = 400, seed: int = 0):
@@ -52,8 +55,9 @@ def splits(load, num_train: int = 400, seed: int = 0):
 
 def fitted(model, train, val, **options) -> tuple[ELLA, float]:
     start = time.perf_counter()
-    post = ELLA(model, progress=False, **options).fit(DataLoader(TensorDataset(*train), batch_size=128),
-                                                      DataLoader(TensorDataset(*val), batch_size=256))
+    post = ELLA(model, progress=False, **options).fit(
+        DataLoader(TensorDataset(*train), batch_size=128), DataLoader(TensorDataset(*val), batch_size=256)
+    )
     return post, time.perf_counter() - start
 
 
@@ -69,36 +73,61 @@ def main(argv=None) -> None:
         train, val, test = splits(load)
         C = int(train[1].max()) + 1
         model = mlp(train[0].shape[1], hidden, C, seed=0)
-        train_map(model, DataLoader(TensorDataset(*train), batch_size=64, shuffle=True), epochs=100,
-                  weight_decay=1e-4, progress=False)
+        train_map(
+            model,
+            DataLoader(TensorDataset(*train), batch_size=64, shuffle=True),
+            epochs=100,
+            weight_decay=1e-4,
+            progress=False,
+        )
         model.eval()
         seconds, post = [], None
         for _ in range(args.repeats):
             post, s = fitted(model, train, val)
             seconds.append(s)
-        exact, exact_s = fitted(model, train, val, kernel=EmpiricalNTK(model, estimator="exact", progress=False),
-                                solver=ExactEigen(post.k))
+        exact, exact_s = fitted(
+            model, train, val, kernel=EmpiricalNTK(model, estimator="exact", progress=False), solver=ExactEigen(post.k)
+        )
         neuralef, neuralef_s = fitted(model, train, val, solver="neuralef")
-        scores = {label: nll(p.predict(test[0]), test[1]) for label, p in
-                  (("default", post), ("exact", exact), ("neuralef", neuralef))}
-        rows.append({"table": name, "N": len(train[0]), "C": C, "P": sum(p.numel() for p in model.parameters()),
-                     "chosen": post.solver_.kind, "fit_seconds": statistics.median(seconds),
-                     "fit_min": min(seconds), "fit_max": max(seconds), "nll": scores["default"],
-                     "exact_nll": scores["exact"], "exact_fit_seconds": exact_s,
-                     "nll_gap": scores["default"] / scores["exact"] - 1, "neuralef_nll": scores["neuralef"],
-                     "neuralef_fit_seconds": neuralef_s})
+        scores = {
+            label: nll(p.predict(test[0]), test[1])
+            for label, p in (("default", post), ("exact", exact), ("neuralef", neuralef))
+        }
+        rows.append(
+            {
+                "table": name,
+                "N": len(train[0]),
+                "C": C,
+                "P": sum(p.numel() for p in model.parameters()),
+                "chosen": post.solver_.kind,
+                "fit_seconds": statistics.median(seconds),
+                "fit_min": min(seconds),
+                "fit_max": max(seconds),
+                "nll": scores["default"],
+                "exact_nll": scores["exact"],
+                "exact_fit_seconds": exact_s,
+                "nll_gap": scores["default"] / scores["exact"] - 1,
+                "neuralef_nll": scores["neuralef"],
+                "neuralef_fit_seconds": neuralef_s,
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "small.json").write_text(json.dumps({"threads": args.threads, "repeats": args.repeats,
-                                                "torch": torch.__version__, "rows": rows}, indent=2))
+    (out / "small.json").write_text(
+        json.dumps(
+            {"threads": args.threads, "repeats": args.repeats, "torch": torch.__version__, "rows": rows}, indent=2
+        )
+    )
     print(f"\n`python benchmarks/small.py` ({args.threads} thread(s), median of {args.repeats} fits [min, max])\n")
     print("| table | N | C | P | default picks | default fit s | default NLL | exact NLL | gap | NeuralEF fit s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['table']} | {r['N']} | {r['C']} | {r['P']:,} | {r['chosen']} | {r['fit_seconds']:.2f} "
-              f"[{r['fit_min']:.2f}, {r['fit_max']:.2f}] | {r['nll']:.4f} | {r['exact_nll']:.4f} | "
-              f"{100 * r['nll_gap']:+.2f}% | {r['neuralef_fit_seconds']:.1f} |")
+        print(
+            f"| {r['table']} | {r['N']} | {r['C']} | {r['P']:,} | {r['chosen']} | {r['fit_seconds']:.2f} "
+            f"[{r['fit_min']:.2f}, {r['fit_max']:.2f}] | {r['nll']:.4f} | {r['exact_nll']:.4f} | "
+            f"{100 * r['nll_gap']:+.2f}% | {r['neuralef_fit_seconds']:.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -28,11 +28,15 @@ def check_model(model: nn.Module, name: str = "model") -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"`{name}` must be a torch.nn.Module, got {type(model).__name__}")
     if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-        raise TypeError(f"`{name}` is wrapped in {type(model).__name__}: pass the network itself, `{name}.module` "
-                        "(ella splits the data over processes itself; see docs/distributed.md)")
+        raise TypeError(
+            f"`{name}` is wrapped in {type(model).__name__}: pass the network itself, `{name}.module` "
+            "(ella splits the data over processes itself; see docs/distributed.md)"
+        )
     if type(model).__name__ == "OptimizedModule" and hasattr(model, "_orig_mod"):
-        raise TypeError(f"`{name}` is compiled by torch.compile: pass the module it compiled, `{name}._orig_mod` "
-                        "(its parameter names carry a `_orig_mod.` prefix, and ella transforms the forward itself)")
+        raise TypeError(
+            f"`{name}` is compiled by torch.compile: pass the module it compiled, `{name}._orig_mod` "
+            "(its parameter names carry a `_orig_mod.` prefix, and ella transforms the forward itself)"
+        )
     check_mode(model, name)
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError(f"`{name}` has no parameters that require grad")
@@ -47,8 +51,10 @@ def check_mode(model: nn.Module, name: str = "model") -> None:
     if model.training:
         layers = sorted({type(m).__name__ for m in model.modules() if isinstance(m, _MODE_DEPENDENT)})
         if layers:
-            raise ValueError(f"`{name}` is in training mode and has {', '.join(layers)} layers: call `{name}.eval()` "
-                             "first so that predictions use fixed statistics and no dropout")
+            raise ValueError(
+                f"`{name}` is in training mode and has {', '.join(layers)} layers: call `{name}.eval()` "
+                "first so that predictions use fixed statistics and no dropout"
+            )
 
 
 @torch.no_grad()
@@ -60,8 +66,10 @@ def check_deterministic(model: nn.Module, probe, name: str = "model", inputs: st
     check_finite_outputs(first, inputs)
     scale = float(first.abs().max())  # relative to the outputs themselves: a network of tiny outputs included
     if not torch.allclose(first, second, rtol=1e-4, atol=1e-5 * scale):
-        raise ValueError(f"`{name}` gives different outputs for the same input: a random layer (dropout?) is active; "
-                         f"call `{name}.eval()`")
+        raise ValueError(
+            f"`{name}` gives different outputs for the same input: a random layer (dropout?) is active; "
+            f"call `{name}.eval()`"
+        )
     return first
 
 
@@ -81,11 +89,14 @@ def check_loader(loader, name: str = "train_loader", reread: bool = False) -> No
     """Reject an object that is not an iterable of batches, one that is known to be empty, and, where the loader is
     read more than once (``reread``), a one-shot iterator (a generator), which would be empty the second time."""
     if isinstance(loader, (torch.Tensor, str, bytes)) or not hasattr(loader, "__iter__"):
-        raise TypeError(f"`{name}` must be an iterable of (x, y) batches such as a DataLoader, got "
-                        f"{type(loader).__name__}")
+        raise TypeError(
+            f"`{name}` must be an iterable of (x, y) batches such as a DataLoader, got {type(loader).__name__}"
+        )
     if reread and isinstance(loader, Iterator):
-        raise TypeError(f"`{name}` is a one-shot iterator ({type(loader).__name__}): `fit` reads it more than once, "
-                        "and it would be empty the second time; pass a DataLoader or a list of (x, y) batches")
+        raise TypeError(
+            f"`{name}` is a one-shot iterator ({type(loader).__name__}): `fit` reads it more than once, "
+            "and it would be empty the second time; pass a DataLoader or a list of (x, y) batches"
+        )
     if isinstance(loader, DataLoader):
         try:
             n = len(loader.dataset)
@@ -110,10 +121,17 @@ def check_positive_int(value, name: str) -> int:
 
 def check_float(value, name: str, minimum: float = 0.0, inclusive: bool = False) -> float:
     """Return ``value`` as a float if it is a finite real number above ``minimum`` (or equal, if ``inclusive``)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (
-            value < minimum if inclusive else value <= minimum):
-        bound = f"finite number >= {minimum:g}" if inclusive else (
-            "positive finite number" if minimum == 0 else f"finite number > {minimum:g}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or (value < minimum if inclusive else value <= minimum)
+    ):
+        bound = (
+            f"finite number >= {minimum:g}"
+            if inclusive
+            else ("positive finite number" if minimum == 0 else f"finite number > {minimum:g}")
+        )
         raise ValueError(f"`{name}` must be a {bound}, got {value!r}")
     return float(value)
 
@@ -139,11 +157,14 @@ def check_grid(values, name: str) -> torch.Tensor:
 def check_labels(y: torch.Tensor, num_classes: int, name: str = "train_loader") -> None:
     """Classification labels must be integers in ``[0, num_classes)``."""
     if not isinstance(y, torch.Tensor) or y.dtype.is_floating_point or y.dtype == torch.bool:
-        raise ValueError(f"labels of `{name}` must be an integer tensor of class indices, got "
-                         f"{getattr(y, 'dtype', type(y).__name__)}")
+        raise ValueError(
+            f"labels of `{name}` must be an integer tensor of class indices, got "
+            f"{getattr(y, 'dtype', type(y).__name__)}"
+        )
     if y.numel() and (y.min() < 0 or y.max() >= num_classes):
-        raise ValueError(f"labels of `{name}` must lie in [0, {num_classes}), got range "
-                         f"[{int(y.min())}, {int(y.max())}]")
+        raise ValueError(
+            f"labels of `{name}` must lie in [0, {num_classes}), got range [{int(y.min())}, {int(y.max())}]"
+        )
 
 
 def check_gram(gram: torch.Tensor, name: str = "kernel", rtol: float = 1e-6) -> None:
@@ -172,8 +193,10 @@ def check_targets(y, rows: int, num_outputs: int, likelihood: str, name: str) ->
     if not y.dtype.is_floating_point:
         raise ValueError(f"regression targets of `{name}` must be floating point, got {y.dtype}")
     if y[0].numel() != num_outputs:
-        raise ValueError(f"regression targets of `{name}` must have {num_outputs} values per input (the model's "
-                         f"outputs), got shape {tuple(y.shape)}")
+        raise ValueError(
+            f"regression targets of `{name}` must have {num_outputs} values per input (the model's "
+            f"outputs), got shape {tuple(y.shape)}"
+        )
     if not torch.isfinite(y).all():
         raise ValueError(f"regression targets of `{name}` hold nan or inf values")
     return y.reshape(rows, num_outputs)
@@ -184,8 +207,9 @@ def check_finite_outputs(out: torch.Tensor, where: str, first: int = 0) -> None:
     bad = (~torch.isfinite(out.reshape(len(out), -1)).all(1)).nonzero()[:, 0]
     if len(bad):
         rows = ", ".join(str(first + int(i)) for i in bad[:5]) + (", ..." if len(bad) > 5 else "")
-        raise ValueError(f"the model's outputs on {len(bad)} input(s) of {where} are not finite (NaN or inf): rows "
-                         f"{rows}")
+        raise ValueError(
+            f"the model's outputs on {len(bad)} input(s) of {where} are not finite (NaN or inf): rows {rows}"
+        )
 
 
 def model_signature(model: nn.Module) -> tuple:
@@ -195,9 +219,11 @@ def model_signature(model: nn.Module) -> tuple:
     ``p.add_(...)`` under ``no_grad``). Writes through ``p.data`` are not seen: the full fingerprint of the
     values is checked when a posterior is loaded (:func:`ella.files.fingerprint`)."""
     modules = tuple((name, type(m).__qualname__) for name, m in model.named_modules())
-    tensors = tuple((kind, name, id(t), tuple(t.shape), t.dtype, t.requires_grad, t._version)
-                    for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers()))
-                    for name, t in named)
+    tensors = tuple(
+        (kind, name, id(t), tuple(t.shape), t.dtype, t.requires_grad, t._version)
+        for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers()))
+        for name, t in named
+    )
     return modules, tensors
 
 
@@ -206,8 +232,11 @@ def check_unchanged(model: nn.Module, signature: tuple, name: str = "model") -> 
     modules, tensors = model_signature(model)
     if modules != signature[0]:
         changed = next(((a, b) for a, b in zip(signature[0], modules) if a != b), None)
-        what = (f"module {changed[0][0] or '<root>'!r} was a {changed[0][1]} and is a {changed[1][1]}" if changed
-                else f"it had {len(signature[0])} modules and has {len(modules)}")
+        what = (
+            f"module {changed[0][0] or '<root>'!r} was a {changed[0][1]} and is a {changed[1][1]}"
+            if changed
+            else f"it had {len(signature[0])} modules and has {len(modules)}"
+        )
         raise ValueError(f"`{name}`'s architecture changed since `fit` ({what}): fit again")
     if tensors != signature[1]:
         old = {t[:2]: t for t in signature[1]}
@@ -215,8 +244,17 @@ def check_unchanged(model: nn.Module, signature: tuple, name: str = "model") -> 
             before = old.get(now[:2])
             if before != now:
                 kind, tensor = now[:2]
-                how = ("is new" if before is None else "was replaced" if before[2] != now[2]
-                       else "changed its requires_grad" if before[5] != now[5] else "was modified in place")
-                raise ValueError(f"`{name}` changed since `fit`: {kind} {tensor!r} {how}; the posterior belongs to the "
-                                 "weights it was fitted to: fit again (or load it onto those weights)")
+                how = (
+                    "is new"
+                    if before is None
+                    else "was replaced"
+                    if before[2] != now[2]
+                    else "changed its requires_grad"
+                    if before[5] != now[5]
+                    else "was modified in place"
+                )
+                raise ValueError(
+                    f"`{name}` changed since `fit`: {kind} {tensor!r} {how}; the posterior belongs to the "
+                    "weights it was fitted to: fit again (or load it onto those weights)"
+                )
         raise ValueError(f"`{name}` changed since `fit`: a parameter or buffer was removed; fit again")

@@ -40,8 +40,9 @@ def split_batch(batch, name: str = "train_loader") -> tuple[Inputs, torch.Tensor
     """``(inputs, targets)`` of one batch; ``targets`` is ``None`` for a bare input tensor."""
     if isinstance(batch, Mapping):
         if TARGET_KEY not in batch:
-            raise ValueError(f"dict batches of `{name}` must hold the targets under {TARGET_KEY!r}; got keys "
-                             f"{sorted(batch)}")
+            raise ValueError(
+                f"dict batches of `{name}` must hold the targets under {TARGET_KEY!r}; got keys {sorted(batch)}"
+            )
         inputs = {key: value for key, value in batch.items() if key != TARGET_KEY}
         return inputs, batch[TARGET_KEY]
     if isinstance(batch, torch.Tensor):
@@ -49,8 +50,10 @@ def split_batch(batch, name: str = "train_loader") -> tuple[Inputs, torch.Tensor
     if isinstance(batch, (tuple, list)):
         if len(batch) in (1, 2):  # (x,) holds inputs only, as a TensorDataset of inputs yields
             return batch[0], batch[1] if len(batch) == 2 else None
-        raise ValueError(f"`{name}` must yield (x, y) batches; got a batch of {len(batch)} fields (extra fields "
-                         "such as sample weights are not supported)")
+        raise ValueError(
+            f"`{name}` must yield (x, y) batches; got a batch of {len(batch)} fields (extra fields "
+            "such as sample weights are not supported)"
+        )
     raise TypeError(f"`{name}` must yield (x, y) tuples or dicts with {TARGET_KEY!r}, got {type(batch).__name__}")
 
 
@@ -114,8 +117,11 @@ def logits(out) -> torch.Tensor:
         found = out
         out = out.get("logits") if isinstance(out, Mapping) else getattr(out, "logits", None)
         if not isinstance(out, torch.Tensor):
-            what = (f"a dict with keys {sorted(map(str, found))[:8]} and no `logits`" if isinstance(found, Mapping)
-                    else f"a {type(found).__name__} without a `logits` tensor")
+            what = (
+                f"a dict with keys {sorted(map(str, found))[:8]} and no `logits`"
+                if isinstance(found, Mapping)
+                else f"a {type(found).__name__} without a `logits` tensor"
+            )
             raise TypeError(f"the model must return a tensor or an object with a `logits` tensor; it returned {what}")
     return out.reshape(out.shape[0], -1)
 
@@ -167,6 +173,7 @@ def recorded_calls(modules: Mapping[str, nn.Module]):
         def record(_, inputs, output):
             if threading.get_ident() == thread:
                 seen.append((name, inputs[0], output))
+
         return record
 
     hooks = [module.register_forward_hook(hook(name)) for name, module in modules.items()]
@@ -223,17 +230,21 @@ def check_spec(x: Inputs, expected, name: str = "x") -> None:
     found = spec(x)
     if isinstance(expected, dict) and "shape" not in expected:
         if not isinstance(found, dict) or set(found) != set(expected):
-            raise ValueError(f"`{name}` must be a dict with the keys {sorted(expected)}, got "
-                             f"{sorted(found) if isinstance(found, dict) else type(x).__name__}")
+            raise ValueError(
+                f"`{name}` must be a dict with the keys {sorted(expected)}, got "
+                f"{sorted(found) if isinstance(found, dict) else type(x).__name__}"
+            )
         for key in expected:
             check_spec(x[key], expected[key], f"{name}[{key!r}]")
         return
     if "shape" not in found:
         raise ValueError(f"`{name}` must be a tensor, got a dict with the keys {sorted(found)}")
     if found["shape"] != expected["shape"]:
-        raise ValueError(f"`{name}` has rows of shape {tuple(found['shape'])}, but the inputs were of shape "
-                         f"{tuple(expected['shape'])} (a batch of them is "
-                         f"(B, {', '.join(map(str, expected['shape']))}))")
+        raise ValueError(
+            f"`{name}` has rows of shape {tuple(found['shape'])}, but the inputs were of shape "
+            f"{tuple(expected['shape'])} (a batch of them is "
+            f"(B, {', '.join(map(str, expected['shape']))}))"
+        )
     floating = [getattr(torch, s["dtype"]).is_floating_point for s in (found, expected)]
     if floating[0] != floating[1]:
         raise ValueError(f"`{name}` has dtype {found['dtype']}, but the inputs were {expected['dtype']}")
@@ -249,8 +260,11 @@ def check_saved_spec(input_spec, where: str) -> dict:
         return {key: check_saved_spec(value, where) for key, value in input_spec.items()}
     shape = input_spec.get("shape") if isinstance(input_spec, dict) else None
     dtype = getattr(torch, str(input_spec.get("dtype")), None) if isinstance(input_spec, dict) else None
-    if (not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
-            or not isinstance(dtype, torch.dtype)):
+    if (
+        not isinstance(shape, list)
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
+        or not isinstance(dtype, torch.dtype)
+    ):
         raise ValueError(f"{where} is malformed: its input description {input_spec!r} is not a row shape and a dtype")
     entries = 1
     for n in shape:

@@ -79,15 +79,28 @@ def _eigen(parser, args) -> int:
     from .experiments.eigen.experiment import run_eigen_experiment
 
     if args.num_points is not None and args.k > args.num_points:
-        parser.error(f"--k {args.k}: at most --num-points ({args.num_points}) eigenpairs can be found from "
-                     f"{args.num_points} points")
+        parser.error(
+            f"--k {args.k}: at most --num-points ({args.num_points}) eigenpairs can be found from "
+            f"{args.num_points} points"
+        )
     if args.num_train is not None and args.k > args.num_train:
-        parser.error(f"--k {args.k}: at most --num-train ({args.num_train}) eigenpairs exist on {args.num_train} "
-                     "inputs")
+        parser.error(
+            f"--k {args.k}: at most --num-train ({args.num_train}) eigenpairs exist on {args.num_train} inputs"
+        )
     _out_folder(parser, args)
-    run_eigen_experiment(kernel=args.kernel, solver=args.solver, data=args.data, k=args.k, steps=args.steps,
-                         num_points=args.num_points, num_train=args.num_train, out=args.out, seed=args.seed,
-                         num_threads=args.threads, progress=not args.no_progress)
+    run_eigen_experiment(
+        kernel=args.kernel,
+        solver=args.solver,
+        data=args.data,
+        k=args.k,
+        steps=args.steps,
+        num_points=args.num_points,
+        num_train=args.num_train,
+        out=args.out,
+        seed=args.seed,
+        num_threads=args.threads,
+        progress=not args.no_progress,
+    )
     return 0
 
 
@@ -108,9 +121,18 @@ def _compare(parser, args) -> int:
         parser.error(f"--data-root {args.data_root}: no such folder")
     _out_folder(parser, args)
     settings = Settings(link=args.link, laplace_prior=args.laplace_prior)
-    results = compare(args.dataset, args.model, out=args.out, methods=args.methods, settings=settings,
-                      seed=args.seed, num_test=args.num_test, data_root=args.data_root, threads=args.threads,
-                      progress=not args.no_progress)
+    results = compare(
+        args.dataset,
+        args.model,
+        out=args.out,
+        methods=args.methods,
+        settings=settings,
+        seed=args.seed,
+        num_test=args.num_test,
+        data_root=args.data_root,
+        threads=args.threads,
+        progress=not args.no_progress,
+    )
     for key, reason in results["skipped"].items():
         print(f"skipped {key}: {reason}")
     if not results["models"]:
@@ -123,10 +145,15 @@ def _compare(parser, args) -> int:
 def _common(sub: argparse.ArgumentParser, out: str, threads: int) -> None:
     sub.add_argument("--out", default=out, help=f"report folder (default: {out}/)")
     sub.add_argument("--overwrite", action="store_true", help="replace a report already in --out")
-    sub.add_argument("--seed", type=_seed, default=0, help="seed of the data, the MAP training and every method "
-                                                            "(default: 0)")
-    sub.add_argument("--threads", type=_positive_int, default=threads,
-                     help=f"torch CPU threads for the whole run (default: {threads})")
+    sub.add_argument(
+        "--seed", type=_seed, default=0, help="seed of the data, the MAP training and every method (default: 0)"
+    )
+    sub.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=threads,
+        help=f"torch CPU threads for the whole run (default: {threads})",
+    )
     sub.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -135,47 +162,77 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ella {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,compare,eigen}")
 
-    demo = sub.add_parser("demo", help="MNIST-1D end to end: MAP vs KFAC-LLA vs last-layer LLA vs ELLA",
-                          description="Train two MAP networks on MNIST-1D (generated locally), fit every method, "
-                                      "print one table per network and write report.json, report.md and "
-                                      "reliability diagrams.")
+    demo = sub.add_parser(
+        "demo",
+        help="MNIST-1D end to end: MAP vs KFAC-LLA vs last-layer LLA vs ELLA",
+        description="Train two MAP networks on MNIST-1D (generated locally), fit every method, "
+        "print one table per network and write report.json, report.md and "
+        "reliability diagrams.",
+    )
     demo.add_argument("--quick", action="store_true", help="2,000 test points and shorter fits, for smoke tests")
     _common(demo, "ella-demo", 2)
     demo.set_defaults(run=_demo)
 
-    cmp = sub.add_parser("compare", help="every method on the same MAP network: quality, cost, fidelity, shift, OOD",
-                         description="Train the data set's MAP network and compare every method on it, with "
-                                     "shifted and out-of-distribution test sets where the data set has them.")
-    cmp.add_argument("--dataset", required=True, help="mnist1d, digits, toy, fashion-mnist (the Debian package "
-                     "dataset-fashion-mnist, or --data-root), or image files on disk (mnist, kmnist, cifar10; see "
-                     "--data-root)")
+    cmp = sub.add_parser(
+        "compare",
+        help="every method on the same MAP network: quality, cost, fidelity, shift, OOD",
+        description="Train the data set's MAP network and compare every method on it, with "
+        "shifted and out-of-distribution test sets where the data set has them.",
+    )
+    cmp.add_argument(
+        "--dataset",
+        required=True,
+        help="mnist1d, digits, toy, fashion-mnist (the Debian package "
+        "dataset-fashion-mnist, or --data-root), or image files on disk (mnist, kmnist, cifar10; see "
+        "--data-root)",
+    )
     cmp.add_argument("--model", default=None, help="the network: cnn or mlp (default: the data set's first)")
     cmp.add_argument("--methods", nargs="+", default=None, help="method names (default: all available)")
-    cmp.add_argument("--link", default="margin", choices=LINKS,
-                     help="link of every Gaussian-predictive method (default: margin)")
-    cmp.add_argument("--laplace-prior", default="gridsearch", choices=("gridsearch", "marglik"),
-                     help="prior precision of the laplace-torch KFAC, diagonal and last-layer baselines: validation "
-                          "NLL or the Laplace marginal likelihood (default: gridsearch)")
-    cmp.add_argument("--num-test", type=_positive_int, default=10000,
-                     help="MNIST-1D / torchvision test points (default: 10000)")
-    cmp.add_argument("--data-root", default=None, help="folder with the image data set's files: its idx files, or "
-                     "torchvision's layout (never downloaded)")
+    cmp.add_argument(
+        "--link", default="margin", choices=LINKS, help="link of every Gaussian-predictive method (default: margin)"
+    )
+    cmp.add_argument(
+        "--laplace-prior",
+        default="gridsearch",
+        choices=("gridsearch", "marglik"),
+        help="prior precision of the laplace-torch KFAC, diagonal and last-layer baselines: validation "
+        "NLL or the Laplace marginal likelihood (default: gridsearch)",
+    )
+    cmp.add_argument(
+        "--num-test", type=_positive_int, default=10000, help="MNIST-1D / torchvision test points (default: 10000)"
+    )
+    cmp.add_argument(
+        "--data-root",
+        default=None,
+        help="folder with the image data set's files: its idx files, or torchvision's layout (never downloaded)",
+    )
     _common(cmp, "ella-compare", 1)
     cmp.set_defaults(run=_compare)
 
-    eigen = sub.add_parser("eigen", help="fit NeuralEF / SpIN / Nystrom eigenfunctions and check them against the "
-                                         "exact answer (table + plots)")
-    eigen.add_argument("--kernel", choices=KERNELS, default="rbf",
-                       help="the kernel (default: rbf, whose eigenfunctions are known in closed form)")
+    eigen = sub.add_parser(
+        "eigen",
+        help="fit NeuralEF / SpIN / Nystrom eigenfunctions and check them against the exact answer (table + plots)",
+    )
+    eigen.add_argument(
+        "--kernel",
+        choices=KERNELS,
+        default="rbf",
+        help="the kernel (default: rbf, whose eigenfunctions are known in closed form)",
+    )
     eigen.add_argument("--solver", choices=SOLVERS, default="neuralef", help="the eigen-solver (default: neuralef)")
-    eigen.add_argument("--data", choices=EIGEN_DATA, default=None,
-                       help="default: gaussian-1d for rbf (closed form), moons for polynomial, circles for nngp, "
-                            "mnist1d for ntk")
+    eigen.add_argument(
+        "--data",
+        choices=EIGEN_DATA,
+        default=None,
+        help="default: gaussian-1d for rbf (closed form), moons for polynomial, circles for nngp, mnist1d for ntk",
+    )
     eigen.add_argument("--k", type=_positive_int, default=5, help="number of eigenpairs (default: 5)")
-    eigen.add_argument("--steps", type=_positive_int, default=3000,
-                       help="NeuralEF / SpIN training steps (default: 3000)")
-    eigen.add_argument("--num-points", type=_positive_int, default=None,
-                       help="Nystrom's M (default: half the training inputs)")
+    eigen.add_argument(
+        "--steps", type=_positive_int, default=3000, help="NeuralEF / SpIN training steps (default: 3000)"
+    )
+    eigen.add_argument(
+        "--num-points", type=_positive_int, default=None, help="Nystrom's M (default: half the training inputs)"
+    )
     eigen.add_argument("--num-train", type=_positive_int, default=None, help="training inputs (default per data set)")
     _common(eigen, "ella-eigen", 1)
     eigen.set_defaults(run=_eigen)

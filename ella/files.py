@@ -120,8 +120,11 @@ def write(path, kind: str, version: int, meta: dict, tensors) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         if isinstance(e, (OSError, RuntimeError)):  # torch reports a short write as a RuntimeError
-            reason = (e.strerror or str(e)) if isinstance(e, OSError) else \
-                "the file system took only part of it (a full disk, or a file-size limit)"
+            reason = (
+                (e.strerror or str(e))
+                if isinstance(e, OSError)
+                else "the file system took only part of it (a full disk, or a file-size limit)"
+            )
             raise OSError(f"cannot save to {path} (the earlier file, if any, is unchanged): {reason}") from None
         raise
     with contextlib.suppress(OSError):  # the rename itself on the disk
@@ -142,12 +145,16 @@ def load(path, map_location=None):
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         if "global" in str(e).lower():  # the unpickler met a function or class it does not allow
-            raise ValueError(f"{path} holds pickled objects other than tensors and plain containers: ella refuses to "
-                             "unpickle them (they could run code)") from None
+            raise ValueError(
+                f"{path} holds pickled objects other than tensors and plain containers: ella refuses to "
+                "unpickle them (they could run code)"
+            ) from None
         raise ValueError(f"{path} is not a readable ella file: its bytes are not a file `torch.save` wrote") from None
     except Exception as e:  # noqa: BLE001 - truncated or corrupted files get one clear error
-        raise ValueError(f"{path} is not a readable ella file: not a file `torch.save` wrote, or a damaged one "
-                         f"({type(e).__name__}: {str(e)[:120]})") from None
+        raise ValueError(
+            f"{path} is not a readable ella file: not a file `torch.save` wrote, or a damaged one "
+            f"({type(e).__name__}: {str(e)[:120]})"
+        ) from None
 
 
 def _check_archive(path) -> None:
@@ -157,12 +164,14 @@ def _check_archive(path) -> None:
         with zipfile.ZipFile(path) as archive:
             entries = archive.infolist()
     except (zipfile.BadZipFile, OSError, ValueError):
-        raise ValueError(f"{path} is not a readable ella file: not a file `torch.save` wrote, or a damaged "
-                         "one") from None
+        raise ValueError(
+            f"{path} is not a readable ella file: not a file `torch.save` wrote, or a damaged one"
+        ) from None
     packed = [e.filename for e in entries if e.compress_type != zipfile.ZIP_STORED]
     if packed:
-        raise ValueError(f"{path} is malformed: it holds compressed entries ({packed[0]}, ...), which "
-                         "`torch.save` never writes")
+        raise ValueError(
+            f"{path} is malformed: it holds compressed entries ({packed[0]}, ...), which `torch.save` never writes"
+        )
 
 
 def read(path, kind: str, version: int, map_location=None) -> tuple[int, dict, dict]:
@@ -233,8 +242,9 @@ def check_tensor(value, shape: tuple, where, name: str, minimum: float | None = 
     if not isinstance(value, torch.Tensor) or not value.dtype.is_floating_point:
         raise ValueError(f"{where} is malformed: entry {name!r} is not a floating-point tensor")
     if tuple(value.shape) != tuple(shape):
-        raise ValueError(f"{where} is malformed: entry {name!r} has shape {tuple(value.shape)}, expected "
-                         f"{tuple(shape)}")
+        raise ValueError(
+            f"{where} is malformed: entry {name!r} has shape {tuple(value.shape)}, expected {tuple(shape)}"
+        )
     if not torch.isfinite(value).all() or (minimum is not None and (value < minimum).any()):
         bound = "" if minimum is None else f" and at least {minimum}"
         raise ValueError(f"{where} is malformed: entry {name!r} must be finite{bound}")
@@ -243,10 +253,16 @@ def check_tensor(value, shape: tuple, where, name: str, minimum: float | None = 
 
 def check_number(value, where, name: str, positive: bool = True) -> float:
     """``value`` as a float if it is a finite (positive) number, else a ``ValueError`` naming the file."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (
-            positive and value <= 0):
-        raise ValueError(f"{where} is malformed: entry {name!r} must be a finite{' positive' if positive else ''} "
-                         f"number, got {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or (positive and value <= 0)
+    ):
+        raise ValueError(
+            f"{where} is malformed: entry {name!r} must be a finite{' positive' if positive else ''} "
+            f"number, got {value!r}"
+        )
     return float(value)
 
 

@@ -70,8 +70,10 @@ def jacobian_rows(model: nn.Module, x, index: torch.Tensor, chunk_size: int = 64
         grad = torch.func.grad(lambda p: batches.functional(model, p, _single(x, xb))[0, cb])(params)
         return torch.cat([t.reshape(-1) for t in grad.values()])
 
-    rows = [vmap(one)(batches.take(x, slice(i, i + chunk_size)), index[i : i + chunk_size])
-            for i in range(0, batches.num_rows(x), chunk_size)]
+    rows = [
+        vmap(one)(batches.take(x, slice(i, i + chunk_size)), index[i : i + chunk_size])
+        for i in range(0, batches.num_rows(x), chunk_size)
+    ]
     return torch.cat(rows)
 
 

@@ -153,8 +153,10 @@ def _regression(mean, targets, var=None):
     m = m.reshape(len(m), -1) if m.ndim == 1 else m
     t = t.reshape(len(t), -1) if t.ndim == 1 else t
     if m.ndim != 2 or m.shape != t.shape or len(m) == 0:
-        raise ValueError(f"`mean` and `targets` must have the same shape (N,) or (N, D), got "
-                         f"{tuple(_np(mean, 'mean').shape)} and {tuple(_np(targets, 'targets').shape)}")
+        raise ValueError(
+            f"`mean` and `targets` must have the same shape (N,) or (N, D), got "
+            f"{tuple(_np(mean, 'mean').shape)} and {tuple(_np(targets, 'targets').shape)}"
+        )
     if var is None:
         return m, t, None
     v = _floats(var, "var").astype(np.float64)
@@ -185,8 +187,13 @@ def rmse(mean, targets) -> float:
 
 def classification_metrics(probs, labels, bins: int = ECE_BINS) -> dict[str, float]:
     """``acc``, ``nll``, ``ece``, ``mce``, ``brier`` of class probabilities against labels."""
-    return {"acc": accuracy(probs, labels), "nll": nll(probs, labels), "ece": ece(probs, labels, bins),
-            "mce": mce(probs, labels, bins), "brier": brier(probs, labels)}
+    return {
+        "acc": accuracy(probs, labels),
+        "nll": nll(probs, labels),
+        "ece": ece(probs, labels, bins),
+        "mce": mce(probs, labels, bins),
+        "brier": brier(probs, labels),
+    }
 
 
 def regression_metrics(mean, var, targets) -> dict[str, float]:

@@ -61,8 +61,9 @@ def scales(evals: torch.Tensor, prior_precision: float, noise_scale: float = 1.0
     return (evals / noise_scale**2 + prior_precision).rsqrt()
 
 
-def factor_basis(evals: torch.Tensor, evecs: torch.Tensor, prior_precision: float,
-                 noise_scale: float = 1.0) -> torch.Tensor:
+def factor_basis(
+    evals: torch.Tensor, evecs: torch.Tensor, prior_precision: float, noise_scale: float = 1.0
+) -> torch.Tensor:
     """``W = U diag((lambda / s^2 + delta)^{-1/2})`` ``(D, D)`` in float64, so that ``W W^T = G^{-1}``."""
     return evecs * scales(evals, prior_precision, noise_scale)
 
@@ -133,8 +134,15 @@ def fit_trace_model(psi: torch.Tensor, trace: torch.Tensor, ridge: float = 0.1) 
     return torch.cat([flat.T @ alpha, squares, alpha.sum()[None]]) * scale
 
 
-def laplace_evidence(evals: torch.Tensor, sum_squares: float, num_values: int, weight_norm: float,
-                     prior_precision: float, noise_scale: float, rest: tuple[float, int] | None = None) -> float:
+def laplace_evidence(
+    evals: torch.Tensor,
+    sum_squares: float,
+    num_values: int,
+    weight_norm: float,
+    prior_precision: float,
+    noise_scale: float,
+    rest: tuple[float, int] | None = None,
+) -> float:
     """The Laplace log marginal likelihood of the linearised model with its weight prior ``N(0, I / delta)``, as
     laplace-torch's ``log_marginal_likelihood`` (regression).
 

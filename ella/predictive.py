@@ -109,8 +109,14 @@ def marginal_variance(factor: torch.Tensor, isotropic: torch.Tensor | None = Non
     return var if isotropic is None else var + isotropic.to(var)[:, None]
 
 
-def link_probs(mean: torch.Tensor, factor: torch.Tensor, link: str = "margin", n_samples: int = 512,
-               seed: int = 0, isotropic: torch.Tensor | None = None) -> torch.Tensor:
+def link_probs(
+    mean: torch.Tensor,
+    factor: torch.Tensor,
+    link: str = "margin",
+    n_samples: int = 512,
+    seed: int = 0,
+    isotropic: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Class probabilities of ``N(mean, F F^T + v I_C)`` under the ``"margin"``, ``"probit"`` or ``"mc"`` link
     (``isotropic``: ``v`` ``(B,)``, or ``None`` for none)."""
     if link == "margin":
@@ -133,9 +139,17 @@ def gaussian_nll(mean: torch.Tensor, var: torch.Tensor, targets: torch.Tensor) -
     return (0.5 * torch.log(2 * math.pi * var) + (targets - mean).pow(2) / (2 * var)).mean(-1)
 
 
-def predictive_nll(mean: torch.Tensor, factor: torch.Tensor, targets: torch.Tensor, likelihood: str,
-                   link: str = "margin", noise=1.0, n_samples: int = 512, seed: int = 0,
-                   isotropic: torch.Tensor | None = None) -> torch.Tensor:
+def predictive_nll(
+    mean: torch.Tensor,
+    factor: torch.Tensor,
+    targets: torch.Tensor,
+    likelihood: str,
+    link: str = "margin",
+    noise=1.0,
+    n_samples: int = 512,
+    seed: int = 0,
+    isotropic: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Negative log predictive density of each target under ``f ~ N(mean, F F^T + v I_C)``, shape ``(B,)``:
     through the ``link`` for classification, ``N(y; mean, diag(F F^T) + v + sigma^2)`` for regression."""
     if likelihood == "classification":

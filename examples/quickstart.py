@@ -1,6 +1,6 @@
 """ELLA on a network you trained yourself: scikit-learn digits, an MLP, calibrated predictions.
 
-    python examples/quickstart.py
+python examples/quickstart.py
 """
 
 import torch
@@ -26,5 +26,7 @@ map_report = ella.evaluate(MAP(model), test)
 ella_report = ella.evaluate(post, test)
 for name, r in (("MAP", map_report), ("ELLA", ella_report)):
     print(f"{name:5s} acc {r['acc']:.3f}  NLL {r['nll']:.3f}  ECE {r['ece']:.3f} (15 bins)")
-print(f"eigen-solver {post.solver_.kind} (auto), prior precision {post.prior_precision_:.3g}, "
-      f"top eigenvalues {post.eigenvalues[:3].tolist()}")
+print(
+    f"eigen-solver {post.solver_.kind} (auto), prior precision {post.prior_precision_:.3g}, "
+    f"top eigenvalues {post.eigenvalues[:3].tolist()}"
+)

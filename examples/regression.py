@@ -19,8 +19,14 @@ from ella.experiments.train import train_map
 
 data = toy_regression(seed=0)
 model = regression_mlp(seed=0)
-train_map(model, DataLoader(data.train, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0)),
-          steps=3000, lr=1e-2, likelihood="regression", progress=False)
+train_map(
+    model,
+    DataLoader(data.train, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0)),
+    steps=3000,
+    lr=1e-2,
+    likelihood="regression",
+    progress=False,
+)
 
 post = ella.ELLA(model, likelihood="regression", k=10, progress=False)
 post.fit(DataLoader(data.train, batch_size=64), val_loader=DataLoader(data.val, batch_size=64))
@@ -34,5 +40,7 @@ plt.plot(x[:, 0], mean, label="MAP mean")
 plt.scatter(xt[:, 0], yt[:, 0], s=8, c="k", label="training data")
 plt.legend()
 plt.savefig("regression.png", dpi=120)
-print(f"noise {post.noise_.item():.3f} (tuned on validation NLL), prior precision {post.prior_precision_:.3g}; "
-      "wrote regression.png")
+print(
+    f"noise {post.noise_.item():.3f} (tuned on validation NLL), prior precision {post.prior_precision_:.3g}; "
+    "wrote regression.png"
+)

@@ -10,8 +10,9 @@ from torch import nn
 torch.set_num_threads(1)
 
 # Tests of the laplace-torch baselines run where their extra is installed.
-needs_laplace = pytest.mark.skipif(importlib.util.find_spec("laplace") is None,
-                                   reason="laplace-torch (the `laplace` extra) is not installed")
+needs_laplace = pytest.mark.skipif(
+    importlib.util.find_spec("laplace") is None, reason="laplace-torch (the `laplace` extra) is not installed"
+)
 
 
 def sine_regression(n: int = 150, noise: float = 0.3, steps: int = 500, seed: int = 0):

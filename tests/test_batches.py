@@ -45,8 +45,7 @@ def test_dict_inputs_are_taken_concatenated_and_called():
     out = batches.outputs(model, x, batch_size=2)
     assert out.shape == (5, 3) and torch.allclose(out, model(**x).logits)
     params = {n: p.detach() * 2 for n, p in model.named_parameters()}
-    assert torch.allclose(batches.functional(model, params, x),
-                          torch.func.functional_call(model, params, (), x).logits)
+    assert torch.allclose(batches.functional(model, params, x), torch.func.functional_call(model, params, (), x).logits)
     moved = batches.to_model(x, model.double())
     assert moved["input_ids"].dtype == torch.int64 and moved["attention_mask"].dtype == torch.float64
 

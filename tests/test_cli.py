@@ -17,9 +17,11 @@ def run_fails(argv, capsys) -> str:
 
 
 def test_help_and_version_answer_without_importing_torch():
-    code = ("import sys\nfrom ella import cli\n"
-            "try:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "print('torch' in sys.modules, 'ella.experiments' in sys.modules)")
+    code = (
+        "import sys\nfrom ella import cli\n"
+        "try:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print('torch' in sys.modules, 'ella.experiments' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().endswith("False False")
     assert "--version" in out and "demo" in out and "compare" in out and "eigen" in out
@@ -27,31 +29,37 @@ def test_help_and_version_answer_without_importing_torch():
     assert version.stdout.strip().startswith("ella ")
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["demo", "--threads", "0"], "--threads: expected a positive integer"),
-    (["demo", "--seed", "-1"], "--seed: expected a non-negative integer"),
-    (["eigen", "--k", "two"], "--k: expected a positive integer"),
-    (["eigen", "--kernel", "laplace"], "invalid choice"),
-    (["compare", "--dataset", "imagenet"], "--dataset: expected one of"),
-    (["compare", "--dataset", "mnist1d", "--model", "resnet"], "--model: for mnist1d expected one of"),
-    (["compare", "--dataset", "mnist1d", "--methods", "ella", "magic"], "--methods: unknown ['magic']"),
-    (["compare", "--dataset", "mnist", "--data-root", "/no/such/folder"], "--data-root /no/such/folder"),
-    (["compare", "--dataset", "mnist1d", "--link", "logit"], "invalid choice"),
-    (["demo", "--out", ""], "--out: expected a folder name, got an empty string"),
-    (["eigen", "--solver", "nystrom", "--k", "9", "--num-points", "5"], "--k 9: at most --num-points (5)"),
-    (["eigen", "--k", "9", "--num-train", "5"], "--k 9: at most --num-train (5)"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["demo", "--threads", "0"], "--threads: expected a positive integer"),
+        (["demo", "--seed", "-1"], "--seed: expected a non-negative integer"),
+        (["eigen", "--k", "two"], "--k: expected a positive integer"),
+        (["eigen", "--kernel", "laplace"], "invalid choice"),
+        (["compare", "--dataset", "imagenet"], "--dataset: expected one of"),
+        (["compare", "--dataset", "mnist1d", "--model", "resnet"], "--model: for mnist1d expected one of"),
+        (["compare", "--dataset", "mnist1d", "--methods", "ella", "magic"], "--methods: unknown ['magic']"),
+        (["compare", "--dataset", "mnist", "--data-root", "/no/such/folder"], "--data-root /no/such/folder"),
+        (["compare", "--dataset", "mnist1d", "--link", "logit"], "invalid choice"),
+        (["demo", "--out", ""], "--out: expected a folder name, got an empty string"),
+        (["eigen", "--solver", "nystrom", "--k", "9", "--num-points", "5"], "--k 9: at most --num-points (5)"),
+        (["eigen", "--k", "9", "--num-train", "5"], "--k 9: at most --num-train (5)"),
+    ],
+)
 def test_bad_arguments_are_usage_errors(argv, message, capsys, monkeypatch):
     monkeypatch.setattr("ella.experiments.compare.compare", lambda *a, **k: pytest.fail("work started"))
     monkeypatch.setattr("ella.experiments.demo.run_demo", lambda *a, **k: pytest.fail("work started"))
-    monkeypatch.setattr("ella.experiments.eigen.experiment.run_eigen_experiment",
-                        lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr(
+        "ella.experiments.eigen.experiment.run_eigen_experiment", lambda *a, **k: pytest.fail("work started")
+    )
     assert message in run_fails(argv, capsys)
 
 
 def test_a_compare_that_compared_nothing_exits_non_zero(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("ella.experiments.compare.compare",
-                        lambda *a, **k: {"models": {}, "skipped": {"mnist": "no files under --data-root"}})
+    monkeypatch.setattr(
+        "ella.experiments.compare.compare",
+        lambda *a, **k: {"models": {}, "skipped": {"mnist": "no files under --data-root"}},
+    )
     assert cli.main(["compare", "--dataset", "mnist1d", "--out", str(tmp_path)]) == 1
     captured = capsys.readouterr()
     assert "skipped mnist: no files" in captured.out and "nothing was compared" in captured.err

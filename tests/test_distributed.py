@@ -57,8 +57,16 @@ def worker(rank: int, size: int, init: str, out: str, solver: str) -> None:
         torch.save(theta.grad, os.path.join(out, f"grad{rank}.pt"))
         post, xt = fit(solver)
         post.save(os.path.join(out, "post.pt"))  # the first process writes it
-        torch.save({"G": post.posterior_precision, "probs": post.predict(xt), "prior": post.prior_precision_,
-                    "folded": post.num_folded_, "world": distributed.world()}, os.path.join(out, f"rank{rank}.pt"))
+        torch.save(
+            {
+                "G": post.posterior_precision,
+                "probs": post.predict(xt),
+                "prior": post.prior_precision_,
+                "folded": post.num_folded_,
+                "world": distributed.world(),
+            },
+            os.path.join(out, f"rank{rank}.pt"),
+        )
     finally:
         dist.destroy_process_group()
 

@@ -36,18 +36,21 @@ def test_a_pickled_object_is_refused_without_running_it(tmp_path):
     assert not ran.exists()
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda s: {**s, "version": 0}, "version 0; this ella reads versions 1 to 2"),
-    (lambda s: {**s, "version": 3}, "version 3"),
-    (lambda s: {**s, "version": True}, "version True"),
-    (lambda s: {**s, "format": "other"}, "not an kind-x file"),
-    (lambda s: {k: v for k, v in s.items() if k != "checksum"}, "malformed"),
-    (lambda s: {**s, "meta": "{not json"}, "malformed"),
-    (lambda s: {**s, "meta": "[1, 2]", "checksum": files.checksum("[1, 2]", s["tensors"])}, "not a JSON object"),
-    (lambda s: {**s, "tensors": {"a": torch.ones(2) * 2}}, "checksum does not match"),
-    (lambda s: {**s, "tensors": {"a": 3}}, "malformed"),
-    (lambda s: [s], "not an kind-x file"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda s: {**s, "version": 0}, "version 0; this ella reads versions 1 to 2"),
+        (lambda s: {**s, "version": 3}, "version 3"),
+        (lambda s: {**s, "version": True}, "version True"),
+        (lambda s: {**s, "format": "other"}, "not an kind-x file"),
+        (lambda s: {k: v for k, v in s.items() if k != "checksum"}, "malformed"),
+        (lambda s: {**s, "meta": "{not json"}, "malformed"),
+        (lambda s: {**s, "meta": "[1, 2]", "checksum": files.checksum("[1, 2]", s["tensors"])}, "not a JSON object"),
+        (lambda s: {**s, "tensors": {"a": torch.ones(2) * 2}}, "checksum does not match"),
+        (lambda s: {**s, "tensors": {"a": 3}}, "malformed"),
+        (lambda s: [s], "not an kind-x file"),
+    ],
+)
 def test_every_malformed_file_is_one_clear_error(tmp_path, change, message):
     files.write(tmp_path / "f.pt", "kind-x", 2, {"n": 1}, {"a": torch.ones(2)})
     torch.save(change(torch.load(tmp_path / "f.pt", weights_only=True)), tmp_path / "g.pt")
@@ -124,8 +127,7 @@ def test_a_save_on_a_full_file_system_leaves_the_old_file_and_says_why(tmp_path)
     import sys
 
     path = _old_file(tmp_path)
-    out = subprocess.run([sys.executable, "-c", _CHILD, str(path), "full"], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run([sys.executable, "-c", _CHILD, str(path), "full"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert f"error: cannot save to {path} (the earlier file, if any, is unchanged)" in out.stdout
     assert "the file system took only part of it" in out.stdout or "File too large" in out.stdout
@@ -175,8 +177,10 @@ def test_a_compressed_archive_is_refused_before_it_is_expanded(tmp_path):
     import zipfile
 
     files.write(tmp_path / "f.pt", "kind-x", 1, {}, {"a": torch.zeros(2**20)})
-    with zipfile.ZipFile(tmp_path / "f.pt") as src, zipfile.ZipFile(tmp_path / "bomb.pt", "w",
-                                                                    zipfile.ZIP_DEFLATED) as dst:
+    with (
+        zipfile.ZipFile(tmp_path / "f.pt") as src,
+        zipfile.ZipFile(tmp_path / "bomb.pt", "w", zipfile.ZIP_DEFLATED) as dst,
+    ):
         for info in src.infolist():
             dst.writestr(info.filename, src.read(info.filename))
     assert (tmp_path / "bomb.pt").stat().st_size < (tmp_path / "f.pt").stat().st_size / 100

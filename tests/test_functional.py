@@ -13,7 +13,7 @@ def dense_jacobian(model, x):
     def g(theta):
         out, offset = {}, 0
         for name, p in params.items():
-            out[name] = theta[offset: offset + p.numel()].view_as(p)
+            out[name] = theta[offset : offset + p.numel()].view_as(p)
             offset += p.numel()
         return torch.func.functional_call(model, out, (x,))
 
@@ -45,8 +45,9 @@ def test_jvps_match_dense_jacobian(mlp, inputs):
 def test_jacobian_rows_select_one_output_per_input(mlp, inputs):
     J = dense_jacobian(mlp, inputs)
     index = torch.arange(len(inputs)) % 3
-    assert torch.allclose(jacobian_rows(mlp, inputs, index, chunk_size=6), J[torch.arange(len(inputs)), index],
-                          atol=1e-12)
+    assert torch.allclose(
+        jacobian_rows(mlp, inputs, index, chunk_size=6), J[torch.arange(len(inputs)), index], atol=1e-12
+    )
 
 
 def test_perturbed_outputs_evaluate_shifted_weights_without_touching_the_model(mlp, inputs):
@@ -54,8 +55,12 @@ def test_perturbed_outputs_evaluate_shifted_weights_without_touching_the_model(m
     P = sum(p.numel() for p, _ in before.values())
     v = torch.randn(P, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     out = perturbed_outputs(mlp, inputs, v, 0.1)
-    shifted = {n: p + 0.1 * v[o : o + p.numel()].view_as(p) for (n, (p, _)), o in
-               zip(before.items(), torch.tensor([0] + [p.numel() for p, _ in before.values()]).cumsum(0).tolist())}
+    shifted = {
+        n: p + 0.1 * v[o : o + p.numel()].view_as(p)
+        for (n, (p, _)), o in zip(
+            before.items(), torch.tensor([0] + [p.numel() for p, _ in before.values()]).cumsum(0).tolist()
+        )
+    }
     assert torch.allclose(out, torch.func.functional_call(mlp, shifted, (inputs,)), atol=1e-12)
     for name, p in mlp.named_parameters():  # the same bits, and no in-place write at all
         assert torch.equal(p, before[name][0]) and p._version == before[name][1]
@@ -72,8 +77,10 @@ def test_jacobians_and_jvps_take_dict_inputs():
 
     net = DictNet().eval()
     g = torch.Generator().manual_seed(0)
-    x = {"left": torch.randn(5, 3, generator=g, dtype=torch.float64),
-         "right": torch.randn(5, 2, generator=g, dtype=torch.float64)}
+    x = {
+        "left": torch.randn(5, 3, generator=g, dtype=torch.float64),
+        "right": torch.randn(5, 2, generator=g, dtype=torch.float64),
+    }
     params = trainable_parameters(net)
     flat = torch.cat([p.reshape(-1) for p in params.values()])
 

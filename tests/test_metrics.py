@@ -78,8 +78,12 @@ def test_accuracy_nll_brier_by_hand():
     y = np.array([0, 1, 1, 2])
     assert M.accuracy(p, y) == pytest.approx(3 / 4)
     assert M.nll(p, y) == pytest.approx(-(math.log(0.7) + math.log(0.3) + math.log(0.5) + math.log(0.8)) / 4)
-    b = ((0.3**2 + 0.2**2 + 0.1**2) + (0.1**2 + 0.7**2 + 0.6**2) + (0.25**2 + 0.5**2 + 0.25**2)
-         + (0.1**2 + 0.1**2 + 0.2**2)) / 4
+    b = (
+        (0.3**2 + 0.2**2 + 0.1**2)
+        + (0.1**2 + 0.7**2 + 0.6**2)
+        + (0.25**2 + 0.5**2 + 0.25**2)
+        + (0.1**2 + 0.1**2 + 0.2**2)
+    ) / 4
     assert M.brier(p, y) == pytest.approx(b)
     assert M.mean_max_prob(p) == pytest.approx((0.7 + 0.6 + 0.5 + 0.8) / 4)
 
@@ -148,4 +152,3 @@ def test_bad_other_input(tmp_path):
         M.rmse(np.zeros((3, 2)), np.zeros((4, 2)))
     with pytest.raises(ValueError, match="bins"):
         M.ece(_rows([0.5]), np.array([0]), bins=0)
-

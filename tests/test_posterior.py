@@ -26,8 +26,12 @@ def test_curvature_is_the_sum_of_phi_lambda_phi(likelihood, noise):
     # float32 features: the products in float64 all the same
     single = P.curvature(phi.float(), *hessian_parts(out, likelihood, noise))
     assert single.dtype == torch.float64
-    assert torch.allclose(single, sum(phi[i].float().double().T @ lam[i] @ phi[i].float().double()
-                                      for i in range(len(phi))), rtol=1e-12, atol=1e-12)
+    assert torch.allclose(
+        single,
+        sum(phi[i].float().double().T @ lam[i] @ phi[i].float().double() for i in range(len(phi))),
+        rtol=1e-12,
+        atol=1e-12,
+    )
 
 
 def test_factor_basis_gives_the_inverse_posterior_precision_at_any_prior_and_noise():
@@ -74,14 +78,21 @@ def test_laplace_evidence_is_laplace_torchs_marginal_likelihood():
     evals = torch.linalg.eigvalsh(la.H).clamp_min(0)
     for delta, sigma in ((0.5, 1.0), (4.0, 0.3), (1e-3, 2.0)):
         ours = P.laplace_evidence(evals, 2 * float(la.loss), 60, float(la.mean @ la.mean), delta, sigma)
-        theirs = la.log_marginal_likelihood(torch.tensor([delta], dtype=torch.float64),
-                                            torch.tensor([sigma], dtype=torch.float64))
+        theirs = la.log_marginal_likelihood(
+            torch.tensor([delta], dtype=torch.float64), torch.tensor([sigma], dtype=torch.float64)
+        )
         assert math.isclose(ours, float(theirs), rel_tol=1e-10)
 
 
 @settings(max_examples=60, deadline=None)
-@given(N=st.integers(1, 8), C=st.integers(1, 4), D=st.integers(1, 6), scale=st.sampled_from([0.0, 1e-6, 1.0, 1e6]),
-       delta=st.sampled_from([1e-8, 1e-2, 1.0, 1e8]), s=st.sampled_from([1e-3, 1.0, 1e3]))
+@given(
+    N=st.integers(1, 8),
+    C=st.integers(1, 4),
+    D=st.integers(1, 6),
+    scale=st.sampled_from([0.0, 1e-6, 1.0, 1e6]),
+    delta=st.sampled_from([1e-8, 1e-2, 1.0, 1e8]),
+    s=st.sampled_from([1e-3, 1.0, 1e3]),
+)
 def test_the_predictive_variance_is_finite_and_non_negative(N, C, D, scale, delta, s):
     phi, out = random_problem(N, C, D, seed=N * 7 + D)
     evals, evecs = P.eigen_curvature(P.curvature(phi * scale, *hessian_parts(out, "classification")))

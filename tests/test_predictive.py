@@ -114,8 +114,9 @@ def test_links_handle_singular_and_zero_covariances():
         for link in ("margin", "probit", "mc"):
             p = moments_probs(mean, cov, link, 500)
             assert torch.isfinite(p).all() and torch.allclose(p.sum(1), torch.ones(1, dtype=torch.float64))
-    assert torch.allclose(moments_probs(mean, torch.zeros(1, 3, 3, dtype=torch.float64), "mc", 10),
-                          mean.softmax(-1), atol=1e-7)
+    assert torch.allclose(
+        moments_probs(mean, torch.zeros(1, 3, 3, dtype=torch.float64), "mc", 10), mean.softmax(-1), atol=1e-7
+    )
 
 
 def test_mc_link_gives_each_input_the_same_answer_whatever_its_batch_mates():
@@ -143,14 +144,23 @@ def test_predictive_nll_is_the_gaussian_and_categorical_log_density():
     assert torch.allclose(gaussian_nll(mean, var, y), exact, atol=1e-12)
     labels = torch.tensor([0, 1, 1, 0, 1])
     probs = margin_probs(mean, factor)
-    assert torch.allclose(predictive_nll(mean, factor, labels, "classification"),
-                          -probs.gather(1, labels[:, None])[:, 0].log(), atol=1e-12)
+    assert torch.allclose(
+        predictive_nll(mean, factor, labels, "classification"),
+        -probs.gather(1, labels[:, None])[:, 0].log(),
+        atol=1e-12,
+    )
 
 
 @settings(max_examples=60, deadline=None)
-@given(B=st.integers(1, 6), C=st.integers(1, 6), r=st.integers(0, 5), mean_scale=st.sampled_from([0.0, 1.0, 1e3, 1e8]),
-       factor_scale=st.sampled_from([0.0, 1e-8, 1.0, 1e4]), link=st.sampled_from(LINKS),
-       dtype=st.sampled_from([torch.float32, torch.float64]))
+@given(
+    B=st.integers(1, 6),
+    C=st.integers(1, 6),
+    r=st.integers(0, 5),
+    mean_scale=st.sampled_from([0.0, 1.0, 1e3, 1e8]),
+    factor_scale=st.sampled_from([0.0, 1e-8, 1.0, 1e4]),
+    link=st.sampled_from(LINKS),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+)
 def test_every_link_gives_probabilities_for_any_shape_and_scale(B, C, r, mean_scale, factor_scale, link, dtype):
     g = torch.Generator().manual_seed(B * 100 + C * 10 + r)
     mean = (torch.randn(B, C, generator=g, dtype=torch.float64) * mean_scale).to(dtype)
@@ -178,8 +188,12 @@ def test_an_isotropic_variance_apart_equals_the_widened_factor(link):
     F = torch.randn(50, 4, 3, generator=g, dtype=torch.float64)
     v = 2 * torch.rand(50, generator=g, dtype=torch.float64)
     assert not torch.allclose(link_probs(mean, F, link, 64, 0, v), link_probs(mean, F, link, 64, 0), atol=1e-3)
-    assert torch.allclose(link_probs(mean, F, link, 64, 0, v), link_probs(mean, with_isotropic(F, v), link, 64, 0),
-                          rtol=1e-12, atol=1e-14)
+    assert torch.allclose(
+        link_probs(mean, F, link, 64, 0, v), link_probs(mean, with_isotropic(F, v), link, 64, 0), rtol=1e-12, atol=1e-14
+    )
     y = torch.randn(50, 4, generator=g, dtype=torch.float64)
-    assert torch.allclose(predictive_nll(mean, F, y, "regression", noise=0.5, isotropic=v),
-                          predictive_nll(mean, with_isotropic(F, v), y, "regression", noise=0.5), rtol=1e-12)
+    assert torch.allclose(
+        predictive_nll(mean, F, y, "regression", noise=0.5, isotropic=v),
+        predictive_nll(mean, with_isotropic(F, v), y, "regression", noise=0.5),
+        rtol=1e-12,
+    )

@@ -10,5 +10,17 @@ from .nystrom import Nystrom
 from .solver import EigenSolver, RankError
 from .spin import SpIN
 
-__all__ = ["EigenSolver", "RankError", "NeuralEF", "SpIN", "Nystrom", "ExactEigen", "RBFGaussianEigen", "compare",
-           "EigenComparison", "EigenfunctionNet", "eigenfunction_net", "neuralef_loss"]
+__all__ = [
+    "EigenSolver",
+    "RankError",
+    "NeuralEF",
+    "SpIN",
+    "Nystrom",
+    "ExactEigen",
+    "RBFGaussianEigen",
+    "compare",
+    "EigenComparison",
+    "EigenfunctionNet",
+    "eigenfunction_net",
+    "neuralef_loss",
+]

@@ -43,20 +43,26 @@ class EigenComparison:
 
     def to_dict(self) -> dict:
         """JSON-ready: tensors become lists of floats."""
-        return {key: value.tolist() if isinstance(value, torch.Tensor) else value
-                for key, value in asdict(self).items()}
+        return {
+            key: value.tolist() if isinstance(value, torch.Tensor) else value for key, value in asdict(self).items()
+        }
 
     def table(self, title: str = "") -> str:
         """A printable table, one row per eigenpair, then the whole-set errors."""
         lines = [title] if title else []
         lines.append(f"{'j':>3} {'mu (learned)':>13} {'mu (exact)':>13} {'rel. error':>10} {'cosine':>8}")
         for j in range(len(self.eigenvalues)):
-            lines.append(f"{j + 1:>3} {self.eigenvalues[j]:>13.5g} {self.exact_eigenvalues[j]:>13.5g} "
-                         f"{self.eigenvalue_error[j]:>10.2%} {self.cosine[j]:>8.4f}")
-        lines.append(f"orthogonality ||Psi^T Psi/n - I||_F: {self.orthogonality:.4f} "
-                     f"(exact {self.orthogonality_exact:.4f})")
-        lines.append(f"rank-k reconstruction ||K - Psi mu Psi^T||_F/||K||_F: {self.reconstruction:.4f} "
-                     f"(exact {self.reconstruction_exact:.4f})   [{self.num_rows} held-out rows]")
+            lines.append(
+                f"{j + 1:>3} {self.eigenvalues[j]:>13.5g} {self.exact_eigenvalues[j]:>13.5g} "
+                f"{self.eigenvalue_error[j]:>10.2%} {self.cosine[j]:>8.4f}"
+            )
+        lines.append(
+            f"orthogonality ||Psi^T Psi/n - I||_F: {self.orthogonality:.4f} (exact {self.orthogonality_exact:.4f})"
+        )
+        lines.append(
+            f"rank-k reconstruction ||K - Psi mu Psi^T||_F/||K||_F: {self.reconstruction:.4f} "
+            f"(exact {self.reconstruction_exact:.4f})   [{self.num_rows} held-out rows]"
+        )
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -79,8 +85,9 @@ def reconstruction_error(gram: torch.Tensor, psi: torch.Tensor, mu: torch.Tensor
     return (torch.linalg.matrix_norm(gram - (psi * mu) @ psi.T) / torch.linalg.matrix_norm(gram)).item()
 
 
-def compare(solver: EigenSolver, exact: EigenSolver, x_test: torch.Tensor,
-            kernel: Kernel | None = None) -> EigenComparison:
+def compare(
+    solver: EigenSolver, exact: EigenSolver, x_test: torch.Tensor, kernel: Kernel | None = None
+) -> EigenComparison:
     """Compare a fitted solver's eigenpairs with exact ones on held-out inputs ``x_test``.
 
     Args:
@@ -98,8 +105,9 @@ def compare(solver: EigenSolver, exact: EigenSolver, x_test: torch.Tensor,
     mu_exact = exact.eigenvalues.double()
     k = len(mu)
     if len(mu_exact) < k:
-        raise ValueError(f"`exact` holds {len(mu_exact)} eigenpairs but `solver` has k = {k}: fit the "
-                         f"exact reference with k >= {k}")
+        raise ValueError(
+            f"`exact` holds {len(mu_exact)} eigenpairs but `solver` has k = {k}: fit the exact reference with k >= {k}"
+        )
     kernel = kernel if kernel is not None else getattr(exact, "kernel_", None)
     if not isinstance(kernel, Kernel):
         raise ValueError("`kernel` is needed for the reconstruction error (the exact reference has none)")
@@ -110,8 +118,13 @@ def compare(solver: EigenSolver, exact: EigenSolver, x_test: torch.Tensor,
     psi_exact = exact(x_test).double()[..., :k].reshape(-1, k)
     gram = kernel.gram(x_test).double()
     return EigenComparison(
-        eigenvalues=mu, exact_eigenvalues=mu_exact, eigenvalue_error=(mu - mu_exact).abs() / mu_exact.abs(),
+        eigenvalues=mu,
+        exact_eigenvalues=mu_exact,
+        eigenvalue_error=(mu - mu_exact).abs() / mu_exact.abs(),
         cosine=cosines(psi, psi_exact),
-        orthogonality=orthogonality_error(psi), orthogonality_exact=orthogonality_error(psi_exact),
+        orthogonality=orthogonality_error(psi),
+        orthogonality_exact=orthogonality_error(psi_exact),
         reconstruction=reconstruction_error(gram, psi, mu),
-        reconstruction_exact=reconstruction_error(gram, psi_exact, mu_exact), num_rows=len(psi))
+        reconstruction_exact=reconstruction_error(gram, psi_exact, mu_exact),
+        num_rows=len(psi),
+    )

@@ -89,8 +89,7 @@ class ExactEigen(KernelExtendedSolver):
             return (cross @ self.coef_).reshape(batches.num_rows(x), self.num_outputs_, self.k)
 
 
-def rbf_gaussian_eigenvalues(k: int, lengthscale: float = 1.0, std: float = 1.0,
-                             variance: float = 1.0) -> torch.Tensor:
+def rbf_gaussian_eigenvalues(k: int, lengthscale: float = 1.0, std: float = 1.0, variance: float = 1.0) -> torch.Tensor:
     """``mu_j = variance sqrt(2 a / A) B^j``, ``j = 0 .. k-1``, float64 (see the module docstring)."""
     a, b = 1 / (4 * std**2), 1 / (2 * lengthscale**2)
     c = math.sqrt(a**2 + 2 * a * b)
@@ -98,8 +97,7 @@ def rbf_gaussian_eigenvalues(k: int, lengthscale: float = 1.0, std: float = 1.0,
     return variance * math.sqrt(2 * a / A) * (b / A) ** torch.arange(k, dtype=torch.float64)
 
 
-def rbf_gaussian_eigenfunctions(x: torch.Tensor, k: int, lengthscale: float = 1.0,
-                                std: float = 1.0) -> torch.Tensor:
+def rbf_gaussian_eigenfunctions(x: torch.Tensor, k: int, lengthscale: float = 1.0, std: float = 1.0) -> torch.Tensor:
     """``psi_j(x)``, ``j = 0 .. k-1``, for 1-D inputs ``x`` of shape ``(B,)`` or ``(B, 1)``; returns ``(B, k)``.
 
     The normalised Hermite polynomials come from the stable three-term recurrence
@@ -144,8 +142,13 @@ class RBFGaussianEigen(EigenSolver):
 
     def state_dict(self) -> dict:
         """The closed form's parameters (its eigenpairs follow from them)."""
-        return {"kind": self.kind, "k": self.k, "lengthscale": self.lengthscale, "std": self.std,
-                "variance": self.variance}
+        return {
+            "kind": self.kind,
+            "k": self.k,
+            "lengthscale": self.lengthscale,
+            "std": self.std,
+            "variance": self.variance,
+        }
 
     def load_state_dict(self, state: dict, kernel: Kernel | None = None) -> "RBFGaussianEigen":
         """Nothing to restore but a check that ``state`` holds this closed form's parameters."""

@@ -132,8 +132,9 @@ def _last_linear(model: nn.Module, x) -> str | None:
 NETS = ("copy", "head")
 
 
-def eigenfunction_net(model: nn.Module | None, k: int, x, num_outputs: int, seed: int = 0,
-                      body: str | None = None) -> EigenfunctionNet:
+def eigenfunction_net(
+    model: nn.Module | None, k: int, x, num_outputs: int, seed: int = 0, body: str | None = None
+) -> EigenfunctionNet:
     """The default eigenfunction network for ``k`` eigenfunctions of a kernel with ``num_outputs`` outputs.
 
     If ``model``'s output is that of an ``nn.Linear`` layer: with ``body="head"`` (or ``None``) a
@@ -147,11 +148,15 @@ def eigenfunction_net(model: nn.Module | None, k: int, x, num_outputs: int, seed
         name = _last_linear(model, batches.take(x, slice(0, 2))) if model is not None else None
         if name is None:
             if body == "head":
-                raise ValueError("`net='head'` reads the eigenfunctions off the input of the model's last nn.Linear: "
-                                 "the model's output must be that layer's (or use `net='copy'`)")
+                raise ValueError(
+                    "`net='head'` reads the eigenfunctions off the input of the model's last nn.Linear: "
+                    "the model's output must be that layer's (or use `net='copy'`)"
+                )
             if not isinstance(x, torch.Tensor):
-                raise ValueError("the default eigenfunction network of a model that does not end in nn.Linear is an "
-                                 "MLP on tensor inputs: pass `net` for these inputs")
+                raise ValueError(
+                    "the default eigenfunction network of a model that does not end in nn.Linear is an "
+                    "MLP on tensor inputs: pass `net` for these inputs"
+                )
             net = mlp_body(x[0].numel(), num_outputs * k)
             if model is not None:
                 p = next(model.parameters())
@@ -181,8 +186,19 @@ class NetworkSolver(EigenSolver):
 
     net_: nn.Module | None = None
 
-    def __init__(self, k: int, net: nn.Module | str | None, model: nn.Module | None, steps: int, batch_size: int,
-                 lr: float, momentum: float, seed: int, progress: bool, population: bool):
+    def __init__(
+        self,
+        k: int,
+        net: nn.Module | str | None,
+        model: nn.Module | None,
+        steps: int,
+        batch_size: int,
+        lr: float,
+        momentum: float,
+        seed: int,
+        progress: bool,
+        population: bool,
+    ):
         self.k = check_positive_int(k, "k")
         self.steps = check_positive_int(steps, "steps")
         self.batch_size = check_positive_int(batch_size, "batch_size")
@@ -221,14 +237,21 @@ class NetworkSolver(EigenSolver):
         try:
             net.load_state_dict(state["net"])
         except RuntimeError as e:
-            raise ValueError(f"the saved eigenfunction network does not fit this {type(self).__name__}'s network: "
-                             f"{e}") from None
+            raise ValueError(
+                f"the saved eigenfunction network does not fit this {type(self).__name__}'s network: {e}"
+            ) from None
         self.net_, self.num_outputs_, self.input_spec_ = net.eval(), state["num_outputs"], state["input_spec"]
         self.eigenvalues_ = files.check_tensor(state.get("eigenvalues"), (self.k,), "the saved solver", "eigenvalues")
         self.history_ = []
 
     def _net_state(self) -> dict:
         self._check_fitted()
-        return {"kind": self.kind, "k": self.k, "eigenvalues": self.eigenvalues_, "net": self.net_.state_dict(),
-                "body": "head" if isinstance(getattr(self.net_, "body", None), FeatureHead) else "copy",
-                "num_outputs": self.num_outputs_, "input_spec": self.input_spec_}
+        return {
+            "kind": self.kind,
+            "k": self.k,
+            "eigenvalues": self.eigenvalues_,
+            "net": self.net_.state_dict(),
+            "body": "head" if isinstance(getattr(self.net_, "body", None), FeatureHead) else "copy",
+            "num_outputs": self.num_outputs_,
+            "input_spec": self.input_spec_,
+        }

@@ -28,9 +28,16 @@ from .nets import NetworkSolver
 from .rayleigh import batch_moments, diagonal_blocks, gram_blocks, index_batches, operator_moments, rayleigh_quotients
 
 
-def neuralef_loss(psi: torch.Tensor, phi: torch.Tensor | None = None, gram: torch.Tensor | None = None,
-                  blocks: torch.Tensor | None = None, num_data: int | None = None, balanced: bool = False,
-                  batch: int | None = None, reduce=None) -> tuple[torch.Tensor, torch.Tensor]:
+def neuralef_loss(
+    psi: torch.Tensor,
+    phi: torch.Tensor | None = None,
+    gram: torch.Tensor | None = None,
+    blocks: torch.Tensor | None = None,
+    num_data: int | None = None,
+    balanced: bool = False,
+    batch: int | None = None,
+    reduce=None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The NeuralEF loss (to minimise) for a batch ``psi`` of shape ``(B, C, k)``; also returns ``diag(R)``.
 
     Give either random features ``phi`` ``(B, C, S)`` or the Gram block ``gram`` ``(B C, B C)``;
@@ -90,9 +97,20 @@ class NeuralEF(NetworkSolver):
 
     kind = "neuralef"
 
-    def __init__(self, k: int, net: nn.Module | str | None = None, model: nn.Module | None = None,
-                 steps: int = 2000, batch_size: int = 256, lr: float = 1e-3, momentum: float = 0.9,
-                 seed: int = 0, progress: bool = True, balanced: bool = False, population: bool = False):
+    def __init__(
+        self,
+        k: int,
+        net: nn.Module | str | None = None,
+        model: nn.Module | None = None,
+        steps: int = 2000,
+        batch_size: int = 256,
+        lr: float = 1e-3,
+        momentum: float = 0.9,
+        seed: int = 0,
+        progress: bool = True,
+        balanced: bool = False,
+        population: bool = False,
+    ):
         super().__init__(k, net, model, steps, batch_size, lr, momentum, seed, progress, population)
         self.balanced = check_bool(balanced, "balanced")
 
@@ -130,12 +148,20 @@ class NeuralEF(NetworkSolver):
                 raw = net.raw_from(batches.take(z, rows))
                 square = distributed.total_with_grad(raw.pow(2).sum(dim=(0, 1))) / (len(idx) * C)
                 psi = raw / square.add(net.norm.eps).sqrt()
-                loss, eig = neuralef_loss(psi, phi=phi[rows], blocks=blocks[rows], num_data=num_data,
-                                          balanced=self.balanced, batch=len(idx), reduce=distributed.total_with_grad)
+                loss, eig = neuralef_loss(
+                    psi,
+                    phi=phi[rows],
+                    blocks=blocks[rows],
+                    num_data=num_data,
+                    balanced=self.balanced,
+                    batch=len(idx),
+                    reduce=distributed.total_with_grad,
+                )
             elif phi is not None:
                 psi = net.norm(net.raw_from(batches.take(z, idx)))
-                loss, eig = neuralef_loss(psi, phi=phi[idx], blocks=blocks[idx], num_data=num_data,
-                                          balanced=self.balanced)
+                loss, eig = neuralef_loss(
+                    psi, phi=phi[idx], blocks=blocks[idx], num_data=num_data, balanced=self.balanced
+                )
             else:
                 psi = net.norm(net.raw_from(batches.take(z, idx)))
                 gram = full_gram if full_gram is not None else kernel.gram(batches.take(x, idx))
@@ -157,8 +183,9 @@ class NeuralEF(NetworkSolver):
         return self
 
     @torch.no_grad()
-    def _refine(self, kernel: Kernel, x, z, phi: torch.Tensor | None, num_data: int | None,
-                chunk: int = 1024) -> torch.Tensor:
+    def _refine(
+        self, kernel: Kernel, x, z, phi: torch.Tensor | None, num_data: int | None, chunk: int = 1024
+    ) -> torch.Tensor:
         """One pass over all of ``x`` (its :meth:`~ella.eigen.nets.EigenfunctionNet.trained_input` ``z``): set the
         eval-mode norm to the exact mean square of each output on ``x`` and return the Rayleigh quotients over all
         of ``x`` (instead of batch EMAs) as eigenvalues."""

@@ -36,8 +36,9 @@ def gram_blocks(gram: torch.Tensor, num_outputs: int) -> torch.Tensor:
     return gram.reshape(B, num_outputs, B, num_outputs).diagonal(dim1=0, dim2=2).permute(2, 0, 1)
 
 
-def index_batches(num_data: int, batch_size: int, generator: torch.Generator, device,
-                  shuffle: bool = True) -> Iterator[torch.Tensor]:
+def index_batches(
+    num_data: int, batch_size: int, generator: torch.Generator, device, shuffle: bool = True
+) -> Iterator[torch.Tensor]:
     """Endless index batches of ``B`` of the ``N`` inputs, reshuffled every epoch; with ``shuffle=False``
     and ``B = N``, all of them in order (for a Gram block formed once: the losses do not depend on the order
     of the rows)."""
@@ -54,27 +55,34 @@ def index_batches(num_data: int, batch_size: int, generator: torch.Generator, de
 
 
 @torch.no_grad()
-def operator_moments(kernel: Kernel, x, phi: torch.Tensor | None, psi: torch.Tensor,
-                     chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+def operator_moments(
+    kernel: Kernel, x, phi: torch.Tensor | None, psi: torch.Tensor, chunk: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Full and diagonal-block parts of ``Psi^T K Psi`` over all of ``x`` in float64, ``(k, k)`` each, for
     :func:`rayleigh_quotients`: through the features ``phi`` if given, else Gram blocks of ``chunk`` inputs."""
     N, C, k = psi.shape
     psi64 = psi.double()
     if phi is not None:
-        a = sum(p.reshape(-1, p.shape[-1]).double().T @ q.reshape(-1, k)
-                for p, q in zip(phi.split(chunk), psi64.split(chunk)))  # Phi^T Psi over all of x
+        a = sum(
+            p.reshape(-1, p.shape[-1]).double().T @ q.reshape(-1, k)
+            for p, q in zip(phi.split(chunk), psi64.split(chunk))
+        )  # Phi^T Psi over all of x
         full = a.T @ a / phi.shape[-1]
         blocks = diagonal_blocks(phi).double()
     else:
         pieces = list(zip(batches.chunks(x, chunk), psi64.split(chunk)))
-        full = sum(q1.reshape(-1, k).T @ kernel.gram(x1, x2).double() @ q2.reshape(-1, k)
-                   for x1, q1 in pieces for x2, q2 in pieces)
+        full = sum(
+            q1.reshape(-1, k).T @ kernel.gram(x1, x2).double() @ q2.reshape(-1, k)
+            for x1, q1 in pieces
+            for x2, q2 in pieces
+        )
         blocks = kernel.diagonal_blocks(x).double()
     return full, psi64.reshape(N * C, k).T @ (blocks @ psi64).reshape(N * C, k)
 
 
-def batch_moments(psi: torch.Tensor, phi: torch.Tensor | None, gram: torch.Tensor | None,
-                  blocks: torch.Tensor, reduce=None) -> tuple[torch.Tensor, ...]:
+def batch_moments(
+    psi: torch.Tensor, phi: torch.Tensor | None, gram: torch.Tensor | None, blocks: torch.Tensor, reduce=None
+) -> tuple[torch.Tensor, ...]:
     """Full and diagonal-block parts of ``Psi^T K Psi`` for one batch, each also with ``sg(Psi)`` on the left.
 
     With random features every part is a sum over the batch's rows; ``reduce`` (the sum over the processes that
@@ -94,8 +102,9 @@ def batch_moments(psi: torch.Tensor, phi: torch.Tensor | None, gram: torch.Tenso
     return full, full_sg, reduce(flat.T @ b_psi), reduce(flat.detach().T @ b_psi)
 
 
-def rayleigh_quotients(full: torch.Tensor, diag: torch.Tensor, batch: int, num_outputs: int,
-                       num_data: int | None) -> torch.Tensor:
+def rayleigh_quotients(
+    full: torch.Tensor, diag: torch.Tensor, batch: int, num_outputs: int, num_data: int | None
+) -> torch.Tensor:
     """``R = (1 - 1/N) (full - diag) / (B (B-1) C^2) + (1/N) diag / (B C^2)`` (see the module docstring);
     ``num_data=None``: the population operator, ``R = R_off``."""
     C2 = num_outputs**2

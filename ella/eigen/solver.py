@@ -27,8 +27,9 @@ class RankError(ValueError):
         self.rank = rank
 
 
-def top_eigenpairs(matrix: torch.Tensor, k: int, rank_tol: float,
-                   name: str = "Gram matrix") -> tuple[torch.Tensor, torch.Tensor]:
+def top_eigenpairs(
+    matrix: torch.Tensor, k: int, rank_tol: float, name: str = "Gram matrix"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The top-``k`` eigenpairs ``(e, q)`` of a symmetric matrix, decreasing; a :class:`RankError` if ``k``
     exceeds its numerical rank (eigenvalues above ``rank_tol * e_1``)."""
     if k > len(matrix):
@@ -97,8 +98,10 @@ class EigenSolver(ABC):
             raise RankError(f"`k` = {self.k} is larger than the number of rows N * C = {rows}", rows)
         rank = getattr(kernel, "max_rank", None)  # a kernel of known finite rank, e.g. the SGD-trajectory one
         if rank is not None and self.k > rank:
-            raise ValueError(f"`k` = {self.k} is larger than the rank of the kernel ({type(kernel).__name__} has "
-                             f"rank at most {rank})")
+            raise ValueError(
+                f"`k` = {self.k} is larger than the rank of the kernel ({type(kernel).__name__} has "
+                f"rank at most {rank})"
+            )
         return C
 
     def _check_state(self, state) -> dict:
@@ -135,15 +138,21 @@ class KernelExtendedSolver(EigenSolver):
         """The fitted solver: eigenvalues and the extension (feature directions, or inputs and coefficients)."""
         self._check_fitted()
         extension = {name: getattr(self, f"{name}_") for name in self._extension}
-        return {"kind": self.kind, "k": self.k, "num_outputs": self.num_outputs_, "eigenvalues": self.eigenvalues_,
-                **{name: value for name, value in extension.items() if value is not None}}
+        return {
+            "kind": self.kind,
+            "k": self.k,
+            "num_outputs": self.num_outputs_,
+            "eigenvalues": self.eigenvalues_,
+            **{name: value for name, value in extension.items() if value is not None},
+        }
 
     def load_state_dict(self, state: dict, kernel: Kernel) -> "KernelExtendedSolver":
         """Restore a fitted solver, extended to new inputs through ``kernel`` (the kernel it was fitted with)."""
         state = self._check_state(state)
         if not isinstance(kernel, Kernel):
-            raise TypeError(f"{type(self).__name__} needs its `kernel` to evaluate new inputs, got "
-                            f"{type(kernel).__name__}")
+            raise TypeError(
+                f"{type(self).__name__} needs its `kernel` to evaluate new inputs, got {type(kernel).__name__}"
+            )
         for name in self._extension:
             setattr(self, f"{name}_", state.get(name))
         if (self.directions_ is None) == (self.coef_ is None):

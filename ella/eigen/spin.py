@@ -56,8 +56,10 @@ def cholesky(sigma: torch.Tensor, jitters=(1e-7, 1e-6, 1e-5, 1e-4, 1e-3)) -> tor
             break
         L, info = torch.linalg.cholesky_ex(sigma64 + jitter * sigma64.diagonal().mean() * eye)
     if info:
-        raise RuntimeError("SpIN: the moving-average covariance Sigma is not positive definite even with "
-                           f"jitter {jitters[-1]:g} * mean(diag); try a smaller learning rate or a larger batch")
+        raise RuntimeError(
+            "SpIN: the moving-average covariance Sigma is not positive definite even with "
+            f"jitter {jitters[-1]:g} * mean(diag); try a smaller learning rate or a larger batch"
+        )
     return L.to(sigma.dtype)
 
 
@@ -95,9 +97,20 @@ class SpIN(NetworkSolver):
 
     kind = "spin"
 
-    def __init__(self, k: int, net: nn.Module | None = None, model: nn.Module | None = None, steps: int = 2000,
-                 batch_size: int = 256, lr: float = 1e-3, momentum: float = 0.9, max_seconds: float | None = None,
-                 seed: int = 0, progress: bool = True, population: bool = False):
+    def __init__(
+        self,
+        k: int,
+        net: nn.Module | None = None,
+        model: nn.Module | None = None,
+        steps: int = 2000,
+        batch_size: int = 256,
+        lr: float = 1e-3,
+        momentum: float = 0.9,
+        max_seconds: float | None = None,
+        seed: int = 0,
+        progress: bool = True,
+        population: bool = False,
+    ):
         super().__init__(k, net, model, steps, batch_size, lr, momentum, seed, progress, population)
         self.max_seconds = None if max_seconds is None else check_float(max_seconds, "max_seconds")
 
@@ -121,8 +134,10 @@ class SpIN(NetworkSolver):
         params = [p for p in body.parameters() if p.requires_grad]
         P = num_parameters(body)
         if k * (k + 1) / 2 * P > _MAX_JACOBIAN:
-            raise ValueError(f"SpIN's moving-average Jacobian needs k (k+1) / 2 x P = {k * (k + 1) // 2} x {P} "
-                             "entries: use a smaller `k` or a smaller `net`")
+            raise ValueError(
+                f"SpIN's moving-average Jacobian needs k (k+1) / 2 x P = {k * (k + 1) // 2} x {P} "
+                "entries: use a smaller `k` or a smaller `net`"
+            )
         phi = kernel.features(x) if isinstance(kernel, FeatureKernel) else None
         blocks = diagonal_blocks(phi) if phi is not None else None
         B = min(self.batch_size, N)
@@ -181,8 +196,7 @@ class SpIN(NetworkSolver):
         return self
 
     @torch.no_grad()
-    def _refine(self, kernel: Kernel, x, phi: torch.Tensor | None, num_data: int | None,
-                chunk: int = 1024) -> None:
+    def _refine(self, kernel: Kernel, x, phi: torch.Tensor | None, num_data: int | None, chunk: int = 1024) -> None:
         """Exact ``Sigma`` and ``Pi`` over all of ``x`` (float64): the whitening ``L^-1`` and ``diag(Lambda)``."""
         raw = torch.cat([self._raw(piece) for piece in batches.chunks(x, chunk)])
         u = raw.double()

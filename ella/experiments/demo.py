@@ -32,8 +32,12 @@ def demo_settings(quick: bool) -> dict:
     both."""
     if quick:
         return dict(num_test=2000, neuralef_steps=600, nystrom_points=500, laplace_torch_points=20)
-    return dict(num_test=10000, neuralef_steps=Settings.neuralef_steps, nystrom_points=Settings.nystrom_points,
-                laplace_torch_points=100)
+    return dict(
+        num_test=10000,
+        neuralef_steps=Settings.neuralef_steps,
+        nystrom_points=Settings.nystrom_points,
+        laplace_torch_points=100,
+    )
 
 
 def methods_for(model, settings: dict, seed: int, progress: bool) -> dict:
@@ -42,8 +46,9 @@ def methods_for(model, settings: dict, seed: int, progress: bool) -> dict:
     methods = {"map": MAP(model)}
     if has_laplace_torch():
         methods["kfac_lla"] = KFACLLA(model, "classification", prior="marglik", link="margin", progress=progress)
-        methods["last_layer_lla"] = LastLayerLLA(model, "classification", prior="marglik", link="margin",
-                                                 progress=progress)
+        methods["last_layer_lla"] = LastLayerLLA(
+            model, "classification", prior="marglik", link="margin", progress=progress
+        )
     methods["ella"] = ELLA(model, **ella_opts)  # the defaults, nothing else
     methods["ella_nystrom"] = ELLA(model, solver=Nystrom(20, settings["nystrom_points"], seed=seed), **ella_opts)
     return methods
@@ -61,8 +66,15 @@ def laplace_torch_predict_seconds(method: KFACLLA, x: torch.Tensor) -> float:
     return (time.perf_counter() - start) * 1000 / len(x)
 
 
-def run_demo(out: str = "ella-demo", quick: bool = False, seed: int = 0, models=("cnn", "mlp"),
-             progress: bool = True, log=print, **sizes) -> dict:
+def run_demo(
+    out: str = "ella-demo",
+    quick: bool = False,
+    seed: int = 0,
+    models=("cnn", "mlp"),
+    progress: bool = True,
+    log=print,
+    **sizes,
+) -> dict:
     """Train the MAP models, fit every method, print one table per model and write the report to ``out``.
 
     ``sizes`` override entries of :func:`demo_settings` (``num_test``, ``neuralef_steps``, ...)."""
@@ -76,28 +88,43 @@ def run_demo(out: str = "ella-demo", quick: bool = False, seed: int = 0, models=
     train = DataLoader(data.train, batch_size=256)
     val = DataLoader(data.val, batch_size=500)
     test = DataLoader(data.test, batch_size=1000)
-    report = {"dataset": "mnist1d", "quick": quick, "seed": seed, "num_train": len(data.train),
-              "num_val": len(data.val), "num_test": len(data.test), "settings": settings,
-              "environment": environment(), "models": {}, "map_training": {}}
+    report = {
+        "dataset": "mnist1d",
+        "quick": quick,
+        "seed": seed,
+        "num_train": len(data.train),
+        "num_val": len(data.val),
+        "num_test": len(data.test),
+        "settings": settings,
+        "environment": environment(),
+        "models": {},
+        "map_training": {},
+    }
     diagrams = {}
     if not has_laplace_torch():
-        log("laplace-torch is not installed: the kfac_lla and last_layer_lla rows are left out "
-            "(pip install 'ella[laplace]')")
+        log(
+            "laplace-torch is not installed: the kfac_lla and last_layer_lla rows are left out "
+            "(pip install 'ella[laplace]')"
+        )
     for name in models:
         log(f"[{name}] training the MAP network")
         model, history = TRAINERS[name](data, seed=seed, progress=progress)
         report["map_training"][name] = {"seconds": history["seconds"], "recipe": history["recipe"]}
         rows, diagrams[name] = {}, {}
         methods = methods_for(model, settings, seed, progress)
-        methods.update(trajectory_methods(data, model, history["recipe"], seed=seed, progress=progress,
-                                          neuralef_steps=settings["neuralef_steps"]))
+        methods.update(
+            trajectory_methods(
+                data, model, history["recipe"], seed=seed, progress=progress, neuralef_steps=settings["neuralef_steps"]
+            )
+        )
         for method_name, method in methods.items():
             log(f"[{name}] {method_name}")
             row, probs, labels = run_method(method, train, val, test, progress)
             row.update(predict_cost(method.predict, data.test.tensors[0], model, piece=method.batch_size))
             if method_name == "kfac_lla":
                 row["laplace_torch_predict_seconds_per_1000"] = laplace_torch_predict_seconds(
-                    method, data.test.tensors[0][: settings["laplace_torch_points"]])
+                    method, data.test.tensors[0][: settings["laplace_torch_points"]]
+                )
             rows[method_name], diagrams[name][method_name] = row, (probs, labels)
         report["models"][name] = rows
         log(f"\nMNIST-1D {name} ({len(data.test)} test points; ECE: 15 equal-width bins, top label)")

@@ -78,8 +78,9 @@ def mlp(
     return nn.Sequential(*layers)
 
 
-def mnist1d_cnn(num_classes: int = 10, channels: int = 25, seed: int | None = 0,
-                batch_norm: bool = False) -> nn.Sequential:
+def mnist1d_cnn(
+    num_classes: int = 10, channels: int = 25, seed: int | None = 0, batch_norm: bool = False
+) -> nn.Sequential:
     """The MNIST-1D reference CNN (Greydanus's ``ConvBase``) with ``Conv2d`` ``(1, w)`` kernels.
 
     ``(B, 40)`` -> reshape to ``(B, 1, 1, 40)`` -> conv ``(1, 5)`` stride 2 -> ReLU -> conv ``(1, 3)`` stride 2

@@ -29,8 +29,19 @@ def _draw_reliability(fig, spec, probs, labels, title, bins):
     edges = np.linspace(0.0, 1.0, bins + 1)
     lo, w, nonempty = edges[:-1], 1.0 / bins, counts > 0
     ax.bar(lo, acc, width=w, align="edge", color="tab:blue", edgecolor="black", lw=0.5, label="accuracy")
-    ax.bar(lo[nonempty], (conf - acc)[nonempty], bottom=acc[nonempty], width=w, align="edge", color="tab:red",
-           alpha=0.3, edgecolor="tab:red", hatch="//", lw=0.5, label="gap to confidence")
+    ax.bar(
+        lo[nonempty],
+        (conf - acc)[nonempty],
+        bottom=acc[nonempty],
+        width=w,
+        align="edge",
+        color="tab:red",
+        alpha=0.3,
+        edgecolor="tab:red",
+        hatch="//",
+        lw=0.5,
+        label="gap to confidence",
+    )
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy", xticklabels=[])
     ax.legend(loc="upper left", fontsize="small")
@@ -83,8 +94,15 @@ def shift_curves(shift: dict, path, title: str = "") -> Path:
             for i, (key, label) in enumerate(_METRICS):
                 if key in points[0]:
                     style = "--" if name == "map" else ("-o" if name.startswith("ella") else "-")
-                    axes[i, j].plot(levels, [p[key] for p in points], style, label=name, ms=3, lw=1.2,
-                                    color="black" if name == "map" else colour[name])
+                    axes[i, j].plot(
+                        levels,
+                        [p[key] for p in points],
+                        style,
+                        label=name,
+                        ms=3,
+                        lw=1.2,
+                        color="black" if name == "map" else colour[name],
+                    )
                     axes[i, j].set_ylabel(label)
         axes[-1, j].set_xlabel(curve)
         axes[0, j].set_title(curve)
@@ -93,8 +111,9 @@ def shift_curves(shift: dict, path, title: str = "") -> Path:
     return _save(fig, path, title)
 
 
-def regression_bands(x: np.ndarray, predictions: dict, path, train: tuple | None = None, truth=None,
-                     title: str = "", columns: int = 4) -> Path:
+def regression_bands(
+    x: np.ndarray, predictions: dict, path, train: tuple | None = None, truth=None, title: str = "", columns: int = 4
+) -> Path:
     """One panel per method: predictive mean and +-2 standard deviations (observation noise included).
 
     Args:
@@ -123,7 +142,7 @@ def regression_bands(x: np.ndarray, predictions: dict, path, train: tuple | None
             ax.plot(np.asarray(train[0]).reshape(-1), np.asarray(train[1]).reshape(-1), "k.", ms=2.5, label="train")
         ax.set_title(name, fontsize="medium")
         ax.set_ylim(-3, 3)
-    for ax in axes[len(names):]:
+    for ax in axes[len(names) :]:
         ax.set_visible(False)
     axes[0].legend(fontsize="x-small", loc="lower left")
     return _save(fig, path, title)

@@ -37,14 +37,20 @@ def run_method(method, train_loader, val_loader, test_loader, progress: bool = F
     measure = timer or _timed
     _, fit_seconds, fit_peak = measure(method.fit, train_loader, val_loader)
     method.predict(batches.take(batches.split_batch(next(iter(test_loader)))[0], slice(0, 8)))  # warm-up
-    (preds, targets, predict_seconds), _, predict_peak = measure(predict_all, method, test_loader, "test_loader",
-                                                                 progress)
+    (preds, targets, predict_seconds), _, predict_peak = measure(
+        predict_all, method, test_loader, "test_loader", progress
+    )
     row = metrics_of(preds, targets, method.likelihood)
-    row.update(fit_seconds=fit_seconds + method.setup_seconds,  # e.g. a recorded run
-               predict_seconds=predict_seconds, n=len(targets))
+    row.update(
+        fit_seconds=fit_seconds + method.setup_seconds,  # e.g. a recorded run
+        predict_seconds=predict_seconds,
+        n=len(targets),
+    )
     if timer is not None:
-        row.update(fit_peak_mb=None if fit_peak is None else fit_peak / 2**20,
-                   predict_peak_mb=None if predict_peak is None else predict_peak / 2**20)
+        row.update(
+            fit_peak_mb=None if fit_peak is None else fit_peak / 2**20,
+            predict_peak_mb=None if predict_peak is None else predict_peak / 2**20,
+        )
     for extra in ("link", "prior_precision_", "temperature_", "num_folded_", "residual_"):
         value = getattr(method, extra, None)
         if isinstance(value, (int, float, str)) and not isinstance(value, bool):
@@ -89,8 +95,13 @@ def _fmt(column: str, value) -> str:
 
 def environment() -> dict:
     """Versions and threads, so that every figure says where it came from."""
-    return {"torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
-            "machine": platform.machine(), "ece_bins": ECE_BINS}
+    return {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "ece_bins": ECE_BINS,
+    }
 
 
 def write_report(report: dict, out_dir, diagrams: dict[str, dict] | None = None, title: str = "ella") -> Path:

@@ -30,11 +30,26 @@ from .train import train_map
 PHASE_DEFAULTS = dict(steps=1000, every=5)  # M = 200 snapshots, as the NeuralEF paper's "every 5 steps"
 
 
-def swa_phase(model: nn.Module, train_loader, *, steps: int, lr: float, optimizer: str = "sgd",
-              momentum: float = 0.9, weight_decay: float = 0.0, every: int = 1, max_snapshots: int | None = None,
-              store: str = "functions", inputs=None, storage_dtype: torch.dtype | None = None, directory=None,
-              swag_rank: int = 20, seed: int = 0, num_threads: int | None = None,
-              progress: bool = True) -> Trajectory:
+def swa_phase(
+    model: nn.Module,
+    train_loader,
+    *,
+    steps: int,
+    lr: float,
+    optimizer: str = "sgd",
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    every: int = 1,
+    max_snapshots: int | None = None,
+    store: str = "functions",
+    inputs=None,
+    storage_dtype: torch.dtype | None = None,
+    directory=None,
+    swag_rank: int = 20,
+    seed: int = 0,
+    num_threads: int | None = None,
+    progress: bool = True,
+) -> Trajectory:
     """Continue training a copy of ``model`` for ``steps`` steps at the constant learning rate ``lr`` and
     record the trajectory (``model`` itself is not changed).
 
@@ -57,20 +72,51 @@ def swa_phase(model: nn.Module, train_loader, *, steps: int, lr: float, optimize
     check_positive_int(every, "every")
     max_snapshots = steps // every if max_snapshots is None else max_snapshots
     if min(max_snapshots, steps // every) < 2:
-        raise ValueError(f"`steps` = {steps} with `every` = {every} gives {steps // every} snapshot(s); a "
-                         "trajectory needs at least 2")
+        raise ValueError(
+            f"`steps` = {steps} with `every` = {every} gives {steps // every} snapshot(s); a "
+            "trajectory needs at least 2"
+        )
     if inputs is None and store in ("functions", "both"):
         inputs = batches.to_model(batches.collect(train_loader, "train_loader")[0], model)
-    recorder = TrajectoryRecorder(inputs, store=store, start=every, every=every, max_snapshots=max_snapshots,
-                                  storage_dtype=storage_dtype, directory=directory, swag_rank=swag_rank)
+    recorder = TrajectoryRecorder(
+        inputs,
+        store=store,
+        start=every,
+        every=every,
+        max_snapshots=max_snapshots,
+        storage_dtype=storage_dtype,
+        directory=directory,
+        swag_rank=swag_rank,
+    )
     run = copy.deepcopy(model)
-    history = train_map(run, train_loader, steps=steps, lr=lr, optimizer=optimizer, momentum=momentum,
-                        weight_decay=weight_decay, schedule="constant", seed=seed, callback=recorder,
-                        num_threads=num_threads, progress=progress)
+    history = train_map(
+        run,
+        train_loader,
+        steps=steps,
+        lr=lr,
+        optimizer=optimizer,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        schedule="constant",
+        seed=seed,
+        callback=recorder,
+        num_threads=num_threads,
+        progress=progress,
+    )
     trajectory = recorder.trajectory
-    trajectory.meta.update(phase=dict(steps=steps, lr=lr, optimizer=optimizer, momentum=momentum,
-                                      weight_decay=weight_decay, every=every, seed=seed),
-                           phase_seconds=history["seconds"], final_loss=history["final_loss"])
+    trajectory.meta.update(
+        phase=dict(
+            steps=steps,
+            lr=lr,
+            optimizer=optimizer,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            every=every,
+            seed=seed,
+        ),
+        phase_seconds=history["seconds"],
+        final_loss=history["final_loss"],
+    )
     return trajectory
 
 
@@ -85,10 +131,21 @@ def phase_settings(recipe: dict, **overrides) -> dict:
     return settings
 
 
-def trajectory_methods(splits, model: nn.Module, recipe: dict, *, loader=None, k: int = 10,
-                       neuralef_steps: int = 2000, storage_dtype: torch.dtype | None = None,
-                       swag_samples: int = 30, seed: int = 0, progress: bool = True, num_threads: int | None = 1,
-                       **phase) -> dict:
+def trajectory_methods(
+    splits,
+    model: nn.Module,
+    recipe: dict,
+    *,
+    loader=None,
+    k: int = 10,
+    neuralef_steps: int = 2000,
+    storage_dtype: torch.dtype | None = None,
+    swag_samples: int = 30,
+    seed: int = 0,
+    progress: bool = True,
+    num_threads: int | None = 1,
+    **phase,
+) -> dict:
     """Record a trajectory from ``model`` and return ``{"ella_sgd_trajectory", "swa", "swag"}``, each ready
     for :func:`ella.experiments.report.run_method` (which fits it: NeuralEF on the trajectory kernel and the scale
     tuning, SWA's and SWAG's batch-norm statistics and SWAG's samples).
@@ -119,22 +176,42 @@ def trajectory_methods(splits, model: nn.Module, recipe: dict, *, loader=None, k
     settings = phase_settings(recipe, **phase)
     if loader is None:
         batch_size = recipe.get("batch_size", 100)
-        loader = torch.utils.data.DataLoader(splits.train, batch_size=batch_size, shuffle=True,
-                                             generator=torch.Generator().manual_seed(seed))
+        loader = torch.utils.data.DataLoader(
+            splits.train, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed)
+        )
     x_train = splits.train.tensors[0].to(next(model.parameters()).device)  # functions recorded in the data's order
     start = time.perf_counter()
-    trajectory = swa_phase(model, loader, inputs=x_train, storage_dtype=storage_dtype, seed=seed,
-                           num_threads=num_threads, progress=progress, **settings)
+    trajectory = swa_phase(
+        model,
+        loader,
+        inputs=x_train,
+        storage_dtype=storage_dtype,
+        seed=seed,
+        num_threads=num_threads,
+        progress=progress,
+        **settings,
+    )
     if k > trajectory.num_snapshots - 1:
-        raise ValueError(f"`k` = {k} is larger than the rank of the trajectory kernel "
-                         f"({trajectory.num_snapshots} snapshots: at most {trajectory.num_snapshots - 1})")
+        raise ValueError(
+            f"`k` = {k} is larger than the rank of the trajectory kernel "
+            f"({trajectory.num_snapshots} snapshots: at most {trajectory.num_snapshots - 1})"
+        )
     mean = swa_model(trajectory, loader)  # the predictive mean: the SWA solution
     solver = NeuralEF(k, steps=neuralef_steps, seed=seed, progress=progress)
     # the functions are recorded on every training input: the eigenfunctions are learned on all of them
-    ella = ELLA(mean, kernel=SGDTrajectoryKernel(trajectory, progress=progress), solver=solver,
-                kernel_points=len(x_train), seed=seed, progress=progress)
-    methods = {"ella_sgd_trajectory": ella, "swa": SWA(trajectory),
-               "swag": SWAG(trajectory, num_samples=swag_samples, seed=seed, progress=progress)}
+    ella = ELLA(
+        mean,
+        kernel=SGDTrajectoryKernel(trajectory, progress=progress),
+        solver=solver,
+        kernel_points=len(x_train),
+        seed=seed,
+        progress=progress,
+    )
+    methods = {
+        "ella_sgd_trajectory": ella,
+        "swa": SWA(trajectory),
+        "swag": SWAG(trajectory, num_samples=swag_samples, seed=seed, progress=progress),
+    }
     for method in methods.values():  # recording the shared trajectory is part of each method's cost
         method.setup_seconds = time.perf_counter() - start
     return methods

@@ -7,5 +7,13 @@ from .nngp import NNGPKernel
 from .ntk import EmpiricalNTK
 from .sgd_trajectory import SGDTrajectoryKernel
 
-__all__ = ["Kernel", "FeatureKernel", "EmpiricalNTK", "NNGPKernel", "RBF", "Polynomial", "UserKernel",
-           "SGDTrajectoryKernel"]
+__all__ = [
+    "Kernel",
+    "FeatureKernel",
+    "EmpiricalNTK",
+    "NNGPKernel",
+    "RBF",
+    "Polynomial",
+    "UserKernel",
+    "SGDTrajectoryKernel",
+]

@@ -55,8 +55,9 @@ class Kernel(ABC):
     def diagonal_blocks(self, x: torch.Tensor) -> torch.Tensor:
         """The ``C x C`` blocks ``kappa(x_b, x_b)``, shape ``(B, C, C)``."""
         C = self.num_outputs
-        return torch.stack([self.gram(batches.take(x, slice(b, b + 1))).reshape(C, C)
-                            for b in range(batches.num_rows(x))])
+        return torch.stack(
+            [self.gram(batches.take(x, slice(b, b + 1))).reshape(C, C) for b in range(batches.num_rows(x))]
+        )
 
     def __call__(self, x1: torch.Tensor, x2: torch.Tensor | None = None) -> torch.Tensor:
         return self.gram(x1, x2)

@@ -30,8 +30,9 @@ def rbf_gram(x1: torch.Tensor, x2: torch.Tensor, lengthscale: float = 1.0, varia
     return variance * torch.exp(-squared_distances(x1, x2) / (2 * lengthscale**2))
 
 
-def polynomial_gram(x1: torch.Tensor, x2: torch.Tensor, degree: int = 2, offset: float = 1.0,
-                    scale: float = 1.0) -> torch.Tensor:
+def polynomial_gram(
+    x1: torch.Tensor, x2: torch.Tensor, degree: int = 2, offset: float = 1.0, scale: float = 1.0
+) -> torch.Tensor:
     """``K_ab = (scale * x1_a . x2_b + offset)^degree`` for flattened inputs, shape ``(B1, B2)``."""
     return (scale * (x1 @ x2.T) + offset) ** degree
 

@@ -40,8 +40,13 @@ class UserKernel(Kernel):
             cls = UserFeatureKernel  # a feature kernel, so that solvers use its features
         return super().__new__(cls)
 
-    def __init__(self, gram_fn: GramFn | None = None, features_fn: FeaturesFn | None = None,
-                 num_outputs: int = 1, symmetry_rtol: float = 1e-6):
+    def __init__(
+        self,
+        gram_fn: GramFn | None = None,
+        features_fn: FeaturesFn | None = None,
+        num_outputs: int = 1,
+        symmetry_rtol: float = 1e-6,
+    ):
         if gram_fn is None and features_fn is None:
             raise ValueError("give `gram_fn` (x1, x2) -> (B1 C, B2 C) and/or `features_fn` x -> (B, C, S)")
         for name, fn in (("gram_fn", gram_fn), ("features_fn", features_fn)):

@@ -37,11 +37,20 @@ class NNGPKernel(FeatureKernel):
         progress: show a progress bar over the initialisations.
     """
 
-    def __init__(self, architecture: nn.Module | Callable[[int], nn.Module], num_samples: int = 256,
-                 seed: int = 0, batch_size: int = 1024, cache: bool = True, progress: bool = True):
+    def __init__(
+        self,
+        architecture: nn.Module | Callable[[int], nn.Module],
+        num_samples: int = 256,
+        seed: int = 0,
+        batch_size: int = 1024,
+        cache: bool = True,
+        progress: bool = True,
+    ):
         if not (isinstance(architecture, nn.Module) or callable(architecture)):
-            raise TypeError("`architecture` must be an nn.Module or a callable seed -> nn.Module, "
-                            f"got {type(architecture).__name__}")
+            raise TypeError(
+                "`architecture` must be an nn.Module or a callable seed -> nn.Module, "
+                f"got {type(architecture).__name__}"
+            )
         self.architecture = architecture
         self.num_features = check_positive_int(num_samples, "num_samples")
         self.batch_size = check_positive_int(batch_size, "batch_size")

@@ -31,8 +31,9 @@ DISTRIBUTIONS = ("rademacher", "gaussian")
 _BLOCK = 32  # directions generated (and pushed through the network) together
 
 
-def directions(seed: int, block: int, num_params: int, distribution: str = "rademacher",
-               dtype=torch.float32) -> torch.Tensor:
+def directions(
+    seed: int, block: int, num_params: int, distribution: str = "rademacher", dtype=torch.float32
+) -> torch.Tensor:
     """Block ``block`` of ``_BLOCK`` random directions ``v_s`` in ``R^P`` with ``E[v v^T] = I``.
 
     Generated on the CPU from ``(seed, block)`` alone, so a block is the same on any device and for any
@@ -76,9 +77,18 @@ class EmpiricalNTK(FeatureKernel):
 
     in_weight_space = True
 
-    def __init__(self, model: nn.Module, estimator: str = "jvp", num_samples: int = 1000,
-                 distribution: str = "rademacher", eps: float | None = None, central: bool = False,
-                 seed: int = 0, batch_size: int = 512, progress: bool = True):
+    def __init__(
+        self,
+        model: nn.Module,
+        estimator: str = "jvp",
+        num_samples: int = 1000,
+        distribution: str = "rademacher",
+        eps: float | None = None,
+        central: bool = False,
+        seed: int = 0,
+        batch_size: int = 512,
+        progress: bool = True,
+    ):
         self.model = check_model(model)
         self.estimator = check_choice(estimator, "estimator", ESTIMATORS)
         self.distribution = check_choice(distribution, "distribution", DISTRIBUTIONS)
@@ -98,8 +108,15 @@ class EmpiricalNTK(FeatureKernel):
     @property
     def config(self) -> dict:
         """The constructor's arguments (all but ``model`` and ``progress``), JSON-ready: what rebuilds this kernel."""
-        return {"estimator": self.estimator, "num_samples": self.num_samples, "distribution": self.distribution,
-                "eps": self.eps, "central": self.central, "seed": self.seed, "batch_size": self.batch_size}
+        return {
+            "estimator": self.estimator,
+            "num_samples": self.num_samples,
+            "distribution": self.distribution,
+            "eps": self.eps,
+            "central": self.central,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+        }
 
     def resampled(self, num_samples: int, seed: int) -> "EmpiricalNTK":
         """The same estimator with ``num_samples`` other random directions, drawn from ``seed`` (no progress bar)."""
@@ -131,8 +148,9 @@ class EmpiricalNTK(FeatureKernel):
         for j, start in enumerate(range(0, batches.num_rows(x), chunk)):
             piece = batches.take(x, slice(start, start + chunk))
             if split and not distributed.mine(j):
-                pieces.append(torch.zeros(batches.num_rows(piece), self.num_params, dtype=self.dtype,
-                                          device=self.device))
+                pieces.append(
+                    torch.zeros(batches.num_rows(piece), self.num_params, dtype=self.dtype, device=self.device)
+                )
             else:
                 pieces.append(jacobian_rows(self.model, piece, index[start : start + chunk], chunk))
         rows = torch.cat(pieces)
@@ -164,8 +182,9 @@ class EmpiricalNTK(FeatureKernel):
             v = self._directions(block)[: hi - lo]
             rows = slice(start, start + self.batch_size)
             piece = batches.take(x, rows)
-            phi[rows, :, lo:hi] = (self._jvp_block(piece, v) if self.estimator == "jvp" else
-                                   self._fd_block(piece, v, base[rows]))
+            phi[rows, :, lo:hi] = (
+                self._jvp_block(piece, v) if self.estimator == "jvp" else self._fd_block(piece, v, base[rows])
+            )
         return distributed.total(phi) if split else phi
 
     def _directions(self, block: int) -> torch.Tensor:

@@ -40,8 +40,10 @@ class SGDTrajectoryKernel(FeatureKernel):
 
     def __init__(self, trajectory: Trajectory, source: str = "auto", batch_size: int = 1024, progress: bool = True):
         if not isinstance(trajectory, Trajectory):
-            raise TypeError(f"`trajectory` must be an ella.trajectory.Trajectory (from a TrajectoryRecorder, "
-                            f"Trajectory.from_checkpoints, ...), got {type(trajectory).__name__}")
+            raise TypeError(
+                f"`trajectory` must be an ella.trajectory.Trajectory (from a TrajectoryRecorder, "
+                f"Trajectory.from_checkpoints, ...), got {type(trajectory).__name__}"
+            )
         if source not in SOURCES:
             raise ValueError(f"`source` must be one of {SOURCES}, got {source!r}")
         if source == "functions" and not trajectory.has_functions:
@@ -84,8 +86,10 @@ class SGDTrajectoryKernel(FeatureKernel):
         if index is not None:
             return traj.recorded_functions(index), traj.anchor[index.to(traj.anchor.device)]
         if not traj.has_weights:
-            raise ValueError("`x` holds inputs on which the trajectory's functions were not recorded; record "
-                             "weight snapshots (store='weights' or 'both') to evaluate the kernel at any x")
+            raise ValueError(
+                "`x` holds inputs on which the trajectory's functions were not recorded; record "
+                "weight snapshots (store='weights' or 'both') to evaluate the kernel at any x"
+            )
         if self.source == "functions":
             raise ValueError("`x` holds inputs that were not recorded and `source`='functions'")
         p = next(traj.model.parameters())

@@ -33,6 +33,24 @@ from .map import MAP
 from .swag import SWA, SWAG, swa_model, update_bn
 from .temperature import TemperatureScaling
 
-__all__ = ["Method", "GaussianMethod", "ELLA", "ExactLLA", "KFACLLA", "DiagLLA", "LastLayerLLA", "LastLayerKFAC",
-           "LaplaceTorchELLA", "NativeLaplaceELLA", "NativeVaLLA", "MAP", "TemperatureScaling", "SWA", "SWAG",
-           "swa_model", "update_bn", "evaluate", "predict_all"]
+__all__ = [
+    "Method",
+    "GaussianMethod",
+    "ELLA",
+    "ExactLLA",
+    "KFACLLA",
+    "DiagLLA",
+    "LastLayerLLA",
+    "LastLayerKFAC",
+    "LaplaceTorchELLA",
+    "NativeLaplaceELLA",
+    "NativeVaLLA",
+    "MAP",
+    "TemperatureScaling",
+    "SWA",
+    "SWAG",
+    "swa_model",
+    "update_bn",
+    "evaluate",
+    "predict_all",
+]

@@ -82,8 +82,9 @@ class Method(ABC):
     #: the model's :func:`~ella._checks.model_signature` when it was fitted (or loaded); every prediction checks it.
     _signature: tuple | None = None
 
-    def __init__(self, model: nn.Module, likelihood: str = "classification", batch_size: int = 1024,
-                 progress: bool = True):
+    def __init__(
+        self, model: nn.Module, likelihood: str = "classification", batch_size: int = 1024, progress: bool = True
+    ):
         self.model = check_model(model)
         self.likelihood = check_likelihood(likelihood)
         self.batch_size = check_positive_int(batch_size, "batch_size")
@@ -164,8 +165,10 @@ class Method(ABC):
             parts = result if isinstance(result, tuple) else (result,)
             if not all(torch.isfinite(part).all() for part in parts):  # from a model output that is not finite
                 check_finite_outputs(batches.call(self.model, piece), "`x`", start)
-                raise ValueError(f"{type(self).__name__}'s predictions for some of inputs {start} to "
-                                 f"{start + len(parts[0]) - 1} of `x` are not finite")
+                raise ValueError(
+                    f"{type(self).__name__}'s predictions for some of inputs {start} to "
+                    f"{start + len(parts[0]) - 1} of `x` are not finite"
+                )
             if out is None:  # the whole result at once: no small piece outlives its chunk (fragmentation)
                 out = tuple(part.new_empty(rows, *part.shape[1:]) for part in parts)
             for whole, part in zip(out, parts):
@@ -195,9 +198,17 @@ class GaussianMethod(Method):
 
     noise_: torch.Tensor | None = None
 
-    def __init__(self, model: nn.Module, likelihood: str = "classification", link: str = "margin",
-                 n_samples: int = 512, sigma_noise=None, seed: int = 0, batch_size: int = 1024,
-                 progress: bool = True):
+    def __init__(
+        self,
+        model: nn.Module,
+        likelihood: str = "classification",
+        link: str = "margin",
+        n_samples: int = 512,
+        sigma_noise=None,
+        seed: int = 0,
+        batch_size: int = 1024,
+        progress: bool = True,
+    ):
         super().__init__(model, likelihood, batch_size, progress)
         self.link = check_choice(link, "link", LINKS)
         self.n_samples = check_positive_int(n_samples, "n_samples")
@@ -246,6 +257,7 @@ class GaussianMethod(Method):
 
     def predictive_moments(self, x) -> tuple[torch.Tensor, torch.Tensor]:
         """Latent ``f(x) ~ N(mean, cov)``: mean ``(B, C)`` and covariance ``(B, C, C)`` (no observation noise)."""
+
         def moments(piece):
             mean, factor = self._mean_and_factor(piece)
             return mean, factor @ factor.transpose(1, 2)

@@ -47,8 +47,10 @@ SOLVERS = {"neuralef": NeuralEF, "nystrom": Nystrom, "exact": ExactEigen, "spin"
 # one. On Fashion-MNIST (the 784-200-200-10 MLP) the test NLL at S = 64, 128, 256, 500, 1000 was .3081, .3079,
 # .3078, .3078, .3078 while the kernel stage cost 11.6 to 21.4 s; the CNN's 256 directions cost 137 s of its fit
 NTK_SAMPLES = 256
-REMOVED = {"features": "the eigenfunctions are chosen by `solver=` ('auto', 'neuralef', 'nystrom', 'exact', 'spin' "
-                       "or an ella.eigen.EigenSolver)"}
+REMOVED = {
+    "features": "the eigenfunctions are chosen by `solver=` ('auto', 'neuralef', 'nystrom', 'exact', 'spin' "
+    "or an ella.eigen.EigenSolver)"
+}
 AUTO_JACOBIAN = 2**24  # entries of the M x P Jacobian rows "auto" may form for Nystrom (64 MiB in float32)
 
 
@@ -119,19 +121,48 @@ class ELLA(LinearisedLaplace):
 
     solver_: EigenSolver | None = None
 
-    def __init__(self, model: nn.Module, likelihood: str = "classification", k: int | None = None,
-                 kernel: str | Kernel = "ntk", solver: str | EigenSolver = "auto", *, kernel_points: int = 2000,
-                 residual: str | int = "auto", posterior_update: bool | None = None,
-                 prior_precision: float | None = None, prior_grid=None, sigma_noise=None, noise_grid=None,
-                 fold_in="tune", link: str = "margin", n_samples: int = 512, seed: int = 0, batch_size: int = 512,
-                 progress: bool = True, residual_samples: int | None = None, **removed):
+    def __init__(
+        self,
+        model: nn.Module,
+        likelihood: str = "classification",
+        k: int | None = None,
+        kernel: str | Kernel = "ntk",
+        solver: str | EigenSolver = "auto",
+        *,
+        kernel_points: int = 2000,
+        residual: str | int = "auto",
+        posterior_update: bool | None = None,
+        prior_precision: float | None = None,
+        prior_grid=None,
+        sigma_noise=None,
+        noise_grid=None,
+        fold_in="tune",
+        link: str = "margin",
+        n_samples: int = 512,
+        seed: int = 0,
+        batch_size: int = 512,
+        progress: bool = True,
+        residual_samples: int | None = None,
+        **removed,
+    ):
         if removed:  # arguments of earlier versions get a pointer to what replaced them
             name = next(iter(removed))
             hint = REMOVED.get(name, "")
             raise TypeError(f"ELLA() got an unexpected keyword argument {name!r}" + (f": {hint}" if hint else ""))
-        super().__init__(model, likelihood, prior_precision=prior_precision, prior_grid=prior_grid,
-                         sigma_noise=sigma_noise, noise_grid=noise_grid, fold_in=fold_in, link=link,
-                         n_samples=n_samples, seed=seed, batch_size=batch_size, progress=progress)
+        super().__init__(
+            model,
+            likelihood,
+            prior_precision=prior_precision,
+            prior_grid=prior_grid,
+            sigma_noise=sigma_noise,
+            noise_grid=noise_grid,
+            fold_in=fold_in,
+            link=link,
+            n_samples=n_samples,
+            seed=seed,
+            batch_size=batch_size,
+            progress=progress,
+        )
         if kernel == "ntk":
             kernel = EmpiricalNTK(model, num_samples=NTK_SAMPLES, seed=self.seed, progress=self.progress)
         elif not isinstance(kernel, Kernel):
@@ -146,8 +177,9 @@ class ELLA(LinearisedLaplace):
             k = check_positive_int(20 if k is None else k, "k")
             solver = solver if solver == "auto" else self._named_solver(solver, k)
         else:
-            raise ValueError(f"`solver` must be 'auto', one of {tuple(SOLVERS)} or an ella.eigen.EigenSolver, "
-                             f"got {solver!r}")
+            raise ValueError(
+                f"`solver` must be 'auto', one of {tuple(SOLVERS)} or an ella.eigen.EigenSolver, got {solver!r}"
+            )
         self.kernel, self.solver, self.k = kernel, solver, k
         self.kernel_points = check_positive_int(kernel_points, "kernel_points")
         if residual_samples is not None:  # the earlier spelling: 0 is the paper's ELLA
@@ -157,21 +189,29 @@ class ELLA(LinearisedLaplace):
         self.residual = residual if isinstance(residual, str) else check_positive_int(residual, "residual")
         ntk = kernel.in_weight_space  # the kernel's trace at any input can be estimated: the residual
         if self.residual not in ("auto", "none") and not ntk:
-            raise ValueError(f"`residual` = {self.residual!r} needs the NTK kernel (kernel='ntk' or an EmpiricalNTK), "
-                             f"got {type(kernel).__name__}")
+            raise ValueError(
+                f"`residual` = {self.residual!r} needs the NTK kernel (kernel='ntk' or an EmpiricalNTK), "
+                f"got {type(kernel).__name__}"
+            )
         # "auto" chooses with the prior on validation NLL: no residual, or the mean or the learned trace model's
-        self.isotropic_choices = ((("none", "mean", "learned") if ntk else ("none",)) if self.residual == "auto"
-                                  else (self.residual,))
-        self.posterior_update = kernel.posterior_update if posterior_update is None else check_bool(
-            posterior_update, "posterior_update")
+        self.isotropic_choices = (
+            (("none", "mean", "learned") if ntk else ("none",)) if self.residual == "auto" else (self.residual,)
+        )
+        self.posterior_update = (
+            kernel.posterior_update if posterior_update is None else check_bool(posterior_update, "posterior_update")
+        )
 
     def _auto_solver(self, data: Survey) -> EigenSolver:
         """What ``solver="auto"`` fits: Nystrom on all M kernel points when they are the whole training set, the
         kernel is the NTK, ``k <= M`` and the M x P Jacobian rows hold at most :data:`AUTO_JACOBIAN` entries; NeuralEF
         otherwise."""
         M = batches.num_rows(data.sample)
-        small = (data.num_train <= self.kernel_points and self.kernel.in_weight_space and self.k <= M
-                 and M * self.kernel.num_params <= AUTO_JACOBIAN)
+        small = (
+            data.num_train <= self.kernel_points
+            and self.kernel.in_weight_space
+            and self.k <= M
+            and M * self.kernel.num_params <= AUTO_JACOBIAN
+        )
         return Nystrom(self.k, M, seed=self.seed) if small else self._named_solver("neuralef", self.k)
 
     def _named_solver(self, name: str, k: int) -> EigenSolver:
@@ -200,8 +240,11 @@ class ELLA(LinearisedLaplace):
             except RankError as e:  # fewer eigenpairs than the default k: as many as there are
                 if not self._adapt_k or e.rank < 1:
                     raise
-                warnings.warn(f"{e}: ELLA uses k = {e.rank}, the eigenpairs there are (pass `k` to choose)",
-                              UserWarning, stacklevel=4)
+                warnings.warn(
+                    f"{e}: ELLA uses k = {e.rank}, the eigenpairs there are (pass `k` to choose)",
+                    UserWarning,
+                    stacklevel=4,
+                )
                 self.solver_ = solver.with_k(e.rank).fit(self.kernel, x)
         self._set_scale()
         self.trace_models_, self._kernel_diagonal = {}, None
@@ -222,8 +265,9 @@ class ELLA(LinearisedLaplace):
     def _set_scale(self) -> None:
         # Psi(x) = psi(x) sqrt(mu); the residual's directions are seeded apart from the kernel's own
         self.feature_scale_ = self.solver_.eigenvalues.double().clamp_min(0).sqrt()
-        self.residual_kernel_ = (self.kernel.resampled(self.residual, self.kernel.seed + 1)
-                                 if isinstance(self.residual, int) else None)
+        self.residual_kernel_ = (
+            self.kernel.resampled(self.residual, self.kernel.seed + 1) if isinstance(self.residual, int) else None
+        )
 
     def _features(self, x) -> tuple[torch.Tensor, torch.Tensor]:
         mean, psi = self.solver_.outputs_and_eigenfunctions(self.model, x)  # one forward pass with net="head"
@@ -273,8 +317,9 @@ class ELLA(LinearisedLaplace):
         at ``x`` from ``S'`` random weight directions (``residual=S'``).
         """
         if self.residual_ == "none":
-            raise ValueError("`residual_variance` needs a residual: the fitted posterior has none (`residual` = "
-                             f"{self.residual!r})")
+            raise ValueError(
+                f"`residual_variance` needs a residual: the fitted posterior has none (`residual` = {self.residual!r})"
+            )
 
         def piece(x):
             return self._isotropic(x, self._features(x)[1], self.isotropic_) / self.prior_precision_
@@ -297,16 +342,25 @@ class ELLA(LinearisedLaplace):
 
     # ---------------------------------------------------------------- persistence
     def _config(self) -> dict:
-        return {**super()._config(), "k": self.k, "solver": "auto" if self.solver == "auto" else None,
-                "residual": self.residual, "posterior_update": self.posterior_update,
-                "kernel_points": self.kernel_points, "adapt_k": self._adapt_k}
+        return {
+            **super()._config(),
+            "k": self.k,
+            "solver": "auto" if self.solver == "auto" else None,
+            "residual": self.residual,
+            "posterior_update": self.posterior_update,
+            "kernel_points": self.kernel_points,
+            "adapt_k": self._adapt_k,
+        }
 
     def _fitted_meta(self) -> dict:
         return {"num_kernel_points": self.num_kernel_points_}
 
     def _feature_state(self) -> tuple[dict, dict]:
-        kernel = ({"kind": "ntk", "config": self.kernel.config} if self.kernel.in_weight_space
-                  else {"kind": type(self.kernel).__name__})
+        kernel = (
+            {"kind": "ntk", "config": self.kernel.config}
+            if self.kernel.in_weight_space
+            else {"kind": type(self.kernel).__name__}
+        )
         solver_meta, solver_tensors = files.split(self.solver_.state_dict())
         tensors = {"solver": solver_tensors}
         if self.trace_models_:
@@ -333,8 +387,16 @@ class ELLA(LinearisedLaplace):
         return super().load(path, model, kernel=kernel, net=net)
 
     @classmethod
-    def _rebuild(cls, model, config: dict, meta: dict, tensors: dict, where: str, kernel: Kernel | None = None,
-                 net: nn.Module | None = None) -> "ELLA":
+    def _rebuild(
+        cls,
+        model,
+        config: dict,
+        meta: dict,
+        tensors: dict,
+        where: str,
+        kernel: Kernel | None = None,
+        net: nn.Module | None = None,
+    ) -> "ELLA":
         kind = files.require(meta, "kernel", dict, where).get("kind")
         if kind == "ntk":  # rebuilt from its saved settings unless given
             if kernel is None:
@@ -344,8 +406,10 @@ class ELLA(LinearisedLaplace):
                 except (TypeError, ValueError) as e:
                     raise ValueError(f"{where} is malformed: its kernel settings: {e}") from None
             elif not getattr(kernel, "in_weight_space", False):
-                raise ValueError(f"the posterior in {where} was fitted with the NTK: `kernel` must be an EmpiricalNTK "
-                                 f"(or None, to rebuild it), got {type(kernel).__name__}")
+                raise ValueError(
+                    f"the posterior in {where} was fitted with the NTK: `kernel` must be an EmpiricalNTK "
+                    f"(or None, to rebuild it), got {type(kernel).__name__}"
+                )
         elif kernel is None or type(kernel).__name__ != kind:
             raise ValueError(f"the posterior in {where} was fitted with a {kind} kernel: pass it as `kernel`")
         solver_state = {**files.require(meta, "solver", dict, where), **files.require(tensors, "solver", dict, where)}
@@ -353,8 +417,11 @@ class ELLA(LinearisedLaplace):
         if solver_kind not in SOLVERS:
             raise ValueError(f"{where} is malformed: unknown solver kind {solver_kind!r}")
         k = solver_state.get("k", config["k"])  # (fewer than the configured k where the kernel has fewer)
-        solver = SOLVERS[solver_kind](k, net=net, model=model) if solver_kind in ("neuralef", "spin") else \
-            SOLVERS[solver_kind](k)
+        solver = (
+            SOLVERS[solver_kind](k, net=net, model=model)
+            if solver_kind in ("neuralef", "spin")
+            else SOLVERS[solver_kind](k)
+        )
         settings = {key: value for key, value in config.items() if key not in ("k", "solver", "adapt_k")}
         post = cls(model, kernel=kernel, solver=solver, progress=False, **settings)
         post.k, post._adapt_k = config["k"], bool(config.get("adapt_k", False))  # the configuration as saved
@@ -386,5 +453,7 @@ class ELLA(LinearisedLaplace):
         feature_tensors = {"solver": tensors.get("solver")}
         if "trace_models" in tensors:
             feature_tensors["trace_models"] = tensors["trace_models"]
-        return ({**meta, "method": "ELLA", "config": config, "fitted": fitted, "features": features},
-                {**tensors, "features": feature_tensors})
+        return (
+            {**meta, "method": "ELLA", "config": config, "fitted": fitted, "features": features},
+            {**tensors, "features": feature_tensors},
+        )

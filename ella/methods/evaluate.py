@@ -63,6 +63,9 @@ def evaluate(method: Method, loader, ood_loader=None, progress: bool = False) ->
     out = {**classification_metrics(preds, targets), "ece_bins": ECE_BINS, "n": len(preds), "predict_seconds": seconds}
     if ood_loader is not None:
         probs_out, _, _ = predict_all(method, ood_loader, "ood_loader", progress)
-        out.update(mean_max_prob=mean_max_prob(preds), ood_mean_max_prob=mean_max_prob(probs_out),
-                   ood_auroc=ood_auroc(preds, probs_out))
+        out.update(
+            mean_max_prob=mean_max_prob(preds),
+            ood_mean_max_prob=mean_max_prob(probs_out),
+            ood_auroc=ood_auroc(preds, probs_out),
+        )
     return out

@@ -44,18 +44,44 @@ class ExactLLA(LinearisedLaplace):
 
     name = "exact_lla"
 
-    def __init__(self, model: nn.Module, likelihood: str = "classification", *, max_params: int = MAX_PARAMS,
-                 prior_precision: float | None = None, prior_grid=None, sigma_noise=None, noise_grid=None,
-                 fold_in="all", link: str = "margin", n_samples: int = 512, seed: int = 0, batch_size: int = 256,
-                 progress: bool = True):
-        super().__init__(model, likelihood, prior_precision=prior_precision, prior_grid=prior_grid,
-                         sigma_noise=sigma_noise, noise_grid=noise_grid, fold_in=fold_in, link=link,
-                         n_samples=n_samples, seed=seed, batch_size=batch_size, progress=progress)
+    def __init__(
+        self,
+        model: nn.Module,
+        likelihood: str = "classification",
+        *,
+        max_params: int = MAX_PARAMS,
+        prior_precision: float | None = None,
+        prior_grid=None,
+        sigma_noise=None,
+        noise_grid=None,
+        fold_in="all",
+        link: str = "margin",
+        n_samples: int = 512,
+        seed: int = 0,
+        batch_size: int = 256,
+        progress: bool = True,
+    ):
+        super().__init__(
+            model,
+            likelihood,
+            prior_precision=prior_precision,
+            prior_grid=prior_grid,
+            sigma_noise=sigma_noise,
+            noise_grid=noise_grid,
+            fold_in=fold_in,
+            link=link,
+            n_samples=n_samples,
+            seed=seed,
+            batch_size=batch_size,
+            progress=progress,
+        )
         self.max_params = check_positive_int(max_params, "max_params")
         P = num_parameters(model)
         if P > self.max_params:
-            raise ValueError(f"`model` has P = {P:,} weights: exact LLA forms a dense P x P GGN and is limited to "
-                             f"`max_params` = {self.max_params:,} (raise it if you have the memory and time)")
+            raise ValueError(
+                f"`model` has P = {P:,} weights: exact LLA forms a dense P x P GGN and is limited to "
+                f"`max_params` = {self.max_params:,} (raise it if you have the memory and time)"
+            )
         self.num_params = P
 
     def _num_features(self) -> int:

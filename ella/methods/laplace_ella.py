@@ -41,13 +41,36 @@ class LaplaceTorchELLA(LinearisedLaplace):
 
     name = "laplace_torch_ella"
 
-    def __init__(self, model: nn.Module, likelihood: str = "classification", k: int = 20, *,
-                 subsample_size: int = 2000, prior_precision: float | None = None, prior_grid=None,
-                 sigma_noise=None, noise_grid=None, link: str = "margin", n_samples: int = 512, seed: int = 0,
-                 batch_size: int = 512, progress: bool = True):
-        super().__init__(model, likelihood, prior_precision=prior_precision, prior_grid=prior_grid,
-                         sigma_noise=sigma_noise, noise_grid=noise_grid, link=link, n_samples=n_samples, seed=seed,
-                         batch_size=batch_size, progress=progress)
+    def __init__(
+        self,
+        model: nn.Module,
+        likelihood: str = "classification",
+        k: int = 20,
+        *,
+        subsample_size: int = 2000,
+        prior_precision: float | None = None,
+        prior_grid=None,
+        sigma_noise=None,
+        noise_grid=None,
+        link: str = "margin",
+        n_samples: int = 512,
+        seed: int = 0,
+        batch_size: int = 512,
+        progress: bool = True,
+    ):
+        super().__init__(
+            model,
+            likelihood,
+            prior_precision=prior_precision,
+            prior_grid=prior_grid,
+            sigma_noise=sigma_noise,
+            noise_grid=noise_grid,
+            link=link,
+            n_samples=n_samples,
+            seed=seed,
+            batch_size=batch_size,
+            progress=progress,
+        )
         require("laplace", "laplace-torch", "laplace", type(self).__name__)
         self.k = check_positive_int(k, "k")
         self.subsample_size = check_positive_int(subsample_size, "subsample_size")
@@ -60,8 +83,13 @@ class LaplaceTorchELLA(LinearisedLaplace):
     def _prepare(self, data: Survey, train_loader) -> None:
         from laplace import ELLA as LaplaceELLA
 
-        la = LaplaceELLA(self.model, self.likelihood, subsample_size=min(self.subsample_size, data.num_train),
-                         n_eigenvalues=self.k, seed=self.seed)
+        la = LaplaceELLA(
+            self.model,
+            self.likelihood,
+            subsample_size=min(self.subsample_size, data.num_train),
+            n_eigenvalues=self.k,
+            seed=self.seed,
+        )
         la.fit(_as_dataloader(train_loader, "train_loader"), progress_bar=self.progress)
         self.la_ = la
 
@@ -85,8 +113,10 @@ class LaplaceTorchELLA(LinearisedLaplace):
     def save(self, path) -> None:
         """Not available: the feature map is laplace-torch's fitted ``ELLA`` object, which ella does not write to a
         file (it would have to be pickled); ``ella.ELLA`` saves and loads."""
-        raise TypeError("LaplaceTorchELLA cannot be saved: its features are laplace-torch's fitted ELLA object, "
-                        "which ella does not serialise (that would need pickling); fit ella.ELLA to save a posterior")
+        raise TypeError(
+            "LaplaceTorchELLA cannot be saved: its features are laplace-torch's fitted ELLA object, "
+            "which ella does not serialise (that would need pickling); fit ella.ELLA to save a posterior"
+        )
 
     def __repr__(self) -> str:
         return f"LaplaceTorchELLA(likelihood={self.likelihood!r}, k={self.k}, M={self.subsample_size})"

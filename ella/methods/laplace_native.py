@@ -32,8 +32,16 @@ LINK_APPROXIMATIONS = ("probit", "mc", "bridge")
 class _Native(Method):
     """A laplace-torch function-space posterior; subclasses build and fit the laplace-torch object."""
 
-    def __init__(self, model, likelihood: str = "classification", *, link_approx: str = "probit",
-                 seed: int = 0, batch_size: int = 512, progress: bool = True):
+    def __init__(
+        self,
+        model,
+        likelihood: str = "classification",
+        *,
+        link_approx: str = "probit",
+        seed: int = 0,
+        batch_size: int = 512,
+        progress: bool = True,
+    ):
         super().__init__(model, likelihood, batch_size, progress)
         if self.likelihood != "classification":
             raise ValueError(f"{type(self).__name__} supports classification only, got {likelihood!r}")
@@ -77,22 +85,39 @@ class NativeLaplaceELLA(_Native):
 
     name = "laplace_torch_native_ella"
 
-    def __init__(self, model, likelihood: str = "classification", *, k: int = 20, subsample_size: int = 2000,
-                 grid_size: int = 100, link_approx: str = "probit", seed: int = 0, batch_size: int = 512,
-                 progress: bool = True):
-        super().__init__(model, likelihood, link_approx=link_approx, seed=seed, batch_size=batch_size,
-                         progress=progress)
+    def __init__(
+        self,
+        model,
+        likelihood: str = "classification",
+        *,
+        k: int = 20,
+        subsample_size: int = 2000,
+        grid_size: int = 100,
+        link_approx: str = "probit",
+        seed: int = 0,
+        batch_size: int = 512,
+        progress: bool = True,
+    ):
+        super().__init__(
+            model, likelihood, link_approx=link_approx, seed=seed, batch_size=batch_size, progress=progress
+        )
         self.k = check_positive_int(k, "k")
         self.subsample_size = check_positive_int(subsample_size, "subsample_size")
         self.grid_size = check_positive_int(grid_size, "grid_size")
 
     def _fit_laplace(self, train, val):
-        la = self._laplace.ELLA(self.model, "classification", subsample_size=self.subsample_size,
-                                n_eigenvalues=self.k, seed=self.seed)
+        la = self._laplace.ELLA(
+            self.model, "classification", subsample_size=self.subsample_size, n_eigenvalues=self.k, seed=self.seed
+        )
         la.fit(train, progress_bar=self.progress)
         if val is not None:
-            la.optimize_prior_precision(method="gridsearch", val_loader=val, grid_size=self.grid_size,
-                                        link_approx=self.link_approx, progress_bar=self.progress)
+            la.optimize_prior_precision(
+                method="gridsearch",
+                val_loader=val,
+                grid_size=self.grid_size,
+                link_approx=self.link_approx,
+                progress_bar=self.progress,
+            )
         self.prior_precision_ = float(torch.as_tensor(la.prior_precision).detach())
         return la
 
@@ -120,11 +145,24 @@ class NativeVaLLA(_Native):
 
     name = "laplace_torch_valla"
 
-    def __init__(self, model, likelihood: str = "classification", *, num_inducing: int = 100,
-                 inducing: str = "random", iterations: int = 1000, lr: float = 1e-3, fit_batch_size: int = 32,
-                 link_approx: str = "probit", seed: int = 0, batch_size: int = 512, progress: bool = True):
-        super().__init__(model, likelihood, link_approx=link_approx, seed=seed, batch_size=batch_size,
-                         progress=progress)
+    def __init__(
+        self,
+        model,
+        likelihood: str = "classification",
+        *,
+        num_inducing: int = 100,
+        inducing: str = "random",
+        iterations: int = 1000,
+        lr: float = 1e-3,
+        fit_batch_size: int = 32,
+        link_approx: str = "probit",
+        seed: int = 0,
+        batch_size: int = 512,
+        progress: bool = True,
+    ):
+        super().__init__(
+            model, likelihood, link_approx=link_approx, seed=seed, batch_size=batch_size, progress=progress
+        )
         self.num_inducing = check_positive_int(num_inducing, "num_inducing")
         self.inducing = check_choice(inducing, "inducing", ("kmeans", "random"))
         self.iterations = check_positive_int(iterations, "iterations")
@@ -132,10 +170,16 @@ class NativeVaLLA(_Native):
         self.fit_batch_size = check_positive_int(fit_batch_size, "fit_batch_size")
 
     def _fit_laplace(self, train, val):
-        la = self._laplace.VaLLA(self.model, "classification", inducing_locations=self.inducing,
-                                 num_inducing=self.num_inducing, seed=self.seed)
-        steps = DataLoader(train.dataset, batch_size=self.fit_batch_size, shuffle=True,
-                           generator=seeded_generator(self.seed))
+        la = self._laplace.VaLLA(
+            self.model,
+            "classification",
+            inducing_locations=self.inducing,
+            num_inducing=self.num_inducing,
+            seed=self.seed,
+        )
+        steps = DataLoader(
+            train.dataset, batch_size=self.fit_batch_size, shuffle=True, generator=seeded_generator(self.seed)
+        )
         la.fit(steps, iterations=self.iterations, lr=self.lr, val_loader=val, progress_bar=self.progress)
         self.prior_precision_ = float(torch.as_tensor(la.prior_precision).detach())
         return la

@@ -98,14 +98,28 @@ class LaplaceBaseline(GaussianMethod):
     _hessian_structure = "kron"
     _label = "LLA"
 
-    def __init__(self, model: nn.Module, likelihood: str = "classification", prior="auto", link: str = "margin",
-                 n_samples: int = 512, sigma_noise=None, prior_grid=None, noise_grid=None, marglik_steps: int = 100,
-                 marglik_lr: float = 0.1, seed: int = 0, batch_size: int = 256, progress: bool = True):
+    def __init__(
+        self,
+        model: nn.Module,
+        likelihood: str = "classification",
+        prior="auto",
+        link: str = "margin",
+        n_samples: int = 512,
+        sigma_noise=None,
+        prior_grid=None,
+        noise_grid=None,
+        marglik_steps: int = 100,
+        marglik_lr: float = 0.1,
+        seed: int = 0,
+        batch_size: int = 256,
+        progress: bool = True,
+    ):
         super().__init__(model, likelihood, link, n_samples, sigma_noise, seed, batch_size, progress)
         require("laplace", "laplace-torch", "laplace", type(self).__name__)
         if isinstance(self.sigma_noise, list):
-            raise ValueError(f"laplace-torch models one `sigma_noise` for all outputs: give one number, got "
-                             f"{len(self.sigma_noise)}")
+            raise ValueError(
+                f"laplace-torch models one `sigma_noise` for all outputs: give one number, got {len(self.sigma_noise)}"
+            )
         self.prior = check_choice(prior, "prior", PRIORS) if isinstance(prior, str) else check_float(prior, "prior")
         self.prior_grid = DEFAULT_PRIOR_GRID if prior_grid is None else check_grid(prior_grid, "prior_grid")
         self.noise_grid = DEFAULT_NOISE_GRID if noise_grid is None else check_grid(noise_grid, "noise_grid")
@@ -123,9 +137,13 @@ class LaplaceBaseline(GaussianMethod):
 
     def _curvature_network(self, model: nn.Module) -> tuple[nn.Module, list[str]]:
         """``model`` itself, or a copy with the parameters of unsupported layers frozen, and those layers' names."""
-        excluded = [f"{name or '<root>'} ({type(m).__name__})" for name, m in model.named_modules()
-                    if any(p.requires_grad for p in m.parameters(recurse=False)) and not self._supported(m)
-                    and self._subset_of_weights != "last_layer"]
+        excluded = [
+            f"{name or '<root>'} ({type(m).__name__})"
+            for name, m in model.named_modules()
+            if any(p.requires_grad for p in m.parameters(recurse=False))
+            and not self._supported(m)
+            and self._subset_of_weights != "last_layer"
+        ]
         if not excluded:
             return model, []
         network = copy.deepcopy(model)
@@ -134,10 +152,16 @@ class LaplaceBaseline(GaussianMethod):
                 for p in m.parameters(recurse=False):
                     p.requires_grad_(False)
         if not any(p.requires_grad for p in network.parameters()):
-            raise ValueError(f"laplace-torch's {self._label} models none of the parameterised layers of `model` "
-                             f"({', '.join(excluded)})")
-        warnings.warn(f"{self._label}: laplace-torch's curvature does not model these layers of `model`, so their "
-                      f"parameters are left out of the posterior: {', '.join(excluded)}", UserWarning, stacklevel=3)
+            raise ValueError(
+                f"laplace-torch's {self._label} models none of the parameterised layers of `model` "
+                f"({', '.join(excluded)})"
+            )
+        warnings.warn(
+            f"{self._label}: laplace-torch's curvature does not model these layers of `model`, so their "
+            f"parameters are left out of the posterior: {', '.join(excluded)}",
+            UserWarning,
+            stacklevel=3,
+        )
         return network, excluded
 
     # ---------------------------------------------------------------- what a subclass gives
@@ -182,9 +206,15 @@ class LaplaceBaseline(GaussianMethod):
         sigma0 = self.sigma_noise if self.sigma_noise is not None else (rho or 1.0)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            la = Laplace(self.network, self.likelihood, subset_of_weights=self._subset_of_weights,
-                         hessian_structure=self._hessian_structure, sigma_noise=sigma0,
-                         prior_precision=self.prior if isinstance(self.prior, float) else 1.0, backend=self._backend())
+            la = Laplace(
+                self.network,
+                self.likelihood,
+                subset_of_weights=self._subset_of_weights,
+                hessian_structure=self._hessian_structure,
+                sigma_noise=sigma0,
+                prior_precision=self.prior if isinstance(self.prior, float) else 1.0,
+                backend=self._backend(),
+            )
             la.fit(_as_dataloader(train_loader, "train_loader"), progress_bar=self.progress)
         self.la_ = la
         # inputs whose (rows, C, P) Jacobians hold at most JACOBIAN_PIECE entries: the memory of any piece of work
@@ -206,9 +236,12 @@ class LaplaceBaseline(GaussianMethod):
         if method == "marglik" or (tune_noise and not data.num_val):
             delta, sigma = self._optimize_marglik(method == "marglik", tune_noise)
         elif method == "gridsearch" or tune_noise:
-            self.search_ = search(self._validation_score(val_loader, delta, rho),
-                                  self.prior_grid if method == "gridsearch" else None,
-                                  self.noise_grid if tune_noise else None, "validation NLL")
+            self.search_ = search(
+                self._validation_score(val_loader, delta, rho),
+                self.prior_grid if method == "gridsearch" else None,
+                self.noise_grid if tune_noise else None,
+                "validation NLL",
+            )
             delta = self.search_.prior_precision or delta
             sigma = sigma if self.search_.noise_scale is None else self.search_.noise_scale * rho
         self.prior_precision_ = float(delta)
@@ -282,8 +315,12 @@ class LaplaceBaseline(GaussianMethod):
                         except torch.linalg.LinAlgError:  # not numerically positive definite at this prior
                             table[0, i, j] = math.inf
                             continue
-                        table[0, i, j] += predictive_nll(f, factor, y, self.likelihood, self.link, sigma,
-                                                         self.n_samples, self.seed).sum().double().cpu()
+                        table[0, i, j] += (
+                            predictive_nll(f, factor, y, self.likelihood, self.link, sigma, self.n_samples, self.seed)
+                            .sum()
+                            .double()
+                            .cpu()
+                        )
             return table / count
 
         return score
@@ -316,8 +353,10 @@ class LaplaceBaseline(GaussianMethod):
             la.sigma_noise = torch.tensor(self._sigma, device=la._device, dtype=la._dtype)
         x = batches.to_model(x, self.model)
         link_approx = link_approx or (self.link if self.link in ("probit", "mc") else "probit")
-        outs = [la(piece, pred_type="glm", link_approx=link_approx, n_samples=self.n_samples)
-                for piece in batches.chunks(x, batch_size)]
+        outs = [
+            la(piece, pred_type="glm", link_approx=link_approx, n_samples=self.n_samples)
+            for piece in batches.chunks(x, batch_size)
+        ]
         if self.likelihood == "classification":
             return torch.cat(outs)
         mean = torch.cat([o[0] for o in outs])

@@ -79,9 +79,22 @@ class LinearisedLaplace(GaussianMethod):
 
     prior_precision_: float | None = None
 
-    def __init__(self, model, likelihood: str = "classification", *, prior_precision: float | None = None,
-                 prior_grid=None, sigma_noise=None, noise_grid=None, fold_in="all", link: str = "margin",
-                 n_samples: int = 512, seed: int = 0, batch_size: int = 512, progress: bool = True):
+    def __init__(
+        self,
+        model,
+        likelihood: str = "classification",
+        *,
+        prior_precision: float | None = None,
+        prior_grid=None,
+        sigma_noise=None,
+        noise_grid=None,
+        fold_in="all",
+        link: str = "margin",
+        n_samples: int = 512,
+        seed: int = 0,
+        batch_size: int = 512,
+        progress: bool = True,
+    ):
         super().__init__(model, likelihood, link, n_samples, sigma_noise, seed, batch_size, progress)
         self.prior_precision = None if prior_precision is None else check_float(prior_precision, "prior_precision")
         self.prior_grid = DEFAULT_PRIOR_GRID if prior_grid is None else check_grid(prior_grid, "prior_grid")
@@ -123,8 +136,9 @@ class LinearisedLaplace(GaussianMethod):
     def _fit(self, train_loader, val_loader) -> None:
         self.stage_seconds_ = seconds = {}
         with timed(seconds, "survey"):
-            data = survey(self.model, self.likelihood, train_loader, val_loader, self.kernel_points, self.seed,
-                          self.progress)
+            data = survey(
+                self.model, self.likelihood, train_loader, val_loader, self.kernel_points, self.seed, self.progress
+            )
         self.num_train_, self.input_spec_ = data.num_train, data.input_spec
         C = data.num_outputs
         fixed = self._fixed_noise(C, torch.zeros((), dtype=torch.float64))  # (checked before the long work)
@@ -144,19 +158,34 @@ class LinearisedLaplace(GaussianMethod):
 
         with timed(seconds, "search"):
             if data.num_val and (tune_prior or tune_noise or len(counts) * len(options) > 1):
-                choice = search(self._validation_score(val_loader, eig, rho, options),
-                                self.prior_grid if tune_prior else None, self.noise_grid if tune_noise else None,
-                                "validation NLL")
+                choice = search(
+                    self._validation_score(val_loader, eig, rho, options),
+                    self.prior_grid if tune_prior else None,
+                    self.noise_grid if tune_noise else None,
+                    "validation NLL",
+                )
             elif need_evidence:
-                warnings.warn("no `val_loader`: the regression noise (and prior precision) are set by the Laplace "
-                              "marginal likelihood of the linearised model on the training data; validation data "
-                              "are more reliable when the network overfits", UserWarning, stacklevel=3)
-                choice = search(self._evidence_score(eig, stats, rho), self.prior_grid if tune_prior else None,
-                                self.noise_grid, "negative log evidence")
+                warnings.warn(
+                    "no `val_loader`: the regression noise (and prior precision) are set by the Laplace "
+                    "marginal likelihood of the linearised model on the training data; validation data "
+                    "are more reliable when the network overfits",
+                    UserWarning,
+                    stacklevel=3,
+                )
+                choice = search(
+                    self._evidence_score(eig, stats, rho),
+                    self.prior_grid if tune_prior else None,
+                    self.noise_grid,
+                    "negative log evidence",
+                )
             else:
                 if tune_prior:
-                    warnings.warn("no `val_loader`: the prior precision is not tuned; using 1.0 (pass `val_loader` or "
-                                  "`prior_precision`)", UserWarning, stacklevel=3)
+                    warnings.warn(
+                        "no `val_loader`: the prior precision is not tuned; using 1.0 (pass `val_loader` or "
+                        "`prior_precision`)",
+                        UserWarning,
+                        stacklevel=3,
+                    )
                 choice = None
         # candidate index = t * len(options) + (which isotropic option)
         t, o = (len(counts) - 1, len(options) - 1) if choice is None else divmod(choice.index, len(options))
@@ -184,8 +213,11 @@ class LinearisedLaplace(GaussianMethod):
         """One pass over the training loader: per fold-in candidate ``t`` the curvature ``A_t`` ``(D, D)`` and, for
         the evidence, ``c_t = sum r^T Lambda r`` and the number of values."""
         D, T = self._num_features(), len(counts)
-        out = {"curvature": torch.zeros(T, D, D, dtype=torch.float64), "c": torch.zeros(T, dtype=torch.float64),
-               "n": torch.zeros(T, dtype=torch.float64)}
+        out = {
+            "curvature": torch.zeros(T, D, D, dtype=torch.float64),
+            "c": torch.zeros(T, dtype=torch.float64),
+            "n": torch.zeros(T, dtype=torch.float64),
+        }
         if counts == [0]:
             return out
         # the seeded random order of the points: point i is folded into candidate t when its rank < counts[t]
@@ -235,8 +267,12 @@ class LinearisedLaplace(GaussianMethod):
             means.append(mean.double().cpu())
             feats.append(phi.double().cpu())
             targets.append(y.cpu())
-            extra.append([None if r is None else r.double().cpu()
-                          for r in (self._isotropic(x, phi, option) for option in options)])
+            extra.append(
+                [
+                    None if r is None else r.double().cpu()
+                    for r in (self._isotropic(x, phi, option) for option in options)
+                ]
+            )
         if means:  # (a process may hold no validation batch when there are fewer batches than processes)
             mean, y = torch.cat(means), torch.cat(targets)
             iso = [None if extra[0][o] is None else torch.cat([e[o] for e in extra]) for o in range(len(options))]
@@ -255,8 +291,16 @@ class LinearisedLaplace(GaussianMethod):
                             variance = None if iso[o] is None else iso[o] / delta
                             noise = 1.0 if rho is None else s * rho
                             table[t * len(options) + o, i, j] = predictive_nll(
-                                mean, basis * scales(evals, delta, s), y, self.likelihood, self.link, noise,
-                                self.n_samples, self.seed, variance).sum()
+                                mean,
+                                basis * scales(evals, delta, s),
+                                y,
+                                self.likelihood,
+                                self.link,
+                                noise,
+                                self.n_samples,
+                                self.seed,
+                                variance,
+                            ).sum()
             return distributed.total(table) / count  # the mean over the validation points of every process
 
         return score
@@ -266,8 +310,9 @@ class LinearisedLaplace(GaussianMethod):
         (regression; :func:`~ella.posterior.laplace_evidence`)."""
         weight_norm = float(sum(p.double().pow(2).sum() for p in trainable_parameters(self.model).values()))
         C = len(rho)
-        rests = [self._left_out_curvature(int(n) // C, rho, float(evals.sum()))
-                 for (evals, _), n in zip(eig, stats["n"])]
+        rests = [
+            self._left_out_curvature(int(n) // C, rho, float(evals.sum())) for (evals, _), n in zip(eig, stats["n"])
+        ]
 
         def score(priors, noises):
             priors = [self.prior_precision or 1.0] if priors is None else priors.tolist()
@@ -275,8 +320,9 @@ class LinearisedLaplace(GaussianMethod):
             for t, (evals, _) in enumerate(eig):
                 for i, delta in enumerate(priors):
                     for j, s in enumerate(noises.tolist()):
-                        table[t, i, j] = -laplace_evidence(evals, float(stats["c"][t]), int(stats["n"][t]),
-                                                           weight_norm, delta, s, rests[t])
+                        table[t, i, j] = -laplace_evidence(
+                            evals, float(stats["c"][t]), int(stats["n"][t]), weight_norm, delta, s, rests[t]
+                        )
             return table
 
         return score
@@ -296,10 +342,18 @@ class LinearisedLaplace(GaussianMethod):
     def _config(self) -> dict:
         """The constructor's keyword arguments, JSON-ready (what :meth:`load` rebuilds the method from; ``progress``
         aside). A subclass adds its own."""
-        return {"likelihood": self.likelihood, "prior_precision": self.prior_precision,
-                "prior_grid": self.prior_grid.tolist(), "sigma_noise": self.sigma_noise,
-                "noise_grid": self.noise_grid.tolist(), "fold_in": self.fold_in, "link": self.link,
-                "n_samples": self.n_samples, "seed": self.seed, "batch_size": self.batch_size}
+        return {
+            "likelihood": self.likelihood,
+            "prior_precision": self.prior_precision,
+            "prior_grid": self.prior_grid.tolist(),
+            "sigma_noise": self.sigma_noise,
+            "noise_grid": self.noise_grid.tolist(),
+            "fold_in": self.fold_in,
+            "link": self.link,
+            "n_samples": self.n_samples,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+        }
 
     def _fitted_meta(self) -> dict:
         """Fitted values of a subclass that :meth:`save` records with the common ones (JSON-ready)."""
@@ -325,23 +379,50 @@ class LinearisedLaplace(GaussianMethod):
         self._check_fitted()
         feature_meta, feature_tensors = self._feature_state()
         choice = self.search_
-        search = None if choice is None else {
-            "index": choice.index, "prior_precision": choice.prior_precision, "noise_scale": choice.noise_scale,
-            "criterion": choice.criterion}
-        meta = {"method": type(self).__name__, "config": self._config(), "features": feature_meta,
-                "fitted": {"prior_precision": self.prior_precision_, "noise_scale": self.noise_scale_,
-                           "num_folded": self.num_folded_, "num_train": self.num_train_,
-                           "fit_seconds": self.fit_seconds_, "stage_seconds": self.stage_seconds_,
-                           "input_spec": self.input_spec_, "isotropic": self.isotropic_, "search": search,
-                           **self._fitted_meta()},
-                "model": {"num_params": num_parameters(self.model), "fingerprint": files.fingerprint(self.model),
-                          "architecture": files.architecture(self.model)}}
+        search = (
+            None
+            if choice is None
+            else {
+                "index": choice.index,
+                "prior_precision": choice.prior_precision,
+                "noise_scale": choice.noise_scale,
+                "criterion": choice.criterion,
+            }
+        )
+        meta = {
+            "method": type(self).__name__,
+            "config": self._config(),
+            "features": feature_meta,
+            "fitted": {
+                "prior_precision": self.prior_precision_,
+                "noise_scale": self.noise_scale_,
+                "num_folded": self.num_folded_,
+                "num_train": self.num_train_,
+                "fit_seconds": self.fit_seconds_,
+                "stage_seconds": self.stage_seconds_,
+                "input_spec": self.input_spec_,
+                "isotropic": self.isotropic_,
+                "search": search,
+                **self._fitted_meta(),
+            },
+            "model": {
+                "num_params": num_parameters(self.model),
+                "fingerprint": files.fingerprint(self.model),
+                "architecture": files.architecture(self.model),
+            },
+        }
         tensors = {"evals": self.evals_, "evecs": self.evecs_, "features": feature_tensors}
         if self.noise_ is not None:
             tensors["noise"] = self.noise_
         if choice is not None:
-            tensors["search"] = {"scores": choice.scores, **{name: grid for name, grid in (
-                ("prior_grid", choice.prior_grid), ("noise_grid", choice.noise_grid)) if grid is not None}}
+            tensors["search"] = {
+                "scores": choice.scores,
+                **{
+                    name: grid
+                    for name, grid in (("prior_grid", choice.prior_grid), ("noise_grid", choice.noise_grid))
+                    if grid is not None
+                },
+            }
         if distributed.is_main():  # every process holds the same posterior: one of them writes it
             files.write(path, FORMAT, FORMAT_VERSION, meta, tensors)
         distributed.barrier()  # the file is whole before any process goes on (and may read it)
@@ -363,27 +444,37 @@ class LinearisedLaplace(GaussianMethod):
                 and every value is checked before it is used.
         """
         where = str(path)
-        version, meta, tensors = files.read(path, FORMAT, FORMAT_VERSION,
-                                            map_location=next(model.parameters()).device)
+        version, meta, tensors = files.read(path, FORMAT, FORMAT_VERSION, map_location=next(model.parameters()).device)
         if version <= 5:  # ELLA's own layout before version 6
             meta, tensors = cls._upgrade(meta, tensors, where)
         saved_model = files.require(meta, "model", dict, where)
         if saved_model.get("num_params") != num_parameters(model):
-            raise ValueError(f"`model` has {num_parameters(model)} parameters but the posterior in {where} was "
-                             f"fitted to a model with {saved_model.get('num_params')}")
+            raise ValueError(
+                f"`model` has {num_parameters(model)} parameters but the posterior in {where} was "
+                f"fitted to a model with {saved_model.get('num_params')}"
+            )
         if saved_model.get("architecture", files.architecture(model)) != files.architecture(model):
-            raise ValueError(f"`model` has other modules (or module settings) than the model the posterior in {where} "
-                             "was fitted to")
+            raise ValueError(
+                f"`model` has other modules (or module settings) than the model the posterior in {where} was fitted to"
+            )
         if saved_model.get("fingerprint") != files.fingerprint(model):
-            raise ValueError(f"`model` has different weights or buffers from the model the posterior in {where} "
-                             "was fitted to")
+            raise ValueError(
+                f"`model` has different weights or buffers from the model the posterior in {where} was fitted to"
+            )
         if meta.get("method") != cls.__name__:
-            raise ValueError(f"{where} holds a posterior of {meta.get('method')!r}, not of {cls.__name__}: load it "
-                             "with that class")
+            raise ValueError(
+                f"{where} holds a posterior of {meta.get('method')!r}, not of {cls.__name__}: load it with that class"
+            )
         config, fitted = files.require(meta, "config", dict, where), files.require(meta, "fitted", dict, where)
         try:
-            post = cls._rebuild(model, config, files.require(meta, "features", dict, where),
-                                files.require(tensors, "features", dict, where), where, **given)
+            post = cls._rebuild(
+                model,
+                config,
+                files.require(meta, "features", dict, where),
+                files.require(tensors, "features", dict, where),
+                where,
+                **given,
+            )
             post._restore(fitted, tensors, where)
         except (KeyError, TypeError, RuntimeError, IndexError, AttributeError) as e:
             raise ValueError(f"{where} is malformed: {type(e).__name__}: {e}") from None
@@ -418,12 +509,22 @@ class LinearisedLaplace(GaussianMethod):
         if self.isotropic_ not in self.isotropic_choices:
             raise ValueError(f"{where} is malformed: residual choice {self.isotropic_!r} unknown")
         search = fitted.get("search")
-        self.search_ = None if search is None else Choice(
-            int(search["index"]), search["prior_precision"], search["noise_scale"],
-            files.require(tensors.get("search", {}), "scores", torch.Tensor, where),
-            tensors["search"].get("prior_grid"), tensors["search"].get("noise_grid"), str(search["criterion"]))
-        self.basis_ = factor_basis(self.evals_.double(), self.evecs_.double(), self.prior_precision_,
-                                   self.noise_scale_).to(self._dtype)
+        self.search_ = (
+            None
+            if search is None
+            else Choice(
+                int(search["index"]),
+                search["prior_precision"],
+                search["noise_scale"],
+                files.require(tensors.get("search", {}), "scores", torch.Tensor, where),
+                tensors["search"].get("prior_grid"),
+                tensors["search"].get("noise_grid"),
+                str(search["criterion"]),
+            )
+        )
+        self.basis_ = factor_basis(
+            self.evals_.double(), self.evecs_.double(), self.prior_precision_, self.noise_scale_
+        ).to(self._dtype)
         self._signature = model_signature(self.model)
 
     @property

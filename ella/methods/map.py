@@ -39,10 +39,15 @@ class PointPredictive(GaussianMethod):
     def _fit(self, train_loader, val_loader) -> None:
         if train_loader is None and val_loader is None:  # nothing to learn from: a classifier, or a fixed noise
             if self.likelihood == "regression" and self.sigma_noise is None:
-                raise ValueError("a regression point predictive needs `val_loader` (or `train_loader`) to set its "
-                                 "noise, or a fixed `sigma_noise`")
-            self.noise_ = None if self.sigma_noise is None else \
-                torch.as_tensor(self.sigma_noise, dtype=torch.float64).to(self._dtype).flatten()
+                raise ValueError(
+                    "a regression point predictive needs `val_loader` (or `train_loader`) to set its "
+                    "noise, or a fixed `sigma_noise`"
+                )
+            self.noise_ = (
+                None
+                if self.sigma_noise is None
+                else torch.as_tensor(self.sigma_noise, dtype=torch.float64).to(self._dtype).flatten()
+            )
             return
         data = survey(self.model, self.likelihood, train_loader, val_loader, progress_bar=False)
         self.input_spec_ = data.input_spec
@@ -58,15 +63,20 @@ class PointPredictive(GaussianMethod):
             return fixed
         rho = data.output_scale
         if not data.num_val:
-            warnings.warn("no `val_loader`: the regression noise is the training RMSE (its maximum-likelihood value), "
-                          "which is too small when the network overfits", UserWarning, stacklevel=4)
+            warnings.warn(
+                "no `val_loader`: the regression noise is the training RMSE (its maximum-likelihood value), "
+                "which is too small when the network overfits",
+                UserWarning,
+                stacklevel=4,
+            )
             return rho.to(like)
         mean, y = outputs_and_targets(self._outputs, self.model, val_loader, "val_loader")
         y = y.reshape(mean.shape).double()
 
         def score(_, noises):
-            return torch.stack([gaussian_nll(mean, (s * rho).pow(2).expand_as(mean), y).mean()
-                                for s in noises.tolist()]).reshape(1, 1, -1)
+            return torch.stack(
+                [gaussian_nll(mean, (s * rho).pow(2).expand_as(mean), y).mean() for s in noises.tolist()]
+            ).reshape(1, 1, -1)
 
         self.search_ = search(score, None, DEFAULT_NOISE_GRID)
         return (self.search_.noise_scale * rho).to(like)

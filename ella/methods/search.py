@@ -52,11 +52,16 @@ def _extension(grid: torch.Tensor, low: bool) -> torch.Tensor:
     step = math.log10(float(grid[1] / grid[0])) if low else math.log10(float(grid[-1] / grid[-2]))
     count = max(1, round(1 / step))
     powers = torch.arange(1, count + 1, dtype=torch.float64) * step
-    return (grid[0] * 10 ** -powers).flip(0) if low else grid[-1] * 10 ** powers
+    return (grid[0] * 10**-powers).flip(0) if low else grid[-1] * 10**powers
 
 
-def search(score: Score, prior_grid: torch.Tensor | None, noise_grid: torch.Tensor | None = None,
-           criterion: str = "validation NLL", widen: float = 4.0) -> Choice:
+def search(
+    score: Score,
+    prior_grid: torch.Tensor | None,
+    noise_grid: torch.Tensor | None = None,
+    criterion: str = "validation NLL",
+    widen: float = 4.0,
+) -> Choice:
     """Minimise ``score`` over the grids (see the module docstring); returns the :class:`Choice`."""
     grids = [prior_grid, noise_grid]
     table = score(*grids).double()
@@ -69,8 +74,11 @@ def search(score: Score, prior_grid: torch.Tensor | None, noise_grid: torch.Tens
             if grid is None or len(grid) < 2 or 0 < best < len(grid) - 1:
                 continue
             low = best == 0
-            reach = (math.log10(original[axis][0] / float(grid[0])) if low
-                     else math.log10(float(grid[-1]) / original[axis][1]))
+            reach = (
+                math.log10(original[axis][0] / float(grid[0]))
+                if low
+                else math.log10(float(grid[-1]) / original[axis][1])
+            )
             if reach >= widen - 1e-9:
                 continue
             new = _extension(grid, low)
@@ -84,8 +92,10 @@ def search(score: Score, prior_grid: torch.Tensor | None, noise_grid: torch.Tens
         if not grown:
             break
     if not torch.isfinite(table).any():
-        raise ValueError(f"the {criterion} is not finite for any candidate value: check the data and the model's "
-                         "outputs (nan or inf), or pass the hyperparameters as fixed values")
+        raise ValueError(
+            f"the {criterion} is not finite for any candidate value: check the data and the model's "
+            "outputs (nan or inf), or pass the hyperparameters as fixed values"
+        )
     t, i, j = _argmin(table)
     names = ("prior precision", "noise scale")
     for axis, (name, grid, best) in enumerate(zip(names, grids, (i, j))):
@@ -94,10 +104,20 @@ def search(score: Score, prior_grid: torch.Tensor | None, noise_grid: torch.Tens
             # the score one decade inside the edge tells a slope from a plateau
             inside = int(torch.argmin((grid.log10() - grid[best].log10()).abs().sub(1.0).abs()))
             change = float((table[t, inside, j] if axis == 0 else table[t, i, inside]) - table[t, i, j])
-            warnings.warn(f"the {criterion} search put the {name} at {float(grid[best]):.3g}, the {edge} edge of the "
-                          f"searched grid [{float(grid[0]):.3g}, {float(grid[-1]):.3g}] (widened by up to {widen:g} "
-                          f"decades): the optimum may lie beyond it (the {criterion} improved by {change:.2g} over "
-                          "the last decade)", UserWarning, stacklevel=3)
-    return Choice(index=t, prior_precision=None if grids[0] is None else float(grids[0][i]),
-                  noise_scale=None if grids[1] is None else float(grids[1][j]), scores=table,
-                  prior_grid=grids[0], noise_grid=grids[1], criterion=criterion)
+            warnings.warn(
+                f"the {criterion} search put the {name} at {float(grid[best]):.3g}, the {edge} edge of the "
+                f"searched grid [{float(grid[0]):.3g}, {float(grid[-1]):.3g}] (widened by up to {widen:g} "
+                f"decades): the optimum may lie beyond it (the {criterion} improved by {change:.2g} over "
+                "the last decade)",
+                UserWarning,
+                stacklevel=3,
+            )
+    return Choice(
+        index=t,
+        prior_precision=None if grids[0] is None else float(grids[0][i]),
+        noise_scale=None if grids[1] is None else float(grids[1][j]),
+        scores=table,
+        prior_grid=grids[0],
+        noise_grid=grids[1],
+        criterion=criterion,
+    )

@@ -83,8 +83,15 @@ def _iterate(loader, name: str, show: bool):
 
 
 @torch.no_grad()
-def survey(model: nn.Module, likelihood: str, train_loader, val_loader=None, sample_size: int = 0, seed: int = 0,
-           progress_bar: bool = False) -> Survey:
+def survey(
+    model: nn.Module,
+    likelihood: str,
+    train_loader,
+    val_loader=None,
+    sample_size: int = 0,
+    seed: int = 0,
+    progress_bar: bool = False,
+) -> Survey:
     """Read and check the loaders once (see the module docstring). ``train_loader`` may be ``None`` for a method
     that learns from validation data alone (temperature scaling), not both."""
     if train_loader is None and val_loader is None:
@@ -92,11 +99,18 @@ def survey(model: nn.Module, likelihood: str, train_loader, val_loader=None, sam
     for name, loader in (("train_loader", train_loader), ("val_loader", val_loader)):
         if loader is not None:  # both before any work; a fit reads each loader more than once
             check_loader(loader, name, reread=True)
-    if val_loader is not None and train_loader is not None and (
-            val_loader is train_loader or getattr(val_loader, "dataset", None) is getattr(train_loader, "dataset", 0)):
-        warnings.warn("`val_loader` reads the training data: what is tuned on it (the prior, the noise, the residual) "
-                      "then favours a posterior as confident as the fit to those points, and a noise below the test "
-                      "error; pass held-out data", UserWarning, stacklevel=4)
+    if (
+        val_loader is not None
+        and train_loader is not None
+        and (val_loader is train_loader or getattr(val_loader, "dataset", None) is getattr(train_loader, "dataset", 0))
+    ):
+        warnings.warn(
+            "`val_loader` reads the training data: what is tuned on it (the prior, the noise, the residual) "
+            "then favours a posterior as confident as the fit to those points, and a noise below the test "
+            "error; pass held-out data",
+            UserWarning,
+            stacklevel=4,
+        )
     reservoir = _Reservoir(sample_size, seed) if sample_size else None
     sizes, C, spec = {}, None, None
     for name, loader in (("train_loader", train_loader), ("val_loader", val_loader)):
@@ -109,9 +123,11 @@ def survey(model: nn.Module, likelihood: str, train_loader, val_loader=None, sam
                 out = check_deterministic(model, batches.to_model(batches.take(x, slice(0, 8)), model), inputs=name)
                 C = out.shape[1]
                 if likelihood == "classification" and C < 2:
-                    raise ValueError(f"the model gives {C} output for classification: it needs one logit per class. "
-                                     "For a one-logit binary classifier z(x), return `torch.cat([torch.zeros_like(z), "
-                                     "z], 1)` (softmax of [0, z] is sigmoid(z))")
+                    raise ValueError(
+                        f"the model gives {C} output for classification: it needs one logit per class. "
+                        "For a one-logit binary classifier z(x), return `torch.cat([torch.zeros_like(z), "
+                        "z], 1)` (softmax of [0, z] is sigmoid(z))"
+                    )
             batches.check_spec(x, spec, f"inputs of {name}")
             check_targets(y, rows, C, likelihood, name)
             if reservoir is not None and name == "train_loader":

@@ -61,8 +61,10 @@ def swa_model(trajectory: Trajectory, loader=None) -> nn.Module:
     """
     _check_trajectory(trajectory)
     if has_batch_norm(trajectory.model) and loader is None:
-        raise ValueError("the model has batch norm: pass the training `loader` so that its statistics are "
-                         "recomputed for the averaged weights")
+        raise ValueError(
+            "the model has batch norm: pass the training `loader` so that its statistics are "
+            "recomputed for the averaged weights"
+        )
     return update_bn(averaged_model(trajectory), loader) if loader is not None else averaged_model(trajectory)
 
 
@@ -79,8 +81,10 @@ def swag_moments(trajectory: Trajectory, rank: int = 20) -> WeightMoments:
     if rank == trajectory.moments.rank:
         return trajectory.moments
     if not trajectory.has_weights:
-        raise ValueError(f"`rank` = {rank} but the trajectory kept {trajectory.moments.rank} deviations and no "
-                         f"weight snapshots: record with swag_rank={rank}")
+        raise ValueError(
+            f"`rank` = {rank} but the trajectory kept {trajectory.moments.rank} deviations and no "
+            f"weight snapshots: record with swag_rank={rank}"
+        )
     moments, model = WeightMoments(rank), trajectory.model
     for m in range(trajectory.num_snapshots):
         moments.update(flat_parameters(trajectory.snapshot(m), model, next(model.parameters()).dtype))
@@ -99,11 +103,13 @@ class SWA(PointPredictive):
 
     name = "swa"
 
-    def __init__(self, trajectory: Trajectory, likelihood: str = "classification", sigma_noise=None,
-                 batch_size: int = 1024):
+    def __init__(
+        self, trajectory: Trajectory, likelihood: str = "classification", sigma_noise=None, batch_size: int = 1024
+    ):
         self.trajectory = _check_trajectory(trajectory)
-        super().__init__(averaged_model(trajectory), likelihood, sigma_noise=sigma_noise, batch_size=batch_size,
-                         progress=False)
+        super().__init__(
+            averaged_model(trajectory), likelihood, sigma_noise=sigma_noise, batch_size=batch_size, progress=False
+        )
 
     def _fit_point(self, data, train_loader, val_loader) -> None:
         """Recompute batch-norm statistics on ``train_loader`` if the model has batch norm."""
@@ -134,9 +140,19 @@ class SWAG(Method):
 
     name = "swag"
 
-    def __init__(self, trajectory: Trajectory, likelihood: str = "classification", rank: int = 20,
-                 scale: float = 0.5, num_samples: int = 30, low_rank: bool = True, sigma_noise: float = 1.0,
-                 seed: int = 0, batch_size: int = 1024, progress: bool = False):
+    def __init__(
+        self,
+        trajectory: Trajectory,
+        likelihood: str = "classification",
+        rank: int = 20,
+        scale: float = 0.5,
+        num_samples: int = 30,
+        low_rank: bool = True,
+        sigma_noise: float = 1.0,
+        seed: int = 0,
+        batch_size: int = 1024,
+        progress: bool = False,
+    ):
         self.trajectory = _check_trajectory(trajectory)
         super().__init__(averaged_model(trajectory), likelihood, batch_size, progress)
         self.moments = swag_moments(trajectory, rank)
@@ -180,6 +196,7 @@ class SWAG(Method):
 
     def predictive_moments(self, x) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample mean ``(B, C)`` and covariance ``(B, C, C)`` of the outputs over the S weight samples."""
+
         def moments(piece):
             f = self._sample_outputs(piece)
             dev = f - f.mean(0)

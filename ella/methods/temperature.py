@@ -40,8 +40,7 @@ def _nll_slope(z: torch.Tensor, labels: torch.Tensor, beta: float) -> float:
     return ((p * z).sum(-1) - z.gather(1, labels.reshape(-1, 1).long())[:, 0]).mean().item()
 
 
-def optimal_temperature(logits: torch.Tensor, labels: torch.Tensor, bounds=(1e-3, 1e3),
-                        iterations: int = 200) -> float:
+def optimal_temperature(logits: torch.Tensor, labels: torch.Tensor, bounds=(1e-3, 1e3), iterations: int = 200) -> float:
     """The temperature ``T`` minimising the NLL of ``softmax(logits / T)`` against ``labels``.
 
     Bisection on ``log beta`` (``beta = 1/T``) for the root of the monotone slope ``L'(beta)``; the search
@@ -94,8 +93,9 @@ class TemperatureScaling(PointPredictive):
     def _fit_point(self, data, train_loader, val_loader) -> None:
         """``T`` on ``val_loader`` (classification)."""
         if self.likelihood == "classification":
-            logits, labels = outputs_and_targets(lambda x: batches.call(self.model, x), self.model, val_loader,
-                                                 "val_loader")  # z = g(x_v, theta_MAP)
+            logits, labels = outputs_and_targets(
+                lambda x: batches.call(self.model, x), self.model, val_loader, "val_loader"
+            )  # z = g(x_v, theta_MAP)
             self.temperature_ = optimal_temperature(logits, labels, self.bounds)
 
     def _outputs(self, x) -> torch.Tensor:

@@ -14,5 +14,14 @@ from .record import Schedule, TrajectoryRecorder
 from .snapshots import SnapshotFiles, check_snapshot, flat_parameters, model_state, with_parameters
 from .store import Trajectory
 
-__all__ = ["Trajectory", "TrajectoryRecorder", "Schedule", "WeightMoments", "SnapshotFiles", "check_snapshot",
-           "flat_parameters", "model_state", "with_parameters"]
+__all__ = [
+    "Trajectory",
+    "TrajectoryRecorder",
+    "Schedule",
+    "WeightMoments",
+    "SnapshotFiles",
+    "check_snapshot",
+    "flat_parameters",
+    "model_state",
+    "with_parameters",
+]

@@ -45,7 +45,7 @@ class WeightMoments:
         # running means: bar(t)_{n+1} = bar(t)_n n / (n + 1) + t / (n + 1)
         self.mean = self.mean * (n / (n + 1)) + theta / (n + 1)
         self.sq_mean = self.sq_mean * (n / (n + 1)) + theta.pow(2) / (n + 1)
-        self._deviations = (self._deviations + [(theta - self.mean).to(dtype)])[-self.rank:]
+        self._deviations = (self._deviations + [(theta - self.mean).to(dtype)])[-self.rank :]
         self.count = n + 1
 
     @property
@@ -72,8 +72,13 @@ class WeightMoments:
         return self.mean + scale**0.5 * step
 
     def state_dict(self) -> dict:
-        return {"rank": self.rank, "count": self.count, "mean": self.mean, "sq_mean": self.sq_mean,
-                "deviations": list(self._deviations)}
+        return {
+            "rank": self.rank,
+            "count": self.count,
+            "mean": self.mean,
+            "sq_mean": self.sq_mean,
+            "deviations": list(self._deviations),
+        }
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "WeightMoments":

@@ -73,9 +73,20 @@ class TrajectoryRecorder:
         batch_size: inputs per forward pass when recording functions.
     """
 
-    def __init__(self, inputs=None, *, store: str = "functions", start: int = 1, every: int = 1,
-                 max_snapshots: int = 100, storage_dtype: torch.dtype | None = None, directory=None,
-                 resume: bool = False, swag_rank: int = 20, batch_size: int = 1024):
+    def __init__(
+        self,
+        inputs=None,
+        *,
+        store: str = "functions",
+        start: int = 1,
+        every: int = 1,
+        max_snapshots: int = 100,
+        storage_dtype: torch.dtype | None = None,
+        directory=None,
+        resume: bool = False,
+        swag_rank: int = 20,
+        batch_size: int = 1024,
+    ):
         if store not in STORES:
             raise ValueError(f"`store` must be one of {STORES}, got {store!r}")
         self.store = store
@@ -94,8 +105,10 @@ class TrajectoryRecorder:
             raise ValueError("`directory` is where weight snapshots go: use store='weights' or 'both'")
         existing = len(SnapshotFiles(self.directory, None)) if self.directory is not None else 0
         if existing and not resume:
-            raise ValueError(f"`directory` {str(directory)!r} already holds {existing} snapshot files: pass "
-                             "resume=True to continue them, or another directory")
+            raise ValueError(
+                f"`directory` {str(directory)!r} already holds {existing} snapshot files: pass "
+                "resume=True to continue them, or another directory"
+            )
         if resume and self.directory is None:
             raise ValueError("`resume=True` continues the snapshots in `directory`: give a `directory`")
         self.schedule = Schedule(start, every, max_snapshots)
@@ -147,13 +160,15 @@ class TrajectoryRecorder:
         if model is None:  # a snapshot re-read from disk: g(x, theta_m) by functional_call in eval mode
             if self._evaluator is None:
                 self._evaluator = copy.deepcopy(self._template).eval()
-            out = [functional_call(self._evaluator, state, (x[i: i + self.batch_size],))
-                   for i in range(0, len(x), self.batch_size)]
+            out = [
+                functional_call(self._evaluator, state, (x[i : i + self.batch_size],))
+                for i in range(0, len(x), self.batch_size)
+            ]
             return torch.cat(out).reshape(len(x), -1)
         was_training = model.training
         model.eval()
         try:
-            out = torch.cat([model(x[i: i + self.batch_size]) for i in range(0, len(x), self.batch_size)])
+            out = torch.cat([model(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)])
         finally:
             model.train(was_training)
         return out.reshape(len(x), -1)
@@ -164,12 +179,16 @@ class TrajectoryRecorder:
             dtype = self.storage_dtype or out.dtype
             self._buffer = torch.empty(self.schedule.max_snapshots, *out.shape, dtype=dtype, device=out.device)
         if out.shape != self.anchor.shape:
-            raise ValueError(f"snapshot {m} (step {step}) has outputs of shape {tuple(out.shape)}, the first "
-                             f"snapshot {tuple(self.anchor.shape)}")
+            raise ValueError(
+                f"snapshot {m} (step {step}) has outputs of shape {tuple(out.shape)}, the first "
+                f"snapshot {tuple(self.anchor.shape)}"
+            )
         d = (out - self.anchor).to(self._buffer.dtype)
         if not torch.isfinite(d).all():
-            raise ValueError(f"snapshot {m} (step {step}) has non-finite outputs, or outputs that overflow "
-                             f"storage_dtype={self._buffer.dtype}")
+            raise ValueError(
+                f"snapshot {m} (step {step}) has non-finite outputs, or outputs that overflow "
+                f"storage_dtype={self._buffer.dtype}"
+            )
         self._buffer[m] = d
 
     def _start(self, model: nn.Module) -> None:
@@ -192,15 +211,18 @@ class TrajectoryRecorder:
         """The snapshots recorded so far as a :class:`~ella.trajectory.Trajectory` (needs at least 2)."""
         M = len(self.steps)
         if M < 2:
-            raise ValueError(f"the recorder holds {M} snapshot(s); a trajectory needs at least 2 (check the "
-                             f"schedule {self.schedule} against the number of training steps)")
+            raise ValueError(
+                f"the recorder holds {M} snapshot(s); a trajectory needs at least 2 (check the "
+                f"schedule {self.schedule} against the number of training steps)"
+            )
         functions = {}
         if self.record_functions:
             functions = dict(inputs=self.inputs, anchor=self.anchor, deviations=self._buffer[:M])
         snapshots = self.snapshots
         if self.record_weights and self.directory is not None:
-            snapshots = SnapshotFiles(self.directory, self._template, [SnapshotFiles.path(self.directory, m)
-                                                                      for m in range(M)])
+            snapshots = SnapshotFiles(
+                self.directory, self._template, [SnapshotFiles.path(self.directory, m) for m in range(M)]
+            )
         meta = {"schedule": asdict(self.schedule), "store": self.store, "record_seconds": self.seconds}
         moments = WeightMoments.from_state_dict(self.moments.state_dict())  # a copy: recording may go on
         return Trajectory(self._template, list(self.steps), moments, snapshots=snapshots, meta=meta, **functions)

@@ -43,12 +43,16 @@ def check_snapshot(state, model: nn.Module, name: str) -> dict[str, torch.Tensor
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     if missing or unexpected:
-        raise ValueError(f"{name} does not match the model's architecture: missing entries {missing[:5]}, "
-                         f"unexpected entries {unexpected[:5]}")
+        raise ValueError(
+            f"{name} does not match the model's architecture: missing entries {missing[:5]}, "
+            f"unexpected entries {unexpected[:5]}"
+        )
     for key, ref in expected.items():
         if tuple(state[key].shape) != tuple(ref.shape):
-            raise ValueError(f"{name} does not match the model's architecture: `{key}` has shape "
-                             f"{tuple(state[key].shape)}, the model expects {tuple(ref.shape)}")
+            raise ValueError(
+                f"{name} does not match the model's architecture: `{key}` has shape "
+                f"{tuple(state[key].shape)}, the model expects {tuple(ref.shape)}"
+            )
     for key, _ in model.named_parameters():
         if not torch.isfinite(state[key]).all():
             raise ValueError(f"{name} has non-finite values in parameter `{key}`")
@@ -66,15 +70,16 @@ def with_parameters(state: dict[str, torch.Tensor], theta: torch.Tensor, model: 
     out, offset = dict(state), 0
     for n, p in model.named_parameters():
         if p.requires_grad:
-            out[n] = theta[offset: offset + p.numel()].reshape(p.shape).to(device=p.device, dtype=p.dtype)
+            out[n] = theta[offset : offset + p.numel()].reshape(p.shape).to(device=p.device, dtype=p.dtype)
             offset += p.numel()
     return out
 
 
 def save_snapshot(path, state: dict[str, torch.Tensor], step: int, index: int) -> None:
     """Write one snapshot file (its step and index, the state_dict on the CPU)."""
-    files.write(path, SNAPSHOT_FORMAT, SNAPSHOT_VERSION, {"step": int(step), "index": int(index)},
-                {"state_dict": dict(state)})
+    files.write(
+        path, SNAPSHOT_FORMAT, SNAPSHOT_VERSION, {"step": int(step), "index": int(index)}, {"state_dict": dict(state)}
+    )
 
 
 def read_checkpoint(path, model: nn.Module, name: str) -> tuple[dict[str, torch.Tensor], int | None]:

@@ -48,8 +48,18 @@ class Trajectory:
         meta: free-form information (schedule, seconds, ...).
     """
 
-    def __init__(self, model: nn.Module, steps, moments: WeightMoments, *, inputs=None, anchor=None,
-                 deviations=None, snapshots=None, meta: dict | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        steps,
+        moments: WeightMoments,
+        *,
+        inputs=None,
+        anchor=None,
+        deviations=None,
+        snapshots=None,
+        meta: dict | None = None,
+    ):
         if not isinstance(model, nn.Module):
             raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
         steps = list(steps)
@@ -57,8 +67,13 @@ class Trajectory:
             raise ValueError(f"a trajectory needs at least 2 snapshots, got {len(steps)}")
         if deviations is None and snapshots is None:
             raise ValueError("a trajectory needs recorded functions (`deviations`) or weight `snapshots`")
-        if deviations is not None and (len(deviations) != len(steps) or anchor is None or inputs is None
-                                       or deviations.shape[1:] != anchor.shape or len(inputs) != len(anchor)):
+        if deviations is not None and (
+            len(deviations) != len(steps)
+            or anchor is None
+            or inputs is None
+            or deviations.shape[1:] != anchor.shape
+            or len(inputs) != len(anchor)
+        ):
             raise ValueError("`deviations` (M, N, C), `anchor` (N, C) and `inputs` (N, ...) must agree with M steps")
         if snapshots is not None and len(snapshots) != len(steps):
             raise ValueError(f"{len(snapshots)} weight snapshots for {len(steps)} steps")
@@ -118,7 +133,7 @@ class Trajectory:
     @torch.no_grad()
     def outputs(self, x: torch.Tensor, state: dict[str, torch.Tensor], batch_size: int = 1024) -> torch.Tensor:
         """``g(x, theta)`` for the state dict ``theta`` on this trajectory's architecture, ``(B, C)``."""
-        out = [functional_call(self.model, state, (x[i: i + batch_size],)) for i in range(0, len(x), batch_size)]
+        out = [functional_call(self.model, state, (x[i : i + batch_size],)) for i in range(0, len(x), batch_size)]
         return torch.cat(out).reshape(len(x), -1)
 
     def functions(self, x: torch.Tensor, batch_size: int = 1024, show_progress: bool = False) -> torch.Tensor:
@@ -135,8 +150,9 @@ class Trajectory:
 
     # ---------------------------------------------------------------- construction and persistence
     @classmethod
-    def from_snapshots(cls, snapshots, model: nn.Module, steps=None, rank: int = 20,
-                       meta: dict | None = None) -> "Trajectory":
+    def from_snapshots(
+        cls, snapshots, model: nn.Module, steps=None, rank: int = 20, meta: dict | None = None
+    ) -> "Trajectory":
         """A weights-only trajectory from state dicts (a list, or :class:`SnapshotFiles`), moments folded in."""
         if not isinstance(model, nn.Module):
             raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
@@ -182,8 +198,9 @@ class Trajectory:
         """The weight snapshots a :class:`~ella.trajectory.TrajectoryRecorder` wrote to ``directory``."""
         files = SnapshotFiles(directory, model)
         if len(files) < 2:
-            raise ValueError(f"`directory` {str(directory)!r} holds {len(files)} snapshot files; a trajectory "
-                             "needs at least 2")
+            raise ValueError(
+                f"`directory` {str(directory)!r} holds {len(files)} snapshot files; a trajectory needs at least 2"
+            )
         return cls.from_snapshots(files, model, steps=files.steps(), rank=rank, meta={"directory": str(directory)})
 
     def save(self, path) -> None:
@@ -191,41 +208,63 @@ class Trajectory:
         in memory (snapshots on disk are referenced by their paths)."""
         on_disk = isinstance(self.snapshots, SnapshotFiles)
         moments = self.moments.state_dict()
-        tensors = {"moments": {"mean": moments["mean"], "sq_mean": moments["sq_mean"],
-                               "deviations": moments["deviations"]}}
+        tensors = {
+            "moments": {"mean": moments["mean"], "sq_mean": moments["sq_mean"], "deviations": moments["deviations"]}
+        }
         if self.has_functions:
             tensors.update(inputs=self.inputs, anchor=self.anchor, deviations=self.deviations)
         if self.has_weights and not on_disk:
             tensors["snapshots"] = list(self.snapshots)
-        meta = {"num_params": num_parameters(self.model), "steps": self.steps, "rank": moments["rank"],
-                "count": moments["count"], "meta": _json_ready(self.meta),
-                "snapshot_files": [str(p) for p in self.snapshots.paths] if on_disk else None}
+        meta = {
+            "num_params": num_parameters(self.model),
+            "steps": self.steps,
+            "rank": moments["rank"],
+            "count": moments["count"],
+            "meta": _json_ready(self.meta),
+            "snapshot_files": [str(p) for p in self.snapshots.paths] if on_disk else None,
+        }
         files.write(path, TRAJECTORY_FORMAT, TRAJECTORY_VERSION, meta, tensors)
 
     @classmethod
     def load(cls, path, model: nn.Module) -> "Trajectory":
         """Read a trajectory written by :meth:`save` for ``model``'s architecture; format, version, checksum,
         parameter count and every snapshot are checked, and any problem is one ``ValueError`` naming the file."""
-        _, meta, tensors = files.read(path, TRAJECTORY_FORMAT, TRAJECTORY_VERSION,
-                                      map_location=next(model.parameters()).device)
+        _, meta, tensors = files.read(
+            path, TRAJECTORY_FORMAT, TRAJECTORY_VERSION, map_location=next(model.parameters()).device
+        )
         where = str(path)
         num_params = files.require(meta, "num_params", int, where)
         if num_params != num_parameters(model):
-            raise ValueError(f"`model` has {num_parameters(model)} parameters but the trajectory in {where} was "
-                             f"recorded for a model with {num_params}")
+            raise ValueError(
+                f"`model` has {num_parameters(model)} parameters but the trajectory in {where} was "
+                f"recorded for a model with {num_params}"
+            )
         steps = files.require(meta, "steps", list, where)
         moments = files.require(tensors, "moments", dict, where)
         try:
-            moments = WeightMoments.from_state_dict({"rank": files.require(meta, "rank", int, where),
-                                                     "count": files.require(meta, "count", int, where), **moments})
+            moments = WeightMoments.from_state_dict(
+                {
+                    "rank": files.require(meta, "rank", int, where),
+                    "count": files.require(meta, "count", int, where),
+                    **moments,
+                }
+            )
             snapshots = tensors.get("snapshots")
             if snapshots is not None:
                 snapshots = [check_snapshot(s, model, f"snapshot {m} of {where}") for m, s in enumerate(snapshots)]
             elif meta.get("snapshot_files"):
                 paths = [Path(p) for p in meta["snapshot_files"]]
                 snapshots = SnapshotFiles(paths[0].parent, model, paths)
-            return cls(model, steps, moments, inputs=tensors.get("inputs"), anchor=tensors.get("anchor"),
-                       deviations=tensors.get("deviations"), snapshots=snapshots, meta=meta.get("meta"))
+            return cls(
+                model,
+                steps,
+                moments,
+                inputs=tensors.get("inputs"),
+                anchor=tensors.get("anchor"),
+                deviations=tensors.get("deviations"),
+                snapshots=snapshots,
+                meta=meta.get("meta"),
+            )
         except (KeyError, TypeError) as e:
             raise ValueError(f"{where} is malformed: {type(e).__name__}: {e}") from None
 

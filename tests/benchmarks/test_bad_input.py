@@ -13,8 +13,10 @@ bad_input = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bad_input)
 
 
-@pytest.mark.parametrize("description, fn", [
-    pytest.param(d, fn, id=d, marks=needs_laplace if fn.needs == "laplace" else ()) for d, fn in bad_input.CASES])
+@pytest.mark.parametrize(
+    "description, fn",
+    [pytest.param(d, fn, id=d, marks=needs_laplace if fn.needs == "laplace" else ()) for d, fn in bad_input.CASES],
+)
 def test_every_case_is_answered_clearly_and_early(description, fn):
     kind, message, ok = bad_input.run_case(fn)
     assert ok, f"{description}: {kind}: {message}"

@@ -12,7 +12,7 @@ def density_quadrature(std, n=3001):
     """Nodes and weights of E_{x ~ N(0, std^2)}[f(x)] by the trapezoid rule on [-10 std, 10 std]
     (spectrally accurate for smooth integrands that decay like a Gaussian)."""
     x = torch.linspace(-10 * std, 10 * std, n, dtype=torch.float64)
-    density = torch.exp(-x**2 / (2 * std**2)) / (2 * torch.pi * std**2) ** 0.5
+    density = torch.exp(-(x**2) / (2 * std**2)) / (2 * torch.pi * std**2) ** 0.5
     return x, density * (x[1] - x[0])
 
 

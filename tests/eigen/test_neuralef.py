@@ -52,8 +52,14 @@ def test_minibatch_rayleigh_quotients_are_unbiased_for_the_training_operator(pro
     corrected = torch.stack([neuralef_loss(psi[i], phi=phi[i], num_data=len(x))[1] for i in batches]).mean(0)
     assert torch.allclose(corrected, mu, rtol=0.03), corrected / mu
     # the plain batch V-statistic Psi^T K_b Psi / (B C)^2 over-weights the diagonal blocks
-    naive = torch.stack([(phi[i].reshape(-1, phi.shape[-1]).T @ psi[i].reshape(-1, 3)).pow(2).sum(0)
-                         / phi.shape[-1] / (len(i) * 2) ** 2 for i in batches]).mean(0)
+    naive = torch.stack(
+        [
+            (phi[i].reshape(-1, phi.shape[-1]).T @ psi[i].reshape(-1, 3)).pow(2).sum(0)
+            / phi.shape[-1]
+            / (len(i) * 2) ** 2
+            for i in batches
+        ]
+    ).mean(0)
     assert (naive / mu - 1).max() > 0.05
 
 

@@ -52,8 +52,9 @@ def test_neuralef_recovers_the_exact_ntk_eigenpairs(ntk_problem):
     nystrom = Nystrom(K, num_points=len(x), seed=0).fit(kernel, x)  # one class per input: 300 of 3,000 rows
     print(compare(nystrom, exact, x_test).table("Nystrom, M = 300 rows"))
 
-    spin = SpIN(K, net=eigenfunction_mlp(), steps=SPIN_STEPS, batch_size=len(x), lr=3e-3, momentum=0.0, seed=0,
-                progress=False).fit(kernel, x)
+    spin = SpIN(
+        K, net=eigenfunction_mlp(), steps=SPIN_STEPS, batch_size=len(x), lr=3e-3, momentum=0.0, seed=0, progress=False
+    ).fit(kernel, x)
     spin_result = compare(spin, exact, x_test)
     print(spin_result.table(f"SpIN, {SPIN_STEPS} steps"))
     assert torch.isfinite(spin_result.eigenvalue_error).all()

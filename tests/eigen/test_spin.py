@@ -16,7 +16,7 @@ def test_masked_gradient_trains_each_function_on_its_own_rayleigh_quotient():
     g = torch.Generator().manual_seed(0)
     n, k = 30, 4
     X = torch.randn(n, 2, dtype=torch.float64, generator=g)
-    K = torch.exp(-torch.cdist(X, X) ** 2 / 2)
+    K = torch.exp(-(torch.cdist(X, X) ** 2) / 2)
     psi = torch.randn(n, k, dtype=torch.float64, generator=g)
 
     def lam(p):
@@ -45,8 +45,9 @@ def test_spin_recovers_the_closed_form_rbf_eigenfunctions_in_order():
     ref = RBFGaussianEigen(4)
     x = gaussian_quantiles(300).float()
     torch.manual_seed(0)
-    spin = SpIN(4, net=mlp_body(1, 4, width=32), steps=300, batch_size=300, lr=1e-2, momentum=0.0,
-                seed=0, progress=False).fit(ref.kernel_, x)
+    spin = SpIN(
+        4, net=mlp_body(1, 4, width=32), steps=300, batch_size=300, lr=1e-2, momentum=0.0, seed=0, progress=False
+    ).fit(ref.kernel_, x)
     result = compare(spin, ref, ref.sample(500, seed=1).float())
     assert torch.all(result.eigenvalue_error < 0.02), result.table()
     assert torch.all(result.cosine > 0.99), result.table()

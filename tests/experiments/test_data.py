@@ -230,8 +230,10 @@ def test_missing_fashion_mnist_names_the_debian_package(tmp_path, monkeypatch):
     assert len(images.image_dataset("fashionmnist", num_train=30, num_val=5, num_test=10).train) == 30
 
 
-@pytest.mark.skipif(not __import__("pathlib").Path("/usr/share/datasets/fashion-mnist").is_dir(),
-                    reason="the Debian package dataset-fashion-mnist is not installed")
+@pytest.mark.skipif(
+    not __import__("pathlib").Path("/usr/share/datasets/fashion-mnist").is_dir(),
+    reason="the Debian package dataset-fashion-mnist is not installed",
+)
 def test_the_debian_package_is_the_real_data_set():
     from ella.experiments.data.images import image_dataset
 

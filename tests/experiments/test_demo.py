@@ -30,8 +30,16 @@ def short_cnn(splits, seed=0, progress=True):
 @needs_laplace
 def test_demo_writes_the_report_of_every_method(tmp_path, monkeypatch):
     monkeypatch.setitem(demo.TRAINERS, "cnn", short_cnn)
-    report = demo.run_demo(out=tmp_path, models=("cnn",), progress=False, log=lambda *a: None, num_test=300,
-                           neuralef_steps=30, nystrom_points=60, laplace_torch_points=5)
+    report = demo.run_demo(
+        out=tmp_path,
+        models=("cnn",),
+        progress=False,
+        log=lambda *a: None,
+        num_test=300,
+        neuralef_steps=30,
+        nystrom_points=60,
+        laplace_torch_points=5,
+    )
     saved = json.loads((tmp_path / "report.json").read_text())
     rows = saved["models"]["cnn"]
     assert set(rows) == METHODS

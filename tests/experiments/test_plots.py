@@ -18,8 +18,11 @@ def test_reliability_diagrams_write_png(tmp_path):
     p = g.dirichlet(np.ones(4), size=200)
     y = g.integers(0, 4, size=200)
     one = reliability_diagrams({"MAP": (p, y)}, tmp_path / "one.png")
-    many = reliability_diagrams({"MAP": (p, y), "ELLA": (torch.from_numpy(rows([0.6] * 10, 4)), np.zeros(10, int))},
-                                tmp_path / "sub" / "many.png", title="compare")
+    many = reliability_diagrams(
+        {"MAP": (p, y), "ELLA": (torch.from_numpy(rows([0.6] * 10, 4)), np.zeros(10, int))},
+        tmp_path / "sub" / "many.png",
+        title="compare",
+    )
     assert is_png(one) and is_png(many)
 
 

@@ -79,8 +79,14 @@ def test_train_map_callback_epochs_and_options():
 
     loader = _loader(ds, batch_size=16)
     history = train_map(
-        _net(), loader, epochs=3, optimizer="sgd", schedule="cosine", weight_decay=1e-3,
-        callback=callback, progress=False,
+        _net(),
+        loader,
+        epochs=3,
+        optimizer="sgd",
+        schedule="cosine",
+        weight_decay=1e-3,
+        callback=callback,
+        progress=False,
     )
     assert seen == list(range(1, 13)) and history["steps"] == 12 and history["epochs"] == 3
     train_map(_net(), loader, steps=20, optimizer="adamw", weight_decay=1e-2, progress=False)

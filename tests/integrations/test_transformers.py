@@ -33,8 +33,15 @@ class Sentences(Dataset):
 
 @pytest.fixture(scope="module")
 def classifier():
-    config = transformers.BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                     intermediate_size=32, max_position_embeddings=16, num_labels=3)
+    config = transformers.BertConfig(
+        vocab_size=30,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+        num_labels=3,
+    )
     torch.manual_seed(0)
     model = transformers.BertForSequenceClassification(config)
     train = DataLoader(Sentences(96, 0), batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
@@ -52,8 +59,9 @@ def test_ella_fits_and_predicts_a_bert_classifier_on_dict_batches(classifier):
     before = {n: p.detach().clone() for n, p in classifier.named_parameters()}
     train, val = DataLoader(Sentences(96, 0), batch_size=32), DataLoader(Sentences(48, 1), batch_size=16)
     kernel = EmpiricalNTK(classifier, "fd", num_samples=64, progress=False)
-    post = ELLA(classifier, kernel=kernel, solver=NeuralEF(4, steps=60, batch_size=32, progress=False),
-                progress=False).fit(train, val)
+    post = ELLA(
+        classifier, kernel=kernel, solver=NeuralEF(4, steps=60, batch_size=32, progress=False), progress=False
+    ).fit(train, val)
     # the default eigenfunction network is a head on the pooled features the classification layer reads
     body = post.solver_.net_.body
     assert type(body).__name__ == "FeatureHead" and body.model is classifier and body.layer == "classifier"

@@ -15,8 +15,9 @@ def points():
 def test_rbf_gram_is_the_squared_exponential(points):
     x1, x2 = points
     kern = RBF(lengthscale=0.7, variance=2.5)
-    expected = torch.tensor([[2.5 * math.exp(-((a - b) ** 2).sum().item() / (2 * 0.7**2)) for b in x2] for a in x1],
-                            dtype=torch.float64)
+    expected = torch.tensor(
+        [[2.5 * math.exp(-((a - b) ** 2).sum().item() / (2 * 0.7**2)) for b in x2] for a in x1], dtype=torch.float64
+    )
     assert torch.allclose(kern.gram(x1, x2), expected, rtol=1e-12)
     assert torch.allclose(kern(x1), kern.gram(x1, x1), rtol=1e-12)
     assert torch.linalg.eigvalsh(kern.gram(x1)).min() > -1e-12  # positive semi-definite
@@ -39,8 +40,16 @@ def test_inputs_of_any_shape_are_flattened(points):
     assert torch.allclose(kern.gram(x1.reshape(7, 3, 1)), kern.gram(x1))
 
 
-@pytest.mark.parametrize("make", [lambda: RBF(lengthscale=0), lambda: RBF(variance=-1), lambda: Polynomial(degree=0),
-                                  lambda: Polynomial(offset=-1.0), lambda: Polynomial(scale=0)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: RBF(lengthscale=0),
+        lambda: RBF(variance=-1),
+        lambda: Polynomial(degree=0),
+        lambda: Polynomial(offset=-1.0),
+        lambda: Polynomial(scale=0),
+    ],
+)
 def test_bad_hyperparameters(make):
     with pytest.raises(ValueError, match="`(lengthscale|variance|degree|offset|scale)`"):
         make()

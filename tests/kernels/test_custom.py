@@ -41,9 +41,15 @@ def non_finite(a, b):
 
 
 @pytest.mark.parametrize("fn, match", [(non_symmetric, "non-symmetric"), (non_finite, "non-finite")])
-@pytest.mark.parametrize("solver", [lambda: ExactEigen(3), lambda: Nystrom(3, num_points=20),
-                                    lambda: NeuralEF(3, steps=10**6, progress=False),
-                                    lambda: SpIN(3, steps=10**6, progress=False)])
+@pytest.mark.parametrize(
+    "solver",
+    [
+        lambda: ExactEigen(3),
+        lambda: Nystrom(3, num_points=20),
+        lambda: NeuralEF(3, steps=10**6, progress=False),
+        lambda: SpIN(3, steps=10**6, progress=False),
+    ],
+)
 def test_bad_gram_fails_before_any_training(x, fn, match, solver):
     with pytest.raises(ValueError, match=match):
         solver().fit(UserKernel(gram_fn=fn), x)  # 10**6 steps: only an early check can make this fast

@@ -36,8 +36,9 @@ def test_features_do_not_depend_on_batching(mlp, inputs):
     a = EmpiricalNTK(mlp, "jvp", num_samples=40, batch_size=3, progress=False).features(inputs)
     b = EmpiricalNTK(mlp, "jvp", num_samples=40, batch_size=64, progress=False).features(inputs)
     # the same numbers up to the round-off of another matrix-product blocking (BLAS picks it by shape)
-    assert torch.allclose(a[:5], EmpiricalNTK(mlp, "jvp", num_samples=40, progress=False).features(inputs[:5]),
-                          atol=1e-14, rtol=0)
+    assert torch.allclose(
+        a[:5], EmpiricalNTK(mlp, "jvp", num_samples=40, progress=False).features(inputs[:5]), atol=1e-14, rtol=0
+    )
     assert torch.allclose(a, b, atol=1e-14)
 
 
@@ -82,11 +83,18 @@ def test_monte_carlo_error_shrinks_like_one_over_sqrt_samples(inputs):
     sizes = [32, 128, 512, 2048]
     errors = []
     for S in sizes:
-        err = [(EmpiricalNTK(model, "jvp", num_samples=S, seed=s, progress=False).gram(inputs) - K).norm() / K.norm()
-               for s in range(6)]
+        err = [
+            (EmpiricalNTK(model, "jvp", num_samples=S, seed=s, progress=False).gram(inputs) - K).norm() / K.norm()
+            for s in range(6)
+        ]
         errors.append(torch.stack(err).pow(2).mean().sqrt().item())  # root-mean-square over seeds
-    slope = torch.linalg.lstsq(torch.tensor([[math.log(s), 1.0] for s in sizes]),
-                               torch.tensor([[math.log(e)] for e in errors])).solution[0].item()
+    slope = (
+        torch.linalg.lstsq(
+            torch.tensor([[math.log(s), 1.0] for s in sizes]), torch.tensor([[math.log(e)] for e in errors])
+        )
+        .solution[0]
+        .item()
+    )
     assert -0.65 < slope < -0.35, (errors, slope)
 
 
@@ -97,12 +105,15 @@ def test_same_seed_same_features_other_seed_different(mlp, inputs):
     assert torch.equal(a, b) and not torch.allclose(a, c)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"estimator": "bogus"}, "estimator"),
-    ({"distribution": "uniform"}, "distribution"),
-    ({"num_samples": 0}, "num_samples"),
-    ({"eps": -1.0}, "eps"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"estimator": "bogus"}, "estimator"),
+        ({"distribution": "uniform"}, "distribution"),
+        ({"num_samples": 0}, "num_samples"),
+        ({"eps": -1.0}, "eps"),
+    ],
+)
 def test_bad_arguments_are_named(mlp, kwargs, match):
     with pytest.raises(ValueError, match=match):
         EmpiricalNTK(mlp, **kwargs)

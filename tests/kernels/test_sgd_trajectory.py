@@ -18,9 +18,16 @@ def record(out_features=3, n=30, steps=20, every=2, storage_dtype=None, store="b
     y = torch.randint(0, 3, (n,), generator=g) if out_features == 3 else torch.randn(n, 1, generator=g).double()
     model = tiny_mlp(out_features=out_features)
     rec = TrajectoryRecorder(x, store=store, every=every, storage_dtype=storage_dtype)
-    train_map(model, DataLoader(TensorDataset(x, y), batch_size=10, shuffle=True, generator=g), steps=steps,
-              lr=0.1, optimizer="sgd", likelihood="classification" if out_features == 3 else "regression",
-              callback=rec, progress=False)
+    train_map(
+        model,
+        DataLoader(TensorDataset(x, y), batch_size=10, shuffle=True, generator=g),
+        steps=steps,
+        lr=0.1,
+        optimizer="sgd",
+        likelihood="classification" if out_features == 3 else "regression",
+        callback=rec,
+        progress=False,
+    )
     return rec.trajectory, x, y
 
 
@@ -72,7 +79,7 @@ def test_rank_is_at_most_m_minus_1_and_solvers_respect_it(recorded):
     kernel = SGDTrajectoryKernel(traj, progress=False)
     M = traj.num_snapshots
     evals = torch.linalg.eigvalsh(kernel.gram(x)).flip(0)
-    assert kernel.max_rank == M - 1 and evals[M - 2] > 1e-8 * evals[0] and evals[M - 1:].abs().max() < 1e-12 * evals[0]
+    assert kernel.max_rank == M - 1 and evals[M - 2] > 1e-8 * evals[0] and evals[M - 1 :].abs().max() < 1e-12 * evals[0]
     for solver in (NeuralEF(M, steps=5, progress=False), Nystrom(M)):
         with pytest.raises(ValueError, match=rf"`k` = {M} is larger than the rank of the kernel .* at most {M - 1}"):
             solver.fit(kernel, x)
@@ -80,4 +87,3 @@ def test_rank_is_at_most_m_minus_1_and_solvers_respect_it(recorded):
     with pytest.raises(ValueError, match="rank"):
         ELLA(tiny_mlp(), k=M, kernel=kernel, progress=False).fit(loader)
     Nystrom(M - 1, num_points=len(x)).fit(kernel, x)  # k = M - 1 is fine
-

@@ -119,9 +119,12 @@ def test_the_protocol():
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(rows=st.integers(1, 9), scale=st.sampled_from([1e-6, 1.0, 1e3, 1e6]),
-       link=st.sampled_from(["margin", "probit", "mc"]),
-       dtype=st.sampled_from([torch.float32, torch.float64]))
+@given(
+    rows=st.integers(1, 9),
+    scale=st.sampled_from([1e-6, 1.0, 1e3, 1e6]),
+    link=st.sampled_from(["margin", "probit", "mc"]),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+)
 def test_predictions_are_probabilities_for_any_batch_and_scale(fitted, rows, scale, link, dtype):
     _, post = fitted
     x = (torch.randn(rows, 40, generator=torch.Generator().manual_seed(rows)) * scale).to(dtype)
@@ -150,8 +153,11 @@ def test_twenty_concurrent_predictions_equal_the_sequential_ones(fitted, which):
     """NeuralEF reads hidden features through a hook, Nystrom's features are JVPs through ``functional_call``:
     neither is seen by another thread's call."""
     post = fitted[1] if which == "neuralef" else _nystrom_posterior()
-    dim = post.input_spec_["shape"][0] if isinstance(post.input_spec_, dict) and "shape" in post.input_spec_ else \
-        next(post.model.parameters()).shape[1]
+    dim = (
+        post.input_spec_["shape"][0]
+        if isinstance(post.input_spec_, dict) and "shape" in post.input_spec_
+        else next(post.model.parameters()).shape[1]
+    )
     inputs = [torch.randn(50, dim, generator=torch.Generator().manual_seed(i)) for i in range(20)]
     sequential = [post.predict(x) for x in inputs]
     results, start = [None] * 20, threading.Barrier(20)
@@ -194,7 +200,8 @@ def test_another_threads_forward_never_sees_perturbed_weights_during_a_fit():
     try:
         kernel = EmpiricalNTK(model, estimator="fd", num_samples=64, progress=False)
         ELLA(model, k=5, kernel=kernel, solver=NeuralEF(5, steps=30, progress=False), progress=False).fit(
-            DataLoader(TensorDataset(x, y), batch_size=50))
+            DataLoader(TensorDataset(x, y), batch_size=50)
+        )
     finally:
         done.set()
         watcher.join()

@@ -13,8 +13,9 @@ pytestmark = needs_laplace
 
 def test_diag_lla_predictive_is_the_diagonal_glm_formula(small_classifier):
     model, x, y, xv, yv, xt = small_classifier
-    m = DiagLLA(model, prior="gridsearch", prior_grid=[0.1, 1.0, 10.0], progress=False).fit(loader(x, y),
-                                                                                          loader(xv, yv))
+    m = DiagLLA(model, prior="gridsearch", prior_grid=[0.1, 1.0, 10.0], progress=False).fit(
+        loader(x, y), loader(xv, yv)
+    )
     assert m.name == "diag_lla" and m.prior_precision_ in m.search_.prior_grid.tolist()
     mean, cov = m.predictive_moments(xt)
     J = jacobians(model, xt)

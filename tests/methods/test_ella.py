@@ -66,8 +66,9 @@ def test_full_rank_ella_is_the_exact_linearised_laplace(classifier):
 def test_full_rank_ella_is_the_exact_linearised_laplace_for_regression():
     model = tiny_mlp(in_features=2, hidden=5, out_features=1, seed=3)  # P = 21
     x, y = make_data(model, 30, seed=2, regression=True)
-    post = ELLA(model, "regression", solver=Nystrom(21, 30), prior_precision=2.0, sigma_noise=0.3,
-                progress=False).fit(loader(x, y))
+    post = ELLA(model, "regression", solver=Nystrom(21, 30), prior_precision=2.0, sigma_noise=0.3, progress=False).fit(
+        loader(x, y)
+    )
     x_test = torch.randn(5, 2, dtype=torch.float64)
     exact = exact_lla_covariance(model, x, x_test, "regression", 2.0, 0.3)
     mean, var = post.predict(x_test)
@@ -78,8 +79,9 @@ def test_neuralef_ella_approaches_the_exact_top_k_posterior(classifier):
     model, x, y = classifier
     k = 6
     solver = NeuralEF(k, steps=1500, batch_size=40, lr=3e-3, progress=False)
-    post = ELLA(model, kernel=EmpiricalNTK(model, "exact"), solver=solver, prior_precision=1.0,
-                progress=False).fit(loader(x, y))
+    post = ELLA(model, kernel=EmpiricalNTK(model, "exact"), solver=solver, prior_precision=1.0, progress=False).fit(
+        loader(x, y)
+    )
     # reference: Psi from the exact top-k eigendecomposition of the N*C x N*C NTK Gram matrix
     J = jacobians(model, x).flatten(0, 1)
     evals, evecs = torch.linalg.eigh(J @ J.T)
@@ -100,8 +102,14 @@ def test_residual_adds_the_left_out_prior_variance(classifier):
     x_test = torch.randn(9, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
 
     def fit(residual):
-        return ELLA(model, kernel=EmpiricalNTK(model, "exact"), solver=Nystrom(10, 40), prior_precision=0.5,
-                    residual=residual, progress=False).fit(loader(x, y))
+        return ELLA(
+            model,
+            kernel=EmpiricalNTK(model, "exact"),
+            solver=Nystrom(10, 40),
+            prior_precision=0.5,
+            residual=residual,
+            progress=False,
+        ).fit(loader(x, y))
 
     plain, post = fit("none"), fit(1)
     assert post.name == "ella_nystrom_residual"
@@ -126,15 +134,15 @@ def test_residual_adds_the_left_out_prior_variance(classifier):
     traces = (J_train @ J_train.transpose(1, 2)).diagonal(dim1=1, dim2=2).sum(-1)
     learned, mean = fit("learned"), fit("mean")
     w = fit_trace_model(learned.feature_map(x), traces)
-    assert learned.residual_ == "learned" and torch.allclose(learned.trace_models_["learned"], w, rtol=1e-8,
-                                                             atol=1e-10)
+    assert learned.residual_ == "learned" and torch.allclose(learned.trace_models_["learned"], w, rtol=1e-8, atol=1e-10)
     predicted = trace_design(psi) @ w
     expected = (predicted - psi.pow(2).sum((1, 2))).clamp_min(0) / 3 / 0.5
     assert torch.allclose(learned.residual_variance(x_test), expected, rtol=1e-8)
     assert mean.residual_ == "mean" and mean.trace_models_["mean"][:-1].abs().max() == 0
     assert mean.trace_models_["mean"][-1] == pytest.approx(float(traces.mean()), rel=1e-10)
-    assert torch.allclose(mean.residual_variance(x_test),
-                          (traces.mean() - psi.pow(2).sum((1, 2))).clamp_min(0) / 3 / 0.5, rtol=1e-8)
+    assert torch.allclose(
+        mean.residual_variance(x_test), (traces.mean() - psi.pow(2).sum((1, 2))).clamp_min(0) / 3 / 0.5, rtol=1e-8
+    )
     assert ELLA(model, residual_samples=0).residual == "none" and ELLA(model, residual_samples=4).residual == 4
 
 
@@ -143,8 +151,9 @@ def test_auto_residual_is_the_better_of_none_and_mean_on_validation(classifier):
     x_val, y_val = make_data(model, 30, seed=5)
 
     def fit(residual):
-        return ELLA(model, kernel=EmpiricalNTK(model, "exact"), solver=Nystrom(4, 40), residual=residual,
-                    progress=False).fit(loader(x, y), val_loader=loader(x_val, y_val))
+        return ELLA(
+            model, kernel=EmpiricalNTK(model, "exact"), solver=Nystrom(4, 40), residual=residual, progress=False
+        ).fit(loader(x, y), val_loader=loader(x_val, y_val))
 
     auto, none, mean, learned = fit("auto"), fit("none"), fit("mean"), fit("learned")
     best = min((float(p.search_.scores.min()), i, p) for i, p in enumerate((none, mean, learned)))[2]
@@ -162,8 +171,18 @@ def test_residual_estimate_is_unbiased(classifier):
     x_test = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
 
     def residual(estimator, samples):
-        return ELLA(model, kernel=EmpiricalNTK(model, estimator), solver=Nystrom(4, 40), prior_precision=1.0,
-                    residual=samples, progress=False).fit(loader(x, y)).residual_variance(x_test)
+        return (
+            ELLA(
+                model,
+                kernel=EmpiricalNTK(model, estimator),
+                solver=Nystrom(4, 40),
+                prior_precision=1.0,
+                residual=samples,
+                progress=False,
+            )
+            .fit(loader(x, y))
+            .residual_variance(x_test)
+        )
 
     # the same Nystrom Psi (Jacobian rows are exact for both estimators), so only the trace estimate differs
     assert torch.allclose(residual("jvp", 4096), residual("exact", 1), rtol=0.1)
@@ -174,8 +193,9 @@ def test_prior_and_fold_in_are_chosen_on_validation_nll_and_the_model_is_untouch
     before = {n: (p.detach().clone(), p._version) for n, p in model.named_parameters()}
     xv, yv = make_data(model, 30, seed=5)
     kernel = EmpiricalNTK(model, "fd", num_samples=64)  # the finite-difference path perturbs the weights
-    post = ELLA(model, kernel=kernel, solver=Nystrom(5), fold_in="tune", progress=False).fit(loader(x, y),
-                                                                                            loader(xv, yv))
+    post = ELLA(model, kernel=kernel, solver=Nystrom(5), fold_in="tune", progress=False).fit(
+        loader(x, y), loader(xv, yv)
+    )
     scores = post.search_.scores
     assert scores.shape[0] == 10 * 3 and scores.shape[2] == 1  # fold-in counts x (no residual, mean, learned)
     t = 3 * post._fold_in_counts(len(x), True).index(post.num_folded_) + post.isotropic_choices.index(post.residual_)
@@ -239,8 +259,9 @@ def test_overfit_regression_tunes_the_noise_on_validation_data():
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)
         model = nn.Sequential(nn.Linear(4, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 1)).double()
-    opt = torch.optim.LBFGS(model.parameters(), max_iter=2000, tolerance_grad=1e-12, tolerance_change=1e-14,
-                            line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        model.parameters(), max_iter=2000, tolerance_grad=1e-12, tolerance_change=1e-14, line_search_fn="strong_wolfe"
+    )
 
     def closure():  # interpolate the 40 noisy points
         opt.zero_grad()
@@ -282,17 +303,24 @@ def test_regression_without_validation_uses_the_evidence_and_says_so():
 
 def test_save_load_round_trip(classifier, tmp_path):
     model, x, y = classifier
-    for solver, residual in ((NeuralEF(4, net="copy", steps=20, progress=False), "none"),
-                             (NeuralEF(4, net="head", steps=20, progress=False), "learned"), ("nystrom", 3)):
-        post = ELLA(model, k=4, kernel=EmpiricalNTK(model, num_samples=32), solver=solver, residual=residual,
-                    progress=False)
+    for solver, residual in (
+        (NeuralEF(4, net="copy", steps=20, progress=False), "none"),
+        (NeuralEF(4, net="head", steps=20, progress=False), "learned"),
+        ("nystrom", 3),
+    ):
+        post = ELLA(
+            model, k=4, kernel=EmpiricalNTK(model, num_samples=32), solver=solver, residual=residual, progress=False
+        )
         post.fit(loader(x, y))
         post.save(tmp_path / "post.pt")
         loaded = ELLA.load(tmp_path / "post.pt", model)
         assert loaded.residual == residual and loaded.residual_ == post.residual_ == residual
         assert loaded.prior_precision_ == post.prior_precision_
-        assert loaded.trace_models_.keys() == post.trace_models_.keys() == ({"mean", "learned"} if residual ==
-                                                                            "learned" else set())
+        assert (
+            loaded.trace_models_.keys()
+            == post.trace_models_.keys()
+            == ({"mean", "learned"} if residual == "learned" else set())
+        )
         assert all(torch.equal(loaded.trace_models_[key], post.trace_models_[key]) for key in post.trace_models_)
         assert loaded.stage_seconds_ == post.stage_seconds_ and loaded.num_kernel_points_ == len(x)
         assert torch.allclose(loaded.predict(x), post.predict(x), atol=1e-12)
@@ -384,16 +412,31 @@ def test_ella_without_update_is_the_trajectory_gp_scaled_by_one_over_delta():
     M = traj.num_snapshots
     model = swa_model(traj)
     kernel = SGDTrajectoryKernel(traj, progress=False)
-    post = ELLA(model, "regression", kernel=kernel, solver=Nystrom(M - 1, len(x)), prior_precision=2.0,
-                sigma_noise=0.1, progress=False).fit(loader(x, y, 10))
+    post = ELLA(
+        model,
+        "regression",
+        kernel=kernel,
+        solver=Nystrom(M - 1, len(x)),
+        prior_precision=2.0,
+        sigma_noise=0.1,
+        progress=False,
+    ).fit(loader(x, y, 10))
     assert not post.posterior_update and post.name == "ella_sgd_trajectory_nystrom"
     mean, cov = post.predictive_moments(x)
     K = direct_covariance(traj, x, x)  # C = 1: Nystrom on all N rows is the exact eigendecomposition
     assert torch.allclose(cov[:, 0, 0], K.diagonal() / 2.0, rtol=1e-8, atol=1e-14)
     assert torch.allclose(mean, model(x).detach())
     # with the update: Psi (Psi^T Lambda Psi + delta I)^{-1} Psi^T, Lambda = I / sigma^2
-    upd = ELLA(model, "regression", kernel=kernel, solver=Nystrom(M - 1, len(x)), prior_precision=2.0,
-               sigma_noise=0.1, progress=False, posterior_update=True).fit(loader(x, y, 10))
+    upd = ELLA(
+        model,
+        "regression",
+        kernel=kernel,
+        solver=Nystrom(M - 1, len(x)),
+        prior_precision=2.0,
+        sigma_noise=0.1,
+        progress=False,
+        posterior_update=True,
+    ).fit(loader(x, y, 10))
     psi = upd.feature_map(x)[:, 0, :]
     G = psi.T @ psi / 0.01 + 2.0 * torch.eye(M - 1, dtype=torch.float64)
     exact = (psi @ torch.linalg.solve(G, psi.T)).diagonal()
@@ -462,8 +505,9 @@ def test_dict_batches_and_logits_outputs_give_the_exact_linearised_laplace():
     x = {"input_ids": data.ids, "attention_mask": data.mask}
     J = jacobians(model, x).flatten(0, 1)
     rank = int(torch.linalg.matrix_rank(J))  # ELLA with every direction the data see is the exact LLA on them
-    post = ELLA(model, k=rank, kernel=EmpiricalNTK(model, "exact"), solver="exact", prior_precision=0.5,
-                progress=False).fit(train)
+    post = ELLA(
+        model, k=rank, kernel=EmpiricalNTK(model, "exact"), solver="exact", prior_precision=0.5, progress=False
+    ).fit(train)
     exact = ExactLLA(model, prior_precision=0.5, progress=False).fit(train)
     assert torch.allclose(post.predictive_moments(x)[1], exact.predictive_moments(x)[1], rtol=1e-6, atol=1e-9)
     for solver in ("neuralef", "nystrom"):  # the default solvers run on these inputs too
@@ -491,21 +535,38 @@ def _edited(path, tmp_path, meta_change=None, tensor_change=None):
     return out
 
 
-@pytest.mark.parametrize("meta_change, tensor_change, message", [
-    (lambda m: m["fitted"].update(prior_precision=float("nan")), None, "'prior_precision' must be a finite positive"),
-    (lambda m: m["fitted"].update(prior_precision=-1.0), None, "'prior_precision' must be a finite positive"),
-    (lambda m: m["fitted"].update(input_spec={"shape": [100000, 100000], "dtype": "float64"}), None,
-     "rows of 10,000,000,000 entries"),
-    (lambda m: m["config"].update(link="logit"), None, "`link` must be one of"),
-    (lambda m: m["features"]["kernel"]["config"].update(num_samples=-3), None, "its kernel settings"),
-    (None, lambda t: t.update(evecs=torch.ones(3, 3, dtype=torch.float64)),
-     "'evecs' has shape (3, 3), expected (4, 4)"),
-    (None, lambda t: t.update(evals=-torch.ones(4, dtype=torch.float64)), "'evals' must be finite and at least 0"),
-    (None, lambda t: t["features"]["solver"].update(eigenvalues=torch.full((4,), float("nan"), dtype=torch.float64)),
-     "'eigenvalues' must be finite"),
-])
-def test_an_edited_file_with_a_recomputed_checksum_is_refused(classifier, tmp_path, meta_change, tensor_change,
-                                                               message):
+@pytest.mark.parametrize(
+    "meta_change, tensor_change, message",
+    [
+        (
+            lambda m: m["fitted"].update(prior_precision=float("nan")),
+            None,
+            "'prior_precision' must be a finite positive",
+        ),
+        (lambda m: m["fitted"].update(prior_precision=-1.0), None, "'prior_precision' must be a finite positive"),
+        (
+            lambda m: m["fitted"].update(input_spec={"shape": [100000, 100000], "dtype": "float64"}),
+            None,
+            "rows of 10,000,000,000 entries",
+        ),
+        (lambda m: m["config"].update(link="logit"), None, "`link` must be one of"),
+        (lambda m: m["features"]["kernel"]["config"].update(num_samples=-3), None, "its kernel settings"),
+        (
+            None,
+            lambda t: t.update(evecs=torch.ones(3, 3, dtype=torch.float64)),
+            "'evecs' has shape (3, 3), expected (4, 4)",
+        ),
+        (None, lambda t: t.update(evals=-torch.ones(4, dtype=torch.float64)), "'evals' must be finite and at least 0"),
+        (
+            None,
+            lambda t: t["features"]["solver"].update(eigenvalues=torch.full((4,), float("nan"), dtype=torch.float64)),
+            "'eigenvalues' must be finite",
+        ),
+    ],
+)
+def test_an_edited_file_with_a_recomputed_checksum_is_refused(
+    classifier, tmp_path, meta_change, tensor_change, message
+):
     model, x, y = classifier
     post = ELLA(model, k=4, solver="nystrom", prior_precision=1.0, progress=False).fit(loader(x, y))
     post.save(tmp_path / "post.pt")
@@ -541,8 +602,18 @@ def test_the_configuration_round_trips_and_version_5_files_are_still_read(tmp_pa
 
     model = tiny_mlp(in_features=2, hidden=5, out_features=2, seed=3)
     x, y = make_data(model, 40, seed=2, regression=True)
-    post = ELLA(model, "regression", k=6, solver="nystrom", prior_grid=[0.5, 5.0], sigma_noise=[0.2, 0.3],
-                fold_in=20, residual="none", kernel=EmpiricalNTK(model, num_samples=16), progress=False)
+    post = ELLA(
+        model,
+        "regression",
+        k=6,
+        solver="nystrom",
+        prior_grid=[0.5, 5.0],
+        sigma_noise=[0.2, 0.3],
+        fold_in=20,
+        residual="none",
+        kernel=EmpiricalNTK(model, num_samples=16),
+        progress=False,
+    )
     post.fit(loader(x, y), loader(x[:20], y[:20]))
     post.save(tmp_path / "post.pt")
     back = ELLA.load(tmp_path / "post.pt", model)
@@ -553,11 +624,27 @@ def test_the_configuration_round_trips_and_version_5_files_are_still_read(tmp_pa
     state = torch.load(tmp_path / "post.pt", weights_only=True)
     meta, tensors = json.loads(state["meta"]), state["tensors"]
     features, feature_tensors = meta.pop("features"), tensors.pop("features")
-    meta = {"config": {key: meta["config"][key] for key in ("likelihood", "k", "link", "n_samples", "seed", "fold_in",
-                                                           "residual", "posterior_update", "kernel_points",
-                                                           "batch_size")},
-            "kernel": features["kernel"], "solver": features["solver"], "model": meta["model"],
-            "fitted": {key: value for key, value in meta["fitted"].items() if key != "search"}}
+    meta = {
+        "config": {
+            key: meta["config"][key]
+            for key in (
+                "likelihood",
+                "k",
+                "link",
+                "n_samples",
+                "seed",
+                "fold_in",
+                "residual",
+                "posterior_update",
+                "kernel_points",
+                "batch_size",
+            )
+        },
+        "kernel": features["kernel"],
+        "solver": features["solver"],
+        "model": meta["model"],
+        "fitted": {key: value for key, value in meta["fitted"].items() if key != "search"},
+    }
     tensors = {**{k: v for k, v in tensors.items() if k != "search"}, **feature_tensors}
     files.write(tmp_path / "v5.pt", "ella-posterior", 5, meta, tensors)
     old = ELLA.load(tmp_path / "v5.pt", model, kernel=EmpiricalNTK(model, num_samples=16))

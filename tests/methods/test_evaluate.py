@@ -19,8 +19,9 @@ def test_evaluate_classification_matches_direct_calls():
     x, y = torch.randn(53, 4, dtype=torch.float64, generator=g), torch.randint(0, 3, (53,), generator=g)
     x_ood = 5 * torch.randn(31, 4, dtype=torch.float64, generator=g)
     method = MAP(linear(3))
-    out = evaluate(method, DataLoader(TensorDataset(x, y), batch_size=8),
-                   ood_loader=DataLoader(TensorDataset(x_ood), batch_size=8))
+    out = evaluate(
+        method, DataLoader(TensorDataset(x, y), batch_size=8), ood_loader=DataLoader(TensorDataset(x_ood), batch_size=8)
+    )
     p, p_ood = method.predict(x), method.predict(x_ood)
     for key, value in M.classification_metrics(p, y).items():
         assert out[key] == pytest.approx(value, abs=1e-12), key

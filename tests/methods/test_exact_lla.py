@@ -123,8 +123,11 @@ def test_a_float32_network_gets_the_float64_posterior():
     variances = []
     for net in (model, copy.deepcopy(model).double()):
         post = ExactLLA(net, "regression", prior_precision=1e-4, sigma_noise=0.1, progress=False)
-        post.fit(DataLoader(TensorDataset(x.to(next(net.parameters()).dtype), y.to(next(net.parameters()).dtype)),
-                            batch_size=50))
+        post.fit(
+            DataLoader(
+                TensorDataset(x.to(next(net.parameters()).dtype), y.to(next(net.parameters()).dtype)), batch_size=50
+            )
+        )
         variances.append(post.predict(grid.to(next(net.parameters()).dtype))[1].double())
     single, double = variances
     assert ((single - double).abs() / double).max() < 1e-3
@@ -135,8 +138,19 @@ def test_save_and_load_give_the_same_predictions_and_configuration(problem, like
     model, x, y, xv, yv, xt = problem
     if likelihood == "regression":
         y, yv = torch.randn(30, 3, dtype=torch.float64), torch.randn(25, 3, dtype=torch.float64)
-    post = ExactLLA(model, likelihood, prior_grid=[0.1, 1.0, 10.0], noise_grid=[0.5, 1.0, 2.0], fold_in="tune",
-                    link="probit", n_samples=64, seed=3, batch_size=4, max_params=100, progress=False)
+    post = ExactLLA(
+        model,
+        likelihood,
+        prior_grid=[0.1, 1.0, 10.0],
+        noise_grid=[0.5, 1.0, 2.0],
+        fold_in="tune",
+        link="probit",
+        n_samples=64,
+        seed=3,
+        batch_size=4,
+        max_params=100,
+        progress=False,
+    )
     post.fit(loader(x, y), loader(xv, yv))
     post.save(tmp_path / "exact.pt")
     back = ExactLLA.load(tmp_path / "exact.pt", model)
@@ -144,8 +158,10 @@ def test_save_and_load_give_the_same_predictions_and_configuration(problem, like
     for name in ("prior_precision_", "noise_scale_", "num_folded_", "num_train_", "isotropic_", "fit_seconds_"):
         assert getattr(back, name) == getattr(post, name), name
     assert back.search_.index == post.search_.index and torch.equal(back.search_.scores, post.search_.scores)
-    assert torch.equal(back.predict(xt) if likelihood == "classification" else back.predict(xt)[1],
-                       post.predict(xt) if likelihood == "classification" else post.predict(xt)[1])
+    assert torch.equal(
+        back.predict(xt) if likelihood == "classification" else back.predict(xt)[1],
+        post.predict(xt) if likelihood == "classification" else post.predict(xt)[1],
+    )
     from ella import ELLA
 
     with pytest.raises(ValueError, match="holds a posterior of 'ExactLLA', not of ELLA"):

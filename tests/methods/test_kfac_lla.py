@@ -129,8 +129,9 @@ def test_kfac_leaves_out_and_names_the_layers_its_curvature_does_not_model(data)
     parameters frozen, names them, and its predictive is the GLM one over the remaining weights."""
     x, y, xv, yv, xt = data
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Unflatten(1, (1, 40)), nn.Conv1d(1, 4, 3), nn.BatchNorm1d(4), nn.ReLU(), nn.Flatten(),
-                        nn.Linear(152, 10))
+    net = nn.Sequential(
+        nn.Unflatten(1, (1, 40)), nn.Conv1d(1, 4, 3), nn.BatchNorm1d(4), nn.ReLU(), nn.Flatten(), nn.Linear(152, 10)
+    )
     net = train(net, x, y, steps=20).eval()
     before = {n: p.detach().clone() for n, p in net.named_parameters()}
     with pytest.warns(UserWarning, match=r"1 \(Conv1d\), 2 \(BatchNorm1d\)"):

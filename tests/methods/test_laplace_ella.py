@@ -25,8 +25,9 @@ def test_laplace_torch_ella_uses_laplace_torchs_features_and_curvature(small_cla
     assert m.name == "laplace_torch_ella" and m.link == "margin"
     # the posterior is laplace-torch's own at the chosen prior: its feature Gram matrix plus delta I
     la = m.la_
-    assert torch.allclose(m.posterior_precision.float(),
-                          la.feature_gram + m.prior_precision_ * torch.eye(5), rtol=1e-4, atol=1e-5)
+    assert torch.allclose(
+        m.posterior_precision.float(), la.feature_gram + m.prior_precision_ * torch.eye(5), rtol=1e-4, atol=1e-5
+    )
     la.prior_precision = m.prior_precision_
     la._build_precision()
     mean_la, cov_la = la.predictive_moments(xt)
@@ -52,8 +53,6 @@ def test_laplace_torch_ella_regression_adds_the_tuned_noise(small_classifier):
     mean, var = m.predict(xt)
     _, cov = m.predictive_moments(xt)
     assert torch.allclose(var, cov.diagonal(dim1=1, dim2=2) + m.noise_**2, rtol=1e-5)
-
-
 
 
 def test_saving_says_why_it_cannot(small_classifier, tmp_path):

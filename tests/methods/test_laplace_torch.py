@@ -100,5 +100,3 @@ def test_bad_arguments_raise(cnn, data):
         KFACLLA(cnn, prior="gridsearch", progress=False).fit(loader(x, y))
     with pytest.raises(ValueError, match=r"labels of `train_loader`"):
         KFACLLA(cnn, progress=False).fit(loader(x, y + 10))
-
-

@@ -10,6 +10,7 @@ from ella.methods.search import search
 
 def quadratic(best_prior, best_noise=None, candidates=1):
     """A score whose minimum over log10 values is at (best_prior, best_noise), lowest for the last candidate."""
+
     def score(priors, noises):
         p = torch.zeros(1) if priors is None else (priors.log10() - math.log10(best_prior)) ** 2
         n = torch.zeros(1) if noises is None else (noises.log10() - math.log10(best_noise)) ** 2

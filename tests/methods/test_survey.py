@@ -48,12 +48,15 @@ def test_regression_scales_are_the_validation_rmse_per_output():
     assert torch.allclose(output_rmse(model, loader(x, y), "train_loader", 2), rmse)
 
 
-@pytest.mark.parametrize("bad, message", [
-    (lambda x, y: (x.index_fill(0, torch.tensor([3]), float("nan")), y), "inputs of train_loader` holds nan"),
-    (lambda x, y: (x, y[:-1]), "with 15 targets"),
-    (lambda x, y: (x, y.float()), "integer tensor of class indices"),
-    (lambda x, y: (x.float(), y), None),  # another float dtype than the model's: cast, fine
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (lambda x, y: (x.index_fill(0, torch.tensor([3]), float("nan")), y), "inputs of train_loader` holds nan"),
+        (lambda x, y: (x, y[:-1]), "with 15 targets"),
+        (lambda x, y: (x, y.float()), "integer tensor of class indices"),
+        (lambda x, y: (x.float(), y), None),  # another float dtype than the model's: cast, fine
+    ],
+)
 def test_every_training_batch_is_checked(bad, message):
     x, y = torch.randn(16, 3, dtype=torch.float64), torch.randint(0, 3, (16,))
     batch = bad(x, y)

@@ -31,9 +31,9 @@ def test_swag_moments_equal_their_definitions(tiny):
     assert torch.allclose(mom.variance, thetas.pow(2).mean(0) - thetas.mean(0).pow(2), rtol=0, atol=1e-13)
     # D: the last K deviations theta_m - bar(theta)_m from the running means, oldest first
     running = torch.cumsum(thetas, 0) / torch.arange(1, M + 1, dtype=torch.float64)[:, None]
-    assert torch.allclose(mom.deviations, (thetas - running)[M - K:].T, rtol=0, atol=1e-14)
+    assert torch.allclose(mom.deviations, (thetas - running)[M - K :].T, rtol=0, atol=1e-14)
     # another rank is recomputed from the weight snapshots
-    assert torch.allclose(swag_moments(traj, 2).deviations, (thetas - running)[M - 2:].T, atol=1e-14)
+    assert torch.allclose(swag_moments(traj, 2).deviations, (thetas - running)[M - 2 :].T, atol=1e-14)
 
 
 def test_swag_sample_is_the_paper_formula(tiny):
@@ -100,13 +100,14 @@ def test_swag_recomputes_batch_norm_for_every_sample():
         SWAG(traj, num_samples=2).fit()
     swag = SWAG(traj, num_samples=2).fit(loader)
     for state in swag.samples_:  # each sample's statistics are those of its own pre-norm activations
-        h = (x @ state["0.weight"].T + state["0.bias"])
+        h = x @ state["0.weight"].T + state["0.bias"]
         assert torch.allclose(state["1.running_mean"], h.mean(0), atol=1e-12)
 
 
 def loader(x, y, batch_size=8, seed=0):
-    return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True,
-                      generator=torch.Generator().manual_seed(seed))
+    return DataLoader(
+        TensorDataset(x, y), batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed)
+    )
 
 
 def test_batch_norm_statistics_are_recomputed_for_the_swa_weights():

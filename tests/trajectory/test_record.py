@@ -18,8 +18,9 @@ def data(n=32, seed=0):
 
 
 def loader(x, y, batch_size=8, seed=0):
-    return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True,
-                      generator=torch.Generator().manual_seed(seed))
+    return DataLoader(
+        TensorDataset(x, y), batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed)
+    )
 
 
 def run(recorder, steps=20, seed=0, lr=0.05):
@@ -73,8 +74,7 @@ def test_resuming_from_snapshots_on_disk_gives_identical_results(tmp_path):
     # the same run, interrupted after step 10 and resumed by a new recorder on the same directory
     first = TrajectoryRecorder(x, store="both", start=2, every=2, directory=tmp_path / "resumed")
     run(lambda step, m: first(step, m) if step <= 10 else None)
-    second = TrajectoryRecorder(x, store="both", start=2, every=2, directory=tmp_path / "resumed",
-                                resume=True)
+    second = TrajectoryRecorder(x, store="both", start=2, every=2, directory=tmp_path / "resumed", resume=True)
     run(lambda step, m: second(step, m) if step > 10 else None)
     a, b = once.trajectory, second.trajectory
     assert a.steps == b.steps == list(range(2, 21, 2))
@@ -108,4 +108,3 @@ def test_bad_recordings_are_rejected_naming_the_snapshot():
         TrajectoryRecorder(x, store="gradients")
     with pytest.raises(ValueError, match="storage_dtype"):
         TrajectoryRecorder(x, storage_dtype=torch.int8)
-

@@ -20,5 +20,16 @@ from .driver import MethodFailed, compare_problem
 from .methods import METHODS, NotApplicable, Settings, register
 from .problems import Problem, make_problem
 
-__all__ = ["compare", "run_benchmark", "compare_problem", "ALL_PROBLEMS", "MethodFailed", "Settings", "METHODS",
-           "NotApplicable", "register", "Problem", "make_problem"]
+__all__ = [
+    "compare",
+    "run_benchmark",
+    "compare_problem",
+    "ALL_PROBLEMS",
+    "MethodFailed",
+    "Settings",
+    "METHODS",
+    "NotApplicable",
+    "register",
+    "Problem",
+    "make_problem",
+]

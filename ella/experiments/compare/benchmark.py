@@ -38,15 +38,28 @@ def shift_and_ood_sets(problem: Problem, shift_points: int = 1000, ood_points: i
     if problem.dataset == "digits":
         return {"rotation": digits_rotation_sets(problem.splits)}, {}
     if problem.splits.input_shape[0] == 1 and problem.dataset in IMAGE_DATASETS:  # grey images
-        return ({"rotation": image_rotation_sets(problem.splits, num=shift_points)},
-                image_ood_sets(problem.splits, ood_points))
+        return (
+            {"rotation": image_rotation_sets(problem.splits, num=shift_points)},
+            image_ood_sets(problem.splits, ood_points),
+        )
     return {}, {}
 
 
-def run_benchmark(problems=ALL_PROBLEMS, out=None, methods=None, settings: Settings | None = None, seed: int = 0,
-                  num_test: int = 10000, shift_points: int = 1000, ood_points: int = 2000,
-                  fidelity_points: int = 2000, data_root=None, threads: int | None = 1, progress: bool = True,
-                  log=print) -> dict:
+def run_benchmark(
+    problems=ALL_PROBLEMS,
+    out=None,
+    methods=None,
+    settings: Settings | None = None,
+    seed: int = 0,
+    num_test: int = 10000,
+    shift_points: int = 1000,
+    ood_points: int = 2000,
+    fidelity_points: int = 2000,
+    data_root=None,
+    threads: int | None = 1,
+    progress: bool = True,
+    log=print,
+) -> dict:
     """Run every method on every ``(dataset, model)`` problem; write the results to ``out`` if given.
 
     Args:
@@ -82,8 +95,9 @@ def run_benchmark(problems=ALL_PROBLEMS, out=None, methods=None, settings: Setti
         env = environment()  # with the run's thread count
         for dataset, model in problems:
             try:
-                problem = make_problem(dataset, model, seed=seed, num_test=num_test, data_root=data_root,
-                                       progress=progress)
+                problem = make_problem(
+                    dataset, model, seed=seed, num_test=num_test, data_root=data_root, progress=progress
+                )
             except DataUnavailable as e:
                 skipped[f"{dataset}_{network_name(dataset, model)}"] = str(e)
                 log(f"[{dataset}] skipped: {e}")
@@ -92,14 +106,25 @@ def run_benchmark(problems=ALL_PROBLEMS, out=None, methods=None, settings: Setti
             shift, ood = shift_and_ood_sets(problem, shift_points, ood_points)
             own = replace(settings, **PROBLEM_SETTINGS.get(dataset, {}))
             sections[problem.key], artefacts[problem.key] = compare_problem(
-                problem, methods, own, shift, ood, fidelity_points, progress=progress, log=log)
+                problem, methods, own, shift, ood, fidelity_points, progress=progress, log=log
+            )
             sections[problem.key]["settings"] = own.to_dict()
             splits[problem.key] = problem.splits
     finally:
         torch.set_num_threads(before)
-    results = assemble(sections, settings.to_dict(), env, seed=seed, skipped=skipped,
-                       sizes={"num_test": num_test, "shift_points": shift_points, "ood_points": ood_points,
-                              "fidelity_points": fidelity_points})
+    results = assemble(
+        sections,
+        settings.to_dict(),
+        env,
+        seed=seed,
+        skipped=skipped,
+        sizes={
+            "num_test": num_test,
+            "shift_points": shift_points,
+            "ood_points": ood_points,
+            "fidelity_points": fidelity_points,
+        },
+    )
     if out is not None:
         write_results(results, out, artefacts, splits)
     return results

@@ -53,8 +53,9 @@ TIMING_POINTS = 2000  # test inputs that every prediction cost is timed on
 REPEATS = 3  # timings per cost: the median is reported, with the spread
 
 
-def map_forward_cost(model, x_test: torch.Tensor, x_train: torch.Tensor, batch_size: int = 1000,
-                     repeats: int = REPEATS) -> dict:
+def map_forward_cost(
+    model, x_test: torch.Tensor, x_train: torch.Tensor, batch_size: int = 1000, repeats: int = REPEATS
+) -> dict:
     """The MAP forward pass, the unit of the fit and memory ratios: seconds per 1,000 of the first
     :data:`TIMING_POINTS` test inputs (median of ``repeats``, with ``seconds_per_1000_range``), seconds of one pass
     over the training inputs (best of ``repeats``), and peak memory of one batch. (Prediction ratios pair each timing
@@ -73,8 +74,12 @@ def map_forward_cost(model, x_test: torch.Tensor, x_train: torch.Tensor, batch_s
     per_1000 = seconds_per_1000(forward, x_test[:TIMING_POINTS].to(device), repeats, batch_size)
     train_pass = min(measure(over, x_train, device=device)[1] for _ in range(repeats))
     _, _, peak = measure(over, x_test[:batch_size], device=device)
-    return {"seconds_per_1000": statistics.median(per_1000), "seconds_per_1000_range": [min(per_1000), max(per_1000)],
-            "train_pass_seconds": train_pass, "peak_mb": None if peak is None else peak / MB}
+    return {
+        "seconds_per_1000": statistics.median(per_1000),
+        "seconds_per_1000_range": [min(per_1000), max(per_1000)],
+        "train_pass_seconds": train_pass,
+        "peak_mb": None if peak is None else peak / MB,
+    }
 
 
 def _ratio(value, unit):
@@ -98,22 +103,34 @@ def predict_cost(predict, x_test: torch.Tensor, model, repeats: int = REPEATS, p
         unit = seconds_per_1000(forward, x, 1, batch_size=min(piece, 1000))[0]
         times.append(seconds_per_1000(predict, x, 1)[0])
         ratios.append(times[-1] / unit)
-    return {"predict_seconds_per_1000": statistics.median(times), "predict_vs_map": statistics.median(ratios),
-            "predict_vs_map_range": [min(ratios), max(ratios)]}
+    return {
+        "predict_seconds_per_1000": statistics.median(times),
+        "predict_vs_map": statistics.median(ratios),
+        "predict_vs_map_range": [min(ratios), max(ratios)],
+    }
 
 
-def _run_method(method, problem: Problem, loaders, reference: dict, shift: dict, ood: dict,
-                fidelity_x: torch.Tensor | None) -> tuple[dict, dict]:
+def _run_method(
+    method, problem: Problem, loaders, reference: dict, shift: dict, ood: dict, fidelity_x: torch.Tensor | None
+) -> tuple[dict, dict]:
     """Fit, cost, score, shift and OOD for one method. Returns ``(row, extras)``."""
     device = next(problem.model.parameters()).device
     row, preds, targets = run_method(method, *loaders, timer=partial(measure, device=device))
-    row.update(predict_cost(method.predict, problem.splits.test.tensors[0].to(device), problem.model,
-                            piece=method.batch_size))
-    row.update(fit_vs_map_forward=_ratio(row["fit_seconds"], reference["train_pass_seconds"]),
-               fit_memory_vs_map=_ratio(row["fit_peak_mb"], reference["peak_mb"]),
-               predict_memory_vs_map=_ratio(row["predict_peak_mb"], reference["peak_mb"]))
-    extras = {"preds": preds, "targets": targets, "shift": {}, "ood": {},
-              "variances": None if fidelity_x is None else latent_variances(method, fidelity_x)}
+    row.update(
+        predict_cost(method.predict, problem.splits.test.tensors[0].to(device), problem.model, piece=method.batch_size)
+    )
+    row.update(
+        fit_vs_map_forward=_ratio(row["fit_seconds"], reference["train_pass_seconds"]),
+        fit_memory_vs_map=_ratio(row["fit_peak_mb"], reference["peak_mb"]),
+        predict_memory_vs_map=_ratio(row["predict_peak_mb"], reference["peak_mb"]),
+    )
+    extras = {
+        "preds": preds,
+        "targets": targets,
+        "shift": {},
+        "ood": {},
+        "variances": None if fidelity_x is None else latent_variances(method, fidelity_x),
+    }
     for curve, levels in shift.items():
         points = []
         for level, dataset in levels:
@@ -124,14 +141,25 @@ def _run_method(method, problem: Problem, loaders, reference: dict, shift: dict,
         max_prob = mean_max_prob(preds)
     for set_name, dataset in ood.items():
         probs = predict_all(method, DataLoader(dataset, batch_size=1000), f"ood {set_name}")[0]
-        extras["ood"][set_name] = {"auroc": ood_auroc(preds, probs), "mean_max_prob": mean_max_prob(probs),
-                                   "in_distribution_mean_max_prob": max_prob}
+        extras["ood"][set_name] = {
+            "auroc": ood_auroc(preds, probs),
+            "mean_max_prob": mean_max_prob(probs),
+            "in_distribution_mean_max_prob": max_prob,
+        }
     return row, extras
 
 
-def compare_problem(problem: Problem, methods=None, settings: Settings | None = None, shift: dict | None = None,
-                    ood: dict | None = None, fidelity_points: int = 2000, batch_size: int = 256,
-                    progress: bool = False, log=print) -> tuple[dict, dict]:
+def compare_problem(
+    problem: Problem,
+    methods=None,
+    settings: Settings | None = None,
+    shift: dict | None = None,
+    ood: dict | None = None,
+    fidelity_points: int = 2000,
+    batch_size: int = 256,
+    progress: bool = False,
+    log=print,
+) -> tuple[dict, dict]:
     """Run every method on ``problem``.
 
     Args:
@@ -167,13 +195,20 @@ def compare_problem(problem: Problem, methods=None, settings: Settings | None = 
     exact = "exact_lla" in names and P <= settings.exact_max_params and fidelity_points > 0  # variances where compared
     fidelity_x = x_test[:fidelity_points] if exact else None
     rows, not_applicable, variances = {}, {}, {}
-    section = {"dataset": problem.dataset, "model": problem.model_name, "likelihood": problem.likelihood,
-               "num_params": P,
-               "num_train": len(problem.splits.train), "num_val": len(problem.splits.val),
-               "num_test": len(problem.splits.test), "map_training": {"seconds": problem.train_seconds,
-                                                                       "recipe": problem.recipe},
-               "map_forward": reference, "fidelity_points": 0 if fidelity_x is None else len(fidelity_x),
-               "shift": {}, "ood": {}}
+    section = {
+        "dataset": problem.dataset,
+        "model": problem.model_name,
+        "likelihood": problem.likelihood,
+        "num_params": P,
+        "num_train": len(problem.splits.train),
+        "num_val": len(problem.splits.val),
+        "num_test": len(problem.splits.test),
+        "map_training": {"seconds": problem.train_seconds, "recipe": problem.recipe},
+        "map_forward": reference,
+        "fidelity_points": 0 if fidelity_x is None else len(fidelity_x),
+        "shift": {},
+        "ood": {},
+    }
     artefacts = {"preds": {}, "targets": None}
     for name in names:
         start = time.perf_counter()
@@ -196,7 +231,9 @@ def compare_problem(problem: Problem, methods=None, settings: Settings | None = 
             section["shift"].setdefault(curve, {})[name] = points
         for set_name, scores in extras["ood"].items():
             section["ood"].setdefault(set_name, {})[name] = scores
-        log(f"[{problem.key}] {name}: nll {row['nll']:.4f}, fit {row['fit_seconds']:.1f} s, "
-            f"predict {row['predict_seconds_per_1000']:.3f} s / 1000 ({time.perf_counter() - start:.0f} s in all)")
+        log(
+            f"[{problem.key}] {name}: nll {row['nll']:.4f}, fit {row['fit_seconds']:.1f} s, "
+            f"predict {row['predict_seconds_per_1000']:.3f} s / 1000 ({time.perf_counter() - start:.0f} s in all)"
+        )
     section.update(rows=rows, not_applicable=not_applicable, fidelity=fidelity(rows, variances))
     return section, artefacts

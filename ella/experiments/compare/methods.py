@@ -97,9 +97,12 @@ class Settings:
 
     def neuralef(self, model, seed: int = 0, progress: bool = False, steps: int | None = None) -> dict:
         """``ELLA(model, **settings.neuralef(model))``: the NTK estimator and the NeuralEF optimisation."""
-        return {"kernel": EmpiricalNTK(model, self.ntk_estimator, self.ntk_samples, seed=seed, progress=progress),
-                "solver": NeuralEF(self.k, steps=steps or self.neuralef_steps, lr=self.neuralef_lr, seed=seed,
-                                   progress=progress)}
+        return {
+            "kernel": EmpiricalNTK(model, self.ntk_estimator, self.ntk_samples, seed=seed, progress=progress),
+            "solver": NeuralEF(
+                self.k, steps=steps or self.neuralef_steps, lr=self.neuralef_lr, seed=seed, progress=progress
+            ),
+        }
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -153,35 +156,52 @@ def _temperature(problem, settings, progress) -> Method:
 
 
 def _laplace(cls, problem, settings, progress) -> Method:
-    return cls(problem.model, problem.likelihood, prior=settings.laplace_prior, link=settings.link,
-               prior_grid=settings.grid(), seed=problem.seed, progress=progress)
+    return cls(
+        problem.model,
+        problem.likelihood,
+        prior=settings.laplace_prior,
+        link=settings.link,
+        prior_grid=settings.grid(),
+        seed=problem.seed,
+        progress=progress,
+    )
 
 
 @register("last_layer_kfac_marglik")
 def _last_layer_kfac_marglik(problem, settings, progress) -> Method:
     """laplace-torch's default Laplace (last layer, KFAC) as its README shows it: the marginal-likelihood prior and
     the probit link."""
-    return LastLayerKFAC(problem.model, problem.likelihood, prior="marglik", link="probit", seed=problem.seed,
-                         progress=progress)
+    return LastLayerKFAC(
+        problem.model, problem.likelihood, prior="marglik", link="probit", seed=problem.seed, progress=progress
+    )
 
 
 @register("last_layer_lla_marglik")
 def _last_layer_marglik(problem, settings, progress) -> Method:
     """Last-layer LLA with the full last-layer GGN, the marginal-likelihood prior and the probit link."""
-    return LastLayerLLA(problem.model, problem.likelihood, prior="marglik", link="probit", seed=problem.seed,
-                        progress=progress)
+    return LastLayerLLA(
+        problem.model, problem.likelihood, prior="marglik", link="probit", seed=problem.seed, progress=progress
+    )
 
 
 @register("laplace_torch_native_ella")
 def _native_ella(problem, settings, progress) -> Method:
-    return NativeLaplaceELLA(problem.model, problem.likelihood, k=settings.k, subsample_size=settings.nystrom_points,
-                             grid_size=settings.laplace_torch_grid, seed=problem.seed, progress=progress)
+    return NativeLaplaceELLA(
+        problem.model,
+        problem.likelihood,
+        k=settings.k,
+        subsample_size=settings.nystrom_points,
+        grid_size=settings.laplace_torch_grid,
+        seed=problem.seed,
+        progress=progress,
+    )
 
 
 @register("laplace_torch_valla")
 def _valla(problem, settings, progress) -> Method:
-    return NativeVaLLA(problem.model, problem.likelihood, num_inducing=settings.valla_inducing, seed=problem.seed,
-                       progress=progress)
+    return NativeVaLLA(
+        problem.model, problem.likelihood, num_inducing=settings.valla_inducing, seed=problem.seed, progress=progress
+    )
 
 
 @register("last_layer_lla")
@@ -201,24 +221,49 @@ def _kfac(problem, settings, progress) -> Method:
 
 @register("laplace_torch_ella")
 def _laplace_torch_ella(problem, settings, progress) -> Method:
-    return LaplaceTorchELLA(problem.model, problem.likelihood, k=settings.k, subsample_size=settings.nystrom_points,
-                            prior_grid=settings.grid(), link=settings.link, seed=problem.seed, progress=progress)
+    return LaplaceTorchELLA(
+        problem.model,
+        problem.likelihood,
+        k=settings.k,
+        subsample_size=settings.nystrom_points,
+        prior_grid=settings.grid(),
+        link=settings.link,
+        seed=problem.seed,
+        progress=progress,
+    )
 
 
 @register("exact_lla")
 def _exact(problem, settings, progress) -> Method:
     P = num_parameters(problem.model)
     if P > settings.exact_max_params:
-        raise NotApplicable(f"P = {P:,} weights > exact_max_params = {settings.exact_max_params:,}: a dense "
-                            f"{P:,} x {P:,} GGN is not formed")
-    return ExactLLA(problem.model, problem.likelihood, prior_grid=settings.grid(), link=settings.link,
-                    max_params=settings.exact_max_params, seed=problem.seed, progress=progress)
+        raise NotApplicable(
+            f"P = {P:,} weights > exact_max_params = {settings.exact_max_params:,}: a dense "
+            f"{P:,} x {P:,} GGN is not formed"
+        )
+    return ExactLLA(
+        problem.model,
+        problem.likelihood,
+        prior_grid=settings.grid(),
+        link=settings.link,
+        max_params=settings.exact_max_params,
+        seed=problem.seed,
+        progress=progress,
+    )
 
 
 def _ella(problem, settings, progress, **kwargs) -> Method:
-    return ELLA(problem.model, problem.likelihood, prior_grid=settings.grid(), fold_in=settings.fold_in,
-                link=settings.link, kernel_points=settings.kernel_points, seed=problem.seed, progress=progress,
-                **kwargs)
+    return ELLA(
+        problem.model,
+        problem.likelihood,
+        prior_grid=settings.grid(),
+        fold_in=settings.fold_in,
+        link=settings.link,
+        kernel_points=settings.kernel_points,
+        seed=problem.seed,
+        progress=progress,
+        **kwargs,
+    )
 
 
 @register("ella")
@@ -239,8 +284,13 @@ def _ella_neuralef(problem, settings, progress) -> Method:
 
 @register("ella_neuralef_residual")
 def _ella_neuralef_residual(problem, settings, progress) -> Method:
-    return _ella(problem, settings, progress, residual=settings.residual_samples,
-                 **settings.neuralef(problem.model, problem.seed, progress))
+    return _ella(
+        problem,
+        settings,
+        progress,
+        residual=settings.residual_samples,
+        **settings.neuralef(problem.model, problem.seed, progress),
+    )
 
 
 def _trajectory(name: str):
@@ -249,8 +299,13 @@ def _trajectory(name: str):
             raise NotApplicable("trajectory_methods builds classification methods only")
         if "trajectory_methods" not in problem.cache:  # one recorded trajectory for all three rows
             problem.cache["trajectory_methods"] = trajectory_methods(
-                problem.splits, problem.model, problem.recipe, seed=problem.seed, progress=progress,
-                **settings.trajectory)
+                problem.splits,
+                problem.model,
+                problem.recipe,
+                seed=problem.seed,
+                progress=progress,
+                **settings.trajectory,
+            )
         return problem.cache["trajectory_methods"][name]
 
     return builder

@@ -36,8 +36,13 @@ from ..train import train_map, train_mnist1d_cnn, train_mnist1d_mlp
 __all__ = ["Problem", "make_problem", "network_name", "MODELS", "image_cnn"]
 
 # data set -> the networks it is benchmarked with
-MODELS = {"mnist1d": ("cnn", "mlp", "cnn_bn"), "digits": ("mlp",), "toy": ("mlp",),
-          **{name: ("cnn",) for name in IMAGE_DATASETS}, "fashionmnist": ("mlp", "cnn")}
+MODELS = {
+    "mnist1d": ("cnn", "mlp", "cnn_bn"),
+    "digits": ("mlp",),
+    "toy": ("mlp",),
+    **{name: ("cnn",) for name in IMAGE_DATASETS},
+    "fashionmnist": ("mlp", "cnn"),
+}
 ALIASES = {"fashion-mnist": "fashionmnist"}
 
 DIGITS_RECIPE = dict(steps=3000, lr=1e-3, weight_decay=1e-4, optimizer="adam", schedule="cosine", batch_size=64)
@@ -79,9 +84,11 @@ class Problem:
 
     def loaders(self, batch_size: int = 256, eval_batch_size: int = 1000) -> tuple[DataLoader, DataLoader, DataLoader]:
         """Unshuffled ``(train, val, test)`` loaders: every method sees the data in the same order."""
-        return (DataLoader(self.splits.train, batch_size=batch_size),
-                DataLoader(self.splits.val, batch_size=eval_batch_size),
-                DataLoader(self.splits.test, batch_size=eval_batch_size))
+        return (
+            DataLoader(self.splits.train, batch_size=batch_size),
+            DataLoader(self.splits.val, batch_size=eval_batch_size),
+            DataLoader(self.splits.test, batch_size=eval_batch_size),
+        )
 
 
 def image_mlp(in_features: int, num_classes: int, seed: int = 0) -> nn.Sequential:
@@ -96,9 +103,14 @@ def image_cnn(in_channels: int, num_classes: int, image_size: int, seed: int = 0
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return nn.Sequential(
-            nn.Conv2d(in_channels, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(32 * side * side, num_classes),
+            nn.Conv2d(in_channels, 16, 5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(32 * side * side, num_classes),
         ).eval()
 
 
@@ -119,8 +131,9 @@ def network_name(dataset: str, model: str | None = None) -> str:
     return model
 
 
-def make_problem(dataset: str, model: str | None = None, seed: int = 0, num_test: int = 10000, data_root=None,
-                 progress: bool = True) -> Problem:
+def make_problem(
+    dataset: str, model: str | None = None, seed: int = 0, num_test: int = 10000, data_root=None, progress: bool = True
+) -> Problem:
     """Build the data and train the MAP network of one benchmark problem.
 
     Args:

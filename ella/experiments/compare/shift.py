@@ -34,8 +34,15 @@ from torch.utils.data import TensorDataset
 from ..._checks import check_positive_int
 from ..._utils import seeded_generator
 
-__all__ = ["MNIST1D_SHIFTS", "DIGITS_ANGLES", "mnist1d_shift_sets", "mnist1d_ood_sets", "digits_rotation_sets",
-           "image_rotation_sets", "image_ood_sets"]
+__all__ = [
+    "MNIST1D_SHIFTS",
+    "DIGITS_ANGLES",
+    "mnist1d_shift_sets",
+    "mnist1d_ood_sets",
+    "digits_rotation_sets",
+    "image_rotation_sets",
+    "image_ood_sets",
+]
 
 # curve name -> (generator argument, levels); the first level is the standard generator's value
 MNIST1D_SHIFTS = {
@@ -47,8 +54,9 @@ DIGITS_ANGLES = (0, 15, 30, 45, 60, 90)
 SHIFT_TEST_SEED = 2  # differs from the standard set's (42) and from the main test set's (1)
 
 
-def mnist1d_shift_sets(shifts: dict | None = None, num_test: int = 1000,
-                       test_seed: int = SHIFT_TEST_SEED) -> dict[str, list[tuple[float, TensorDataset]]]:
+def mnist1d_shift_sets(
+    shifts: dict | None = None, num_test: int = 1000, test_seed: int = SHIFT_TEST_SEED
+) -> dict[str, list[tuple[float, TensorDataset]]]:
     """MNIST-1D test sets along each shift curve: ``{curve: [(level, dataset), ...]}``.
 
     Args:
@@ -63,12 +71,15 @@ def mnist1d_shift_sets(shifts: dict | None = None, num_test: int = 1000,
     check_positive_int(num_test, "num_test")
     for curve, (arg, levels) in shifts.items():
         if arg not in MNIST1D_GENERATOR_ARGS:
-            raise ValueError(f"shift curve {curve!r}: {arg!r} is not an MNIST-1D generator argument "
-                             f"({list(MNIST1D_GENERATOR_ARGS)})")
+            raise ValueError(
+                f"shift curve {curve!r}: {arg!r} is not an MNIST-1D generator argument ({list(MNIST1D_GENERATOR_ARGS)})"
+            )
         if not levels:
             raise ValueError(f"shift curve {curve!r} has no levels")
-    return {curve: [(level, mnist1d(num_test=num_test, test_seed=test_seed, **{arg: level}).test) for level in levels]
-            for curve, (arg, levels) in shifts.items()}
+    return {
+        curve: [(level, mnist1d(num_test=num_test, test_seed=test_seed, **{arg: level}).test) for level in levels]
+        for curve, (arg, levels) in shifts.items()
+    }
 
 
 def mnist1d_ood_sets(num: int = 2000, seed: int = SHIFT_TEST_SEED) -> dict[str, TensorDataset]:
@@ -113,8 +124,10 @@ def digits_rotation_sets(splits, angles=DIGITS_ANGLES) -> list[tuple[float, Tens
 def _image_statistics(splits) -> tuple[float, float]:
     meta = getattr(splits, "meta", {})
     if len(meta.get("mean", ())) != 1 or len(meta.get("std", ())) != 1:
-        raise ValueError("`splits` must be a one-channel image data set from "
-                         "ella.experiments.data.images.image_dataset (its meta holds the pixel statistics)")
+        raise ValueError(
+            "`splits` must be a one-channel image data set from "
+            "ella.experiments.data.images.image_dataset (its meta holds the pixel statistics)"
+        )
     return float(meta["mean"][0]), float(meta["std"][0])
 
 
@@ -123,9 +136,16 @@ def image_rotation_sets(splits, angles=DIGITS_ANGLES, num: int = 2000) -> list[t
     mean, std = _image_statistics(splits)
     x, y = splits.test.tensors[0][:num], splits.test.tensors[1][:num]
     pixels = x[:, 0].double().numpy() * std + mean  # back to [0, 1]
-    return [(float(angle), TensorDataset(torch.from_numpy(((rotate_images(pixels, float(angle)) - mean) / std)
-                                                          .astype(np.float32))[:, None], y.clone()))
-            for angle in angles]
+    return [
+        (
+            float(angle),
+            TensorDataset(
+                torch.from_numpy(((rotate_images(pixels, float(angle)) - mean) / std).astype(np.float32))[:, None],
+                y.clone(),
+            ),
+        )
+        for angle in angles
+    ]
 
 
 def image_ood_sets(splits, num: int = 2000, seed: int = SHIFT_TEST_SEED) -> dict[str, TensorDataset]:

@@ -37,9 +37,7 @@ def digits(val_fraction: float = 0.15, test_fraction: float = 0.25, seed: int = 
     val_fraction = _fraction(val_fraction, "val_fraction")
     test_fraction = _fraction(test_fraction, "test_fraction")
     if val_fraction + test_fraction >= 1.0:
-        raise ValueError(
-            f"`val_fraction` + `test_fraction` must be below 1, got {val_fraction} + {test_fraction}"
-        )
+        raise ValueError(f"`val_fraction` + `test_fraction` must be below 1, got {val_fraction} + {test_fraction}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"`seed` must be a non-negative integer, got {seed!r}")
 
@@ -58,7 +56,12 @@ def digits(val_fraction: float = 0.15, test_fraction: float = 0.25, seed: int = 
         xs = torch.from_numpy(((x[ix] - mean) / std).astype(np.float32))
         return TensorDataset(xs, torch.from_numpy(y[ix]))
 
-    meta = {"seed": int(seed), "val_fraction": val_fraction, "test_fraction": test_fraction,
-            "normalisation": "per-feature mean/std of the training split",
-            "feature_mean": mean.tolist(), "feature_std": std.tolist()}  # to map inputs back to pixels
+    meta = {
+        "seed": int(seed),
+        "val_fraction": val_fraction,
+        "test_fraction": test_fraction,
+        "normalisation": "per-feature mean/std of the training split",
+        "feature_mean": mean.tolist(),
+        "feature_std": std.tolist(),
+    }  # to map inputs back to pixels
     return Splits(make(train_ix), make(val_ix), make(test_ix), 10, (64,), name="digits", meta=meta)

@@ -72,10 +72,12 @@ def _idx_folder(name: str, root) -> Path:
         if any((folder / f"train-images-idx3-ubyte{ext}").exists() for ext in ("", ".gz")):
             return folder
     where = " or ".join(str(c) for c in candidates)
-    hint = (" (install the Debian package dataset-fashion-mnist: apt-get install dataset-fashion-mnist)"
-            if name == "fashionmnist" else "")
-    raise DataUnavailable(f"{IMAGE_DATASETS[name]} files not found under {where}{hint}; ella never downloads "
-                          "data sets")
+    hint = (
+        " (install the Debian package dataset-fashion-mnist: apt-get install dataset-fashion-mnist)"
+        if name == "fashionmnist"
+        else ""
+    )
+    raise DataUnavailable(f"{IMAGE_DATASETS[name]} files not found under {where}{hint}; ella never downloads data sets")
 
 
 def _idx_split(folder: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
@@ -96,14 +98,17 @@ def _torchvision_split(name: str, root, train: bool) -> tuple[np.ndarray, np.nda
     try:
         ds = getattr(torchvision.datasets, IMAGE_DATASETS[name])(str(root), train=train, download=False)
     except (RuntimeError, FileNotFoundError, OSError) as e:
-        raise DataUnavailable(f"{IMAGE_DATASETS[name]} files not found under `data_root` = {root!s} "
-                              f"(torchvision: {e}); ella never downloads data sets") from None
+        raise DataUnavailable(
+            f"{IMAGE_DATASETS[name]} files not found under `data_root` = {root!s} "
+            f"(torchvision: {e}); ella never downloads data sets"
+        ) from None
     x = np.asarray(ds.data).astype(np.float32).transpose(0, 3, 1, 2) / 255.0  # (N, H, W, 3) -> (N, 3, H, W)
     return x, np.asarray(ds.targets, dtype=np.int64)
 
 
-def image_dataset(name: str, root=None, num_train: int = 10000, num_val: int = 1000, num_test: int = 10000,
-                  seed: int = 0) -> Splits:
+def image_dataset(
+    name: str, root=None, num_train: int = 10000, num_val: int = 1000, num_test: int = 10000, seed: int = 0
+) -> Splits:
     """An image data set from files on disk, as seeded subsets.
 
     Args:
@@ -140,8 +145,19 @@ def image_dataset(name: str, root=None, num_train: int = 10000, num_val: int = 1
     def make(x: np.ndarray, y: np.ndarray) -> TensorDataset:
         return TensorDataset(torch.from_numpy((x - mean) / std), torch.from_numpy(y))
 
-    meta = {"seed": int(seed), **source, "normalisation": "per-channel mean/std of the training subset",
-            "mean": mean.ravel().tolist(), "std": std.ravel().tolist()}
-    return Splits(make(x_tr[train_ix], y_tr[train_ix]), make(x_tr[val_ix], y_tr[val_ix]),
-                  make(x_te[test_ix], y_te[test_ix]), int(y_tr.max()) + 1, tuple(x_tr.shape[1:]), name=name,
-                  meta=meta)
+    meta = {
+        "seed": int(seed),
+        **source,
+        "normalisation": "per-channel mean/std of the training subset",
+        "mean": mean.ravel().tolist(),
+        "std": std.ravel().tolist(),
+    }
+    return Splits(
+        make(x_tr[train_ix], y_tr[train_ix]),
+        make(x_tr[val_ix], y_tr[val_ix]),
+        make(x_te[test_ix], y_te[test_ix]),
+        int(y_tr.max()) + 1,
+        tuple(x_tr.shape[1:]),
+        name=name,
+        meta=meta,
+    )

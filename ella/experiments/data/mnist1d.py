@@ -180,8 +180,14 @@ def _dataset(x: np.ndarray, y: np.ndarray, mean: float, std: float) -> TensorDat
     return TensorDataset(x, torch.from_numpy(np.array(y, dtype=np.int64, copy=True)))
 
 
-def mnist1d(num_train: int = 3500, num_val: int = 500, num_test: int = 10000, seed: int = 42, test_seed: int = 1,
-            **generator_args) -> Splits:
+def mnist1d(
+    num_train: int = 3500,
+    num_val: int = 500,
+    num_test: int = 10000,
+    seed: int = 42,
+    test_seed: int = 1,
+    **generator_args,
+) -> Splits:
     """MNIST-1D, generated locally (no download).
 
     Args:

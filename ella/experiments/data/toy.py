@@ -74,6 +74,12 @@ def toy_regression(
         return TensorDataset(x.float(), y.float())
 
     train, val, test = make(x_train), make(x_val), make(x_test)
-    meta = {"seed": int(seed), "noise_std": float(noise_std), "gap": float(gap), "domain": float(domain),
-            "test_domain": float(test_domain), "function": "sin(3x)"}
+    meta = {
+        "seed": int(seed),
+        "noise_std": float(noise_std),
+        "gap": float(gap),
+        "domain": float(domain),
+        "test_domain": float(test_domain),
+        "function": "sin(3x)",
+    }
     return Splits(train, val, test, None, (1,), name="toy_regression", meta=meta)

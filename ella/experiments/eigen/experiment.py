@@ -32,8 +32,15 @@ def default_net(problem: EigenProblem, k: int, seed: int = 0) -> EigenfunctionNe
     return seeded_net(D, problem.num_outputs, k, 64 if D <= 2 else 256, seed).to(problem.x_train.dtype)
 
 
-def make_solver(name: str, problem: EigenProblem, k: int, steps: int = 3000, seed: int = 0,
-                num_points: int | None = None, progress: bool = False) -> EigenSolver:
+def make_solver(
+    name: str,
+    problem: EigenProblem,
+    k: int,
+    steps: int = 3000,
+    seed: int = 0,
+    num_points: int | None = None,
+    progress: bool = False,
+) -> EigenSolver:
     """A solver with the defaults used by ``ella eigen``.
 
     NeuralEF and SpIN train the same network (:func:`default_net`). Problems with at most 4,000 rows
@@ -53,10 +60,12 @@ def make_solver(name: str, problem: EigenProblem, k: int, steps: int = 3000, see
     lr = 1e-2 if balanced else 3e-3
     net = default_net(problem, k, seed)
     if name == "neuralef":
-        return NeuralEF(k, net=net, steps=steps, batch_size=batch, lr=lr, seed=seed, progress=progress,
-                        balanced=balanced)
-    return SpIN(k, net=net, steps=steps, batch_size=batch, lr=lr, momentum=0.0 if full else 0.9, seed=seed,
-                progress=progress)
+        return NeuralEF(
+            k, net=net, steps=steps, batch_size=batch, lr=lr, seed=seed, progress=progress, balanced=balanced
+        )
+    return SpIN(
+        k, net=net, steps=steps, batch_size=batch, lr=lr, momentum=0.0 if full else 0.9, seed=seed, progress=progress
+    )
 
 
 def time_fit(solver: EigenSolver, kernel, x: torch.Tensor) -> float:
@@ -77,10 +86,19 @@ def eval_seconds_per_1000(solver: EigenSolver, x: torch.Tensor, repeats: int = 3
     return best * 1000 / len(x)
 
 
-def run_eigen_experiment(kernel: str = "rbf", solver: str = "neuralef", data: str | None = None, k: int = 5,
-                         steps: int = 3000, num_points: int | None = None, num_train: int | None = None,
-                         out: str | Path | None = None, seed: int = 0, num_threads: int | None = 1,
-                         progress: bool = True) -> dict:
+def run_eigen_experiment(
+    kernel: str = "rbf",
+    solver: str = "neuralef",
+    data: str | None = None,
+    k: int = 5,
+    steps: int = 3000,
+    num_points: int | None = None,
+    num_train: int | None = None,
+    out: str | Path | None = None,
+    seed: int = 0,
+    num_threads: int | None = 1,
+    progress: bool = True,
+) -> dict:
     """Build the problem, fit the solver, compare with the exact answer, print the table, write plots.
 
     Args:
@@ -122,10 +140,19 @@ def _run(kernel, solver, data, k, steps, num_points, num_train, out, seed, progr
     print(result.table(title))
     eval_s = eval_seconds_per_1000(fitted, problem.x_test)
     print(f"fit {fit_s:.2f} s; evaluating psi: {eval_s:.4f} s per 1,000 held-out points")
-    report = {"problem": problem.name, "solver": solver, "k": k, "seed": seed, "steps": steps,
-              "num_train": len(problem.x_train), "num_outputs": problem.num_outputs,
-              "fit_seconds": fit_s, "test_seconds_per_1000": eval_s,
-              "comparison": result.to_dict(), "files": []}
+    report = {
+        "problem": problem.name,
+        "solver": solver,
+        "k": k,
+        "seed": seed,
+        "steps": steps,
+        "num_train": len(problem.x_train),
+        "num_outputs": problem.num_outputs,
+        "fit_seconds": fit_s,
+        "test_seconds_per_1000": eval_s,
+        "comparison": result.to_dict(),
+        "files": [],
+    }
     if out is not None:
         from .plots import plot_eigenfunctions, plot_spectrum
 
@@ -133,8 +160,9 @@ def _run(kernel, solver, data, k, steps, num_points, num_train, out, seed, progr
         out.mkdir(parents=True, exist_ok=True)
         stem = f"eigen_{kernel}_{solver}"
         plot_spectrum(fitted, problem.exact, out / f"{stem}_spectrum.png", title)
-        plot_eigenfunctions(fitted, problem.exact, problem.x_train, problem.x_test, out / f"{stem}_functions.png",
-                            k, title)
+        plot_eigenfunctions(
+            fitted, problem.exact, problem.x_train, problem.x_test, out / f"{stem}_functions.png", k, title
+        )
         report["files"] = [str(out / f"{stem}_{s}") for s in ("spectrum.png", "functions.png")]
         report["files"].append(str(out / f"{stem}.json"))
         (out / f"{stem}.json").write_text(json.dumps(report, indent=2))

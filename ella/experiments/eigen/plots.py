@@ -39,8 +39,15 @@ def plot_spectrum(solver: EigenSolver, exact: EigenSolver, path, title: str = ""
     fig.savefig(path, dpi=110)
 
 
-def plot_eigenfunctions(solver: EigenSolver, exact: EigenSolver, x_train: torch.Tensor, x_test: torch.Tensor,
-                        path, k: int | None = None, title: str = "") -> None:
+def plot_eigenfunctions(
+    solver: EigenSolver,
+    exact: EigenSolver,
+    x_train: torch.Tensor,
+    x_test: torch.Tensor,
+    path,
+    k: int | None = None,
+    title: str = "",
+) -> None:
     """The first ``k`` (at most 6) learned eigenfunctions against the exact ones."""
     k = min(k or len(solver.eigenvalues), 6, len(solver.eigenvalues))
     D = x_train[0].numel()
@@ -73,8 +80,9 @@ def plot_eigenfunctions(solver: EigenSolver, exact: EigenSolver, x_train: torch.
         for j, ax in enumerate(fig.subplots(1, k, squeeze=False)[0]):
             ax.plot(ref[..., j].flatten(), psi[..., j].flatten(), ".", ms=2, alpha=0.5)
             ax.axline((0, 0), slope=1, color="k", lw=0.8)
-            ax.set(xlabel="exact", ylabel=type(solver).__name__ if j == 0 else None,
-                   title=f"$\\psi_{j + 1}$ (held-out)")
+            ax.set(
+                xlabel="exact", ylabel=type(solver).__name__ if j == 0 else None, title=f"$\\psi_{j + 1}$ (held-out)"
+            )
     if title:
         fig.suptitle(title)
     fig.savefig(path, dpi=110)

@@ -86,8 +86,15 @@ def trained_mlp(x: torch.Tensor, y: torch.Tensor | None, seed: int = 0, steps: i
     return model.eval()
 
 
-def make_problem(kernel: str = "rbf", data: str | None = None, k: int = 5, num_train: int | None = None,
-                 num_test: int | None = None, seed: int = 0, progress: bool = False) -> EigenProblem:
+def make_problem(
+    kernel: str = "rbf",
+    data: str | None = None,
+    k: int = 5,
+    num_train: int | None = None,
+    num_test: int | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> EigenProblem:
     """Build a kernel on data with its exact top eigenpairs (``k + 5`` of them, for the spectrum plots).
 
     ``rbf`` on ``gaussian-1d`` uses the closed form (:class:`RBFGaussianEigen`, lengthscale 1, ``N(0, 1)``);
@@ -114,8 +121,7 @@ def make_problem(kernel: str = "rbf", data: str | None = None, k: int = 5, num_t
         kern = Polynomial(degree=3, offset=1.0, scale=1.0 / D)
     elif kernel == "nngp":
         C = 10 if data == "mnist1d" else 1
-        kern = NNGPKernel(lambda s: models.mlp(D, (128, 128), C, seed=s), num_samples=512, seed=seed,
-                          progress=progress)
+        kern = NNGPKernel(lambda s: models.mlp(D, (128, 128), C, seed=s), num_samples=512, seed=seed, progress=progress)
     else:
         kern = EmpiricalNTK(trained_mlp(x, y, seed), "exact", progress=progress)
     try:  # a few more than k for the spectrum plot, if the kernel's rank allows

@@ -30,9 +30,24 @@ from ella.experiments.data.images import DataUnavailable, image_dataset
 from tests.conftest import is_png, needs_laplace, tiny_mlp
 
 TINY = Settings(k=3, ntk_samples=32, neuralef_steps=20, nystrom_points=30, laplace_torch_grid=5, prior_grid=(-2, 2, 5))
-ROW_KEYS = {"acc", "nll", "ece", "mce", "brier", "fit_seconds", "predict_seconds", "predict_seconds_per_1000",
-            "fit_peak_mb", "predict_peak_mb", "fit_vs_map_forward", "predict_vs_map", "fit_memory_vs_map",
-            "predict_memory_vs_map", "predict_vs_map_range", "n"}
+ROW_KEYS = {
+    "acc",
+    "nll",
+    "ece",
+    "mce",
+    "brier",
+    "fit_seconds",
+    "predict_seconds",
+    "predict_seconds_per_1000",
+    "fit_peak_mb",
+    "predict_peak_mb",
+    "fit_vs_map_forward",
+    "predict_vs_map",
+    "fit_memory_vs_map",
+    "predict_memory_vs_map",
+    "predict_vs_map_range",
+    "n",
+}
 
 
 def classification_problem() -> Problem:
@@ -58,8 +73,17 @@ def sets(problem):
 def test_driver_produces_the_schema(tmp_path):
     problem = classification_problem()
     shift, ood = sets(problem)
-    names = ["map", "temperature_scaling", "last_layer_lla", "diag_lla", "kfac_lla", "laplace_torch_ella",
-             "exact_lla", "ella_nystrom", "ella_neuralef"]
+    names = [
+        "map",
+        "temperature_scaling",
+        "last_layer_lla",
+        "diag_lla",
+        "kfac_lla",
+        "laplace_torch_ella",
+        "exact_lla",
+        "ella_nystrom",
+        "ella_neuralef",
+    ]
     section, art = compare_problem(problem, names, TINY, shift, ood, fidelity_points=20, log=lambda *_: None)
     assert list(section["rows"]) == names and not section["not_applicable"]
     for name, row in section["rows"].items():
@@ -117,8 +141,7 @@ def test_regression_problem_end_to_end(tmp_path):
     assert {"nll", "rmse", "fit_seconds", "predict_seconds"} <= set(section["rows"]["ella_nystrom"])
     mean, var = art["preds"]["exact_lla"]
     assert (var > art["preds"]["map"][1]).all()  # latent variance on top of the noise
-    write_results(assemble({problem.key: section}, TINY.to_dict()), tmp_path, {problem.key: art},
-                  {problem.key: splits})
+    write_results(assemble({problem.key: section}, TINY.to_dict()), tmp_path, {problem.key: art}, {problem.key: splits})
     assert is_png(tmp_path / "bands_toy_mlp.png")
 
 
@@ -192,38 +215,64 @@ def test_benchmark_script_targets_and_readme_markers(tmp_path):
     spec = importlib.util.spec_from_file_location("benchmark_run", path)
     run = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(run)
-    rows = {"map": {"nll": 0.30, "fit_seconds": 0.0, "predict_vs_map": 1.0},
-            "exact_lla": {"nll": 0.20, "fit_seconds": 9.0, "predict_vs_map": 90.0},
-            "kfac_lla": {"nll": 0.25, "fit_seconds": 2.0, "predict_vs_map": 140.0},
-            "laplace_torch_ella": {"nll": 0.24, "fit_seconds": 50.0, "predict_vs_map": 10.0},
-            "ella_neuralef": {"nll": 0.201, "fit_seconds": 4.0, "predict_vs_map": 1.4}}
+    rows = {
+        "map": {"nll": 0.30, "fit_seconds": 0.0, "predict_vs_map": 1.0},
+        "exact_lla": {"nll": 0.20, "fit_seconds": 9.0, "predict_vs_map": 90.0},
+        "kfac_lla": {"nll": 0.25, "fit_seconds": 2.0, "predict_vs_map": 140.0},
+        "laplace_torch_ella": {"nll": 0.24, "fit_seconds": 50.0, "predict_vs_map": 10.0},
+        "ella_neuralef": {"nll": 0.201, "fit_seconds": 4.0, "predict_vs_map": 1.4},
+    }
     fid = {m: {"nll_gap": r["nll"] - 0.20, "nll_gap_rel": (r["nll"] - 0.20) / 0.20} for m, r in rows.items()}
-    results = {"models": {"mnist1d_cnn": rows, "mnist1d_mlp": {"ella_neuralef": {"nll": 1.04, "predict_vs_map": 1.9}}},
-               "fidelity": {"mnist1d_cnn": fid},
-               "ood": {"mnist1d_cnn": {"noise": {"exact_lla": {"auroc": 0.70}, "ella_neuralef": {"auroc": 0.65},
-                                                 "ella_neuralef_residual": {"auroc": 0.69}}},
-                       "mnist1d_mlp": {"noise": {"ella_neuralef_residual": {"auroc": 0.57}}}}}
+    results = {
+        "models": {"mnist1d_cnn": rows, "mnist1d_mlp": {"ella_neuralef": {"nll": 1.04, "predict_vs_map": 1.9}}},
+        "fidelity": {"mnist1d_cnn": fid},
+        "ood": {
+            "mnist1d_cnn": {
+                "noise": {
+                    "exact_lla": {"auroc": 0.70},
+                    "ella_neuralef": {"auroc": 0.65},
+                    "ella_neuralef_residual": {"auroc": 0.69},
+                }
+            },
+            "mnist1d_mlp": {"noise": {"ella_neuralef_residual": {"auroc": 0.57}}},
+        },
+    }
     small = [{"table": "wine", "N": 106, "P": 2323, "fit_seconds": 0.5, "nll_gap": -0.001}]
     exact = {"rows": {"exact_lla": {"nll": 1.0}}, "ood": {"noise": {"exact_lla": 0.60}}}
     found = {statement: (ok, evidence) for statement, ok, evidence in run.targets(results, small, exact)}
     held = {statement: ok for statement, (ok, _) in found.items()}
     assert held["defaults fit in <= 2 s within 2% of the exact eigendecomposition's NLL (wine, N = 106, P = 2323)"]
-    assert held["ella_neuralef predicts at <= 1.5x the MAP forward pass with NLL within 1% of exact_lla "
-                "(MNIST-1D CNN)"] is True  # 1.4x, 0.5%
-    assert held["ella_neuralef predicts at <= 2x the MAP forward pass with NLL within 3% of exact LLA (MNIST-1D MLP; "
-                "exact LLA from benchmarks/exact_mlp.py)"] is False  # 1.9x but 4%
+    assert (
+        held["ella_neuralef predicts at <= 1.5x the MAP forward pass with NLL within 1% of exact_lla (MNIST-1D CNN)"]
+        is True
+    )  # 1.4x, 0.5%
+    assert (
+        held[
+            "ella_neuralef predicts at <= 2x the MAP forward pass with NLL within 3% of exact LLA (MNIST-1D MLP; "
+            "exact LLA from benchmarks/exact_mlp.py)"
+        ]
+        is False
+    )  # 1.9x but 4%
     assert held["ella_neuralef closer to exact_lla in NLL than kfac_lla"] is True
     assert held["ella_neuralef fits >= 10x faster than laplace_torch_ella (MNIST-1D CNN)"] is True  # 12.5x
     assert held["ella_neuralef predicts >= 50x faster than kfac_lla (MNIST-1D CNN)"] is True  # 100x
     assert held["OOD AUROC (mnist1d_cnn, noise): ella_neuralef_residual within 0.02 of exact LLA"] is True
-    assert found["OOD AUROC (mnist1d_cnn, noise): ella_neuralef, distance to exact LLA"] == (None, "0.6500 vs 0.7000 "
-                                                                                             "(-0.0500)")
+    assert found["OOD AUROC (mnist1d_cnn, noise): ella_neuralef, distance to exact LLA"] == (
+        None,
+        "0.6500 vs 0.7000 (-0.0500)",
+    )
     assert held["OOD AUROC (mnist1d_mlp, noise): ella_neuralef_residual within 0.02 of exact LLA"] is False  # 0.03
-    fits = {"repeats": 3, "speedup": {"median": 9.0, "min": 8.0, "max": 11.0},
-            "seconds": {"ella_neuralef": {"median": 10.0}, "laplace_torch_ella": {"median": 90.0}}}
+    fits = {
+        "repeats": 3,
+        "speedup": {"median": 9.0, "min": 8.0, "max": 11.0},
+        "seconds": {"ella_neuralef": {"median": 10.0}, "laplace_torch_ella": {"median": 90.0}},
+    }
     repeated = {s: ok for s, ok, _ in run.targets(results, small, exact, fits)}
-    assert repeated["ella_neuralef fits >= 10x faster than laplace_torch_ella (MNIST-1D CNN, median of 3 repeats)"] \
-        is False and "ella_neuralef fits >= 10x faster than laplace_torch_ella (MNIST-1D CNN)" not in repeated
+    assert (
+        repeated["ella_neuralef fits >= 10x faster than laplace_torch_ella (MNIST-1D CNN, median of 3 repeats)"]
+        is False
+        and "ella_neuralef fits >= 10x faster than laplace_torch_ella (MNIST-1D CNN)" not in repeated
+    )
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{run.START}\nold\n{run.END}\nafter\n")
     run.insert_into_readme("| new |\n", readme)
@@ -248,8 +297,9 @@ def test_kfac_on_a_batch_norm_cnn_leaves_the_norm_layers_out_and_says_so(monkeyp
 
     def short(splits, seed=0, progress=True, batch_norm=False):
         model = mnist1d_cnn(splits.num_classes, seed=seed, batch_norm=batch_norm)
-        loader = torch.utils.data.DataLoader(splits.train, batch_size=100, shuffle=True,
-                                             generator=torch.Generator().manual_seed(seed))
+        loader = torch.utils.data.DataLoader(
+            splits.train, batch_size=100, shuffle=True, generator=torch.Generator().manual_seed(seed)
+        )
         history = train_map(model, loader, steps=60, lr=2e-2, progress=False)
         return model, {**history, "recipe": {"steps": 60}}
 

@@ -10,9 +10,12 @@ from ella.experiments.compare.problems import make_problem
 from ella.experiments.data.images import DEBIAN_FASHION_MNIST
 from ella.methods import MAP, TemperatureScaling
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(),
-                                 reason="the Debian package dataset-fashion-mnist is not installed")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not DEBIAN_FASHION_MNIST.is_dir(), reason="the Debian package dataset-fashion-mnist is not installed"
+    ),
+]
 
 
 def test_default_ella_is_calibrated_at_real_n():

@@ -11,8 +11,24 @@ from tests.conftest import is_png
 
 
 def test_cli_fits_compares_and_writes_plots(tmp_path, capsys):
-    main(["eigen", "--kernel", "polynomial", "--data", "moons", "--solver", "nystrom", "--k", "4",
-          "--num-train", "120", "--out", str(tmp_path), "--no-progress"])
+    main(
+        [
+            "eigen",
+            "--kernel",
+            "polynomial",
+            "--data",
+            "moons",
+            "--solver",
+            "nystrom",
+            "--k",
+            "4",
+            "--num-train",
+            "120",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
     out = capsys.readouterr().out
     assert "rel. error" in out and "orthogonality" in out and "reconstruction" in out
     report = json.loads((tmp_path / "eigen_polynomial_nystrom.json").read_text())
@@ -21,8 +37,10 @@ def test_cli_fits_compares_and_writes_plots(tmp_path, capsys):
         assert is_png(tmp_path / f"eigen_polynomial_nystrom_{name}.png")
 
 
-@pytest.mark.parametrize("kernel, data, solver", [("rbf", "gaussian-1d", "neuralef"), ("nngp", "circles", "spin"),
-                                                  ("ntk", "gaussian-1d", "nystrom")])
+@pytest.mark.parametrize(
+    "kernel, data, solver",
+    [("rbf", "gaussian-1d", "neuralef"), ("nngp", "circles", "spin"), ("ntk", "gaussian-1d", "nystrom")],
+)
 def test_library_runs_every_kernel_and_solver(tmp_path, kernel, data, solver):
     report = run_eigen_experiment(kernel, solver, data, k=3, steps=20, num_train=60, out=tmp_path, progress=False)
     assert report["num_train"] == 60 and report["solver"] == solver and report["k"] == 3

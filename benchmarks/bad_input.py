@@ -368,7 +368,7 @@ def _(tmp):
 
 @case("`ella demo --out` naming an existing report")
 def _(tmp):
-    from ella.cli import main
+    from ella_lab.cli import main
 
     (tmp / "report.json").write_text("{}")
     return lambda: main(["demo", "--out", str(tmp)])
@@ -376,7 +376,7 @@ def _(tmp):
 
 @case("`ella compare --threads 0`")
 def _(tmp):
-    from ella.cli import main
+    from ella_lab.cli import main
 
     return lambda: main(["compare", "--dataset", "mnist1d", "--threads", "0"])
 
@@ -681,7 +681,7 @@ def _(tmp):
 
 @case("`ella compare` when no data set is found")
 def _(tmp):
-    from ella.cli import main
+    from ella_lab.cli import main
 
     return lambda: main(
         ["compare", "--dataset", "mnist", "--data-root", str(tmp), "--out", str(tmp / "out"), "--no-progress"]
@@ -690,14 +690,14 @@ def _(tmp):
 
 @case("`ella demo --out ''`")
 def _(tmp):
-    from ella.cli import main
+    from ella_lab.cli import main
 
     return lambda: main(["demo", "--out", ""])
 
 
 @case("`ella eigen --k` above `--num-points`")
 def _(tmp):
-    from ella.cli import main
+    from ella_lab.cli import main
 
     return lambda: main(["eigen", "--solver", "nystrom", "--k", "9", "--num-points", "5", "--out", str(tmp)])
 

@@ -27,12 +27,12 @@ import torch
 
 from ella.eigen import ExactEigen, NeuralEF, Nystrom, RBFGaussianEigen, SpIN, compare
 from ella.eigen.nets import mlp_body
-from ella.experiments import models
-from ella.experiments.data import loaders, mnist1d
-from ella.experiments.eigen.experiment import eval_seconds_per_1000, seeded_net, time_fit
-from ella.experiments.eigen.problems import gaussian_quantiles
-from ella.experiments.train import train_map
 from ella.kernels import EmpiricalNTK
+from ella_lab import models
+from ella_lab.data import loaders, mnist1d
+from ella_lab.eigen.experiment import eval_seconds_per_1000, seeded_net, time_fit
+from ella_lab.eigen.problems import gaussian_quantiles
+from ella_lab.train import train_map
 
 
 def row(problem: str, name: str, M: int, solver, exact, kernel, x, x_test, seconds: float, **extra) -> dict:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from ella.experiments.compare.benchmark import shift_and_ood_sets
-from ella.experiments.compare.driver import compare_problem
-from ella.experiments.compare.methods import Settings
-from ella.experiments.compare.problems import make_problem
+from ella_lab.compare.benchmark import shift_and_ood_sets
+from ella_lab.compare.driver import compare_problem
+from ella_lab.compare.methods import Settings
+from ella_lab.compare.problems import make_problem
 
 OUT = Path(__file__).resolve().parent / "results" / "exact_mlp.json"
 

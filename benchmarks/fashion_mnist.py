@@ -35,13 +35,13 @@ from pathlib import Path
 
 import torch
 
-from ella.experiments.compare.benchmark import shift_and_ood_sets
-from ella.experiments.compare.driver import compare_problem
-from ella.experiments.compare.methods import Settings
-from ella.experiments.compare.problems import IMAGE_RECIPE, IMAGE_SPLITS, Problem, image_cnn, image_mlp, make_problem
-from ella.experiments.data.images import image_dataset
-from ella.experiments.plots import shift_curves
-from ella.experiments.report import environment
+from ella_lab.compare.benchmark import shift_and_ood_sets
+from ella_lab.compare.driver import compare_problem
+from ella_lab.compare.methods import Settings
+from ella_lab.compare.problems import IMAGE_RECIPE, IMAGE_SPLITS, Problem, image_cnn, image_mlp, make_problem
+from ella_lab.data.images import image_dataset
+from ella_lab.plots import shift_curves
+from ella_lab.report import environment
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = (

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from ella.experiments.compare.methods import Settings, build
-from ella.experiments.compare.problems import make_problem
+from ella_lab.compare.methods import Settings, build
+from ella_lab.compare.problems import make_problem
 
 METHODS = ("ella_neuralef", "laplace_torch_ella")
 

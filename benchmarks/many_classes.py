@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ella.experiments.compare.cost import PeakMemory
+from ella_lab.compare.cost import PeakMemory
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_MB = 500  # the fit's peak at C = 1,000

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from ella.experiments.data import mnist1d
-from ella.experiments.train import train_mnist1d_cnn
 from ella.kernels import EmpiricalNTK
+from ella_lab.data import mnist1d
+from ella_lab.train import train_mnist1d_cnn
 
 
 def timed(fn):

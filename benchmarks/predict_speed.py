@@ -27,20 +27,20 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from scale import synthetic_images  # noqa: E402 - a sibling script (benchmarks/ is on sys.path)
 from torch.utils.data import DataLoader
 
 from ella.eigen import NeuralEF, Nystrom
 from ella.eigen.nets import eigenfunction_net
-from ella.experiments.compare import Settings
-from ella.experiments.compare.cost import seconds_per_1000
-from ella.experiments.compare.driver import predict_cost
-from ella.experiments.data import mnist1d
-from ella.experiments.models import cifar_resnet, mnist1d_cnn
-from ella.experiments.train import train_mnist1d_cnn, train_mnist1d_mlp
 from ella.kernels import EmpiricalNTK
 from ella.methods import ELLA, KFACLLA, MAP, ExactLLA
 from ella.metrics import nll
+from ella_lab.compare import Settings
+from ella_lab.compare.cost import seconds_per_1000
+from ella_lab.compare.driver import predict_cost
+from ella_lab.data import mnist1d
+from ella_lab.data.images import synthetic_images
+from ella_lab.models import cifar_resnet, mnist1d_cnn
+from ella_lab.train import train_mnist1d_cnn, train_mnist1d_mlp
 
 FIDELITY_POINTS = 2000  # test points the NLL of every method is compared with exact LLA's on
 

@@ -19,11 +19,11 @@ import sys
 import time
 from pathlib import Path
 
-from ella.experiments.compare.benchmark import ALL_PROBLEMS, run_benchmark
-from ella.experiments.compare.driver import MethodFailed
-from ella.experiments.compare.methods import Settings
-from ella.experiments.compare.report import headline_table
-from ella.experiments.data.images import IMAGE_DATASETS
+from ella_lab.compare.benchmark import ALL_PROBLEMS, run_benchmark
+from ella_lab.compare.driver import MethodFailed
+from ella_lab.compare.methods import Settings
+from ella_lab.compare.report import headline_table
+from ella_lab.data.images import IMAGE_DATASETS
 
 ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- benchmark-table:start -->", "<!-- benchmark-table:end -->"

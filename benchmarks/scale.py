@@ -39,19 +39,19 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from ella import ELLA, distributed
-from ella._utils import num_parameters
 from ella.eigen import NeuralEF
-from ella.experiments.compare.cost import PeakMemory, seconds_per_1000
-from ella.experiments.data import mnist1d
-from ella.experiments.data.mnist1d import mnist1d_signals
-from ella.experiments.models import cifar_resnet, mnist1d_cnn
-from ella.experiments.train import train_mnist1d_cnn
 from ella.kernels import EmpiricalNTK
 from ella.methods import KFACLLA
+from ella.utils import num_parameters
+from ella_lab.compare.cost import PeakMemory, seconds_per_1000
+from ella_lab.data import mnist1d
+from ella_lab.data.images import synthetic_images
+from ella_lab.data.mnist1d import mnist1d_signals
+from ella_lab.models import cifar_resnet, mnist1d_cnn
+from ella_lab.train import train_mnist1d_cnn
 
 ROOT = Path(__file__).resolve().parent.parent
 MB = 2**20
@@ -193,14 +193,6 @@ def part_n(args, device) -> list[dict]:
                 rows.append(json.loads(Path(out).read_text()))
                 print(json.dumps(rows[-1]), flush=True)
     return rows
-
-
-def synthetic_images(n: int, seed: int = 0) -> TensorDataset:
-    """``n`` CIFAR-shaped images: ten smooth class templates plus noise (the cost of a fit is what is measured)."""
-    g = torch.Generator().manual_seed(seed)
-    templates = nn.functional.interpolate(torch.randn(10, 3, 4, 4, generator=g), size=32, mode="bilinear")
-    y = torch.randint(0, 10, (n,), generator=g)
-    return TensorDataset(templates[y] + torch.randn(n, 3, 32, 32, generator=g), y)
 
 
 def part_p(args, device) -> list[dict]:

@@ -23,8 +23,8 @@ import torch
 
 from ella import ELLA
 from ella.eigen import NeuralEF
-from ella.experiments.compare.problems import make_problem
 from ella.kernels import EmpiricalNTK
+from ella_lab.compare.problems import make_problem
 
 OUT = Path(__file__).resolve().parent / "results" / "ella_selection.json"
 GRID = {"ntk_samples": (250, 1000), "neuralef_steps": (1000, 2000, 4000), "lr": (1e-3, 3e-3, 5e-3)}

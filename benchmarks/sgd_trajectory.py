@@ -1,8 +1,8 @@
 """The SGD-trajectory kernel on MNIST-1D: MAP vs SWA vs SWAG vs ELLA with the SGD-trajectory kernel.
 
 Same protocol as ``ella demo``: ``mnist1d()`` (3,500 train / 500 validation / 10,000 generated test points),
-the reference CNN and the overfitting MLP trained by ``ella.experiments.train``'s recipes. From each MAP model an
-SWA-style phase (``ella.experiments.trajectory.trajectory_methods``: the recipe's optimizer at a constant learning rate,
+the reference CNN and the overfitting MLP trained by ``ella_lab.train``'s recipes. From each MAP model an
+SWA-style phase (``ella_lab.trajectory.trajectory_methods``: the recipe's optimizer at a constant learning rate,
 1,000 steps, a snapshot every 5) records one trajectory, from which SWA, SWAG (rank 20, scale 0.5, 30
 samples) and the SGD-trajectory ELLA (k = 10 NeuralEF eigenfunctions, mean the SWA model, kernel scale tuned
 on validation NLL) are built. For every model and method this prints a table and writes JSON with NLL, ECE
@@ -25,11 +25,11 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from ella.experiments.data import mnist1d
-from ella.experiments.report import environment, markdown_table, run_method
-from ella.experiments.train import train_mnist1d_cnn, train_mnist1d_mlp
-from ella.experiments.trajectory import trajectory_methods
 from ella.methods import MAP, predict_all
+from ella_lab.data import mnist1d
+from ella_lab.report import environment, markdown_table, run_method
+from ella_lab.train import train_mnist1d_cnn, train_mnist1d_mlp
+from ella_lab.trajectory import trajectory_methods
 
 TRAINERS = {"cnn": train_mnist1d_cnn, "mlp": train_mnist1d_mlp}
 STORAGE = {"float32": None, "float16": torch.float16}

@@ -27,11 +27,11 @@ from sklearn.datasets import load_breast_cancer, load_digits, load_wine
 from torch.utils.data import DataLoader, TensorDataset
 
 from ella.eigen import ExactEigen
-from ella.experiments.models import mlp
-from ella.experiments.train import train_map
 from ella.kernels import EmpiricalNTK
 from ella.methods import ELLA
 from ella.metrics import nll
+from ella_lab.models import mlp
+from ella_lab.train import train_map
 
 #: name -> (loader, hidden widths): about 2,000 weights each
 TABLES = {

@@ -18,7 +18,7 @@ from torch import nn
 from torch.func import jacrev, jvp, vmap
 
 from . import batches
-from ._utils import num_parameters, trainable_parameters, unflatten_like
+from .utils import num_parameters, trainable_parameters, unflatten_like
 
 JACOBIAN_BUDGET = 2**22  # entries of one chunk of dense Jacobians (16 MiB in float32)
 # torch's forward-mode AD levels are one stack per process, not per thread: two threads inside `jvp` at once corrupt

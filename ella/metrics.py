@@ -1,5 +1,5 @@
 """Calibration and accuracy metrics of predictions (pure functions; the reliability diagram is drawn in
-:mod:`ella.experiments.plots`).
+:mod:`ella_lab.plots`).
 
 Every function accepts torch tensors or numpy arrays, validates its input (``ValueError`` naming the
 argument) and returns Python floats. Classification metrics take ``probs`` of shape (N, C) (rows sum to 1)
@@ -138,14 +138,20 @@ def mean_max_prob(probs) -> float:
 
 def ood_auroc(probs_in, probs_out) -> float:
     """AUROC of separating out-of-distribution (positive class) from in-distribution points with the
-    predictive entropy as the score (``sklearn.metrics.roc_auc_score``); 1 is perfect, 0.5 is chance."""
-    from sklearn.metrics import roc_auc_score
+    predictive entropy as the score; 1 is perfect, 0.5 is chance.
 
+    The Mann-Whitney statistic ``(R_out - n_out (n_out + 1) / 2) / (n_in n_out)``, ``R_out`` the sum of the
+    out-of-distribution points' ranks among all scores (tied scores share their mean rank): the area under the
+    ROC curve with ties counted as half, as ``sklearn.metrics.roc_auc_score`` computes it."""
     h_in = predictive_entropy(_check_probs(probs_in, "probs_in"))
     h_out = predictive_entropy(_check_probs(probs_out, "probs_out"))
     scores = np.concatenate([h_in, h_out])
-    is_out = np.concatenate([np.zeros(len(h_in)), np.ones(len(h_out))])
-    return float(roc_auc_score(is_out, scores))
+    # mean ranks (1-based): the values' first and last positions in sorted order, averaged over each tie
+    values, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    last = np.cumsum(counts)
+    ranks = (last - (counts - 1) / 2.0)[inverse]
+    n_in, n_out = len(h_in), len(h_out)
+    return float((ranks[n_in:].sum() - n_out * (n_out + 1) / 2.0) / (n_in * n_out))
 
 
 def _regression(mean, targets, var=None):

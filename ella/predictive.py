@@ -12,7 +12,8 @@ import math
 
 import torch
 
-LINKS = ("margin", "probit", "mc")
+from .names import LINKS
+
 PROB_FLOOR = 1e-12  # probabilities are floored here inside every log (NLL of a confidently wrong prediction)
 
 

@@ -15,8 +15,8 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from ella import ELLA, distributed
-from ella.experiments.data import mnist1d
-from ella.experiments.train import train_mnist1d_cnn
+from ella_lab.data import mnist1d
+from ella_lab.train import train_mnist1d_cnn
 
 if torch.cuda.is_available():  # one GPU per process, NCCL between them
     device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))

@@ -7,10 +7,10 @@ import torch
 from torch.utils.data import DataLoader
 
 import ella
-from ella.experiments.data import digits
-from ella.experiments.models import digits_mlp
-from ella.experiments.train import train_map
 from ella.methods import MAP
+from ella_lab.data import digits
+from ella_lab.models import digits_mlp
+from ella_lab.train import train_map
 
 data = digits(seed=0)
 train = DataLoader(data.train, batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(0))

@@ -13,9 +13,9 @@ import torch
 from torch.utils.data import DataLoader
 
 import ella
-from ella.experiments.data import toy_regression
-from ella.experiments.models import regression_mlp
-from ella.experiments.train import train_map
+from ella_lab.data import toy_regression
+from ella_lab.models import regression_mlp
+from ella_lab.train import train_map
 
 data = toy_regression(seed=0)
 model = regression_mlp(seed=0)

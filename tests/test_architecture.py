@@ -12,7 +12,7 @@ import pytest
 def test_the_core_imports_nothing_above_it(module):
     code = (
         f"import sys, {module}\n"
-        "print(sorted(m for m in sys.modules if m.startswith(('ella.methods', 'ella.experiments', 'ella.cli', "
+        "print(sorted(m for m in sys.modules if m.startswith(('ella.methods', 'ella_lab', 'ella_lab.cli', "
         "'laplace', 'matplotlib'))))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -22,7 +22,7 @@ def test_the_core_imports_nothing_above_it(module):
 def test_the_methods_import_no_experiment():
     code = (
         "import sys, ella.methods\n"
-        "print(sorted(m for m in sys.modules if m.startswith(('ella.experiments', 'ella.cli', 'laplace'))))"
+        "print(sorted(m for m in sys.modules if m.startswith(('ella_lab', 'ella_lab.cli', 'laplace'))))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"  # laplace-torch too is imported only when a baseline is built

@@ -83,7 +83,7 @@ def test_functional_calls_run_on_a_shadow_that_follows_the_model():
     import threading
 
     from ella import batches
-    from ella._utils import trainable_parameters
+    from ella.utils import trainable_parameters
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)).eval()

@@ -1,8 +1,8 @@
 import torch
 from torch.autograd.functional import jacobian
 
-from ella._utils import trainable_parameters
 from ella.functional import jacobian_rows, jacobians, jvps, perturbed_outputs
+from ella.utils import trainable_parameters
 
 
 def dense_jacobian(model, x):

@@ -110,6 +110,18 @@ def test_ood_auroc():
     assert M.ood_auroc(same, same) == pytest.approx(0.5)
 
 
+def test_ood_auroc_equals_sklearns_with_ties():
+    roc_auc_score = pytest.importorskip("sklearn.metrics").roc_auc_score
+    rng = np.random.default_rng(1)
+    # overlapping entropies with many exact ties (rows drawn from a few distinct probability vectors)
+    table = rng.dirichlet(np.ones(5), size=6)
+    p_in, p_out = table[rng.integers(0, 6, 70)], table[rng.integers(2, 6, 45)]
+    scores = np.concatenate([M.predictive_entropy(p_in), M.predictive_entropy(p_out)])
+    expected = roc_auc_score(np.r_[np.zeros(70), np.ones(45)], scores)
+    assert 0.05 < abs(expected - 0.5) < 0.45  # (neither separable nor chance: the ranks matter)
+    assert M.ood_auroc(p_in, p_out) == pytest.approx(expected, abs=1e-12)
+
+
 def test_regression_metrics():
     g = torch.Generator().manual_seed(0)
     mean = torch.randn(20, 3, generator=g, dtype=torch.float64)

@@ -7,12 +7,13 @@ from .exact import ExactEigen, RBFGaussianEigen
 from .nets import EigenfunctionNet, eigenfunction_net
 from .neuralef import NeuralEF, neuralef_loss
 from .nystrom import Nystrom
-from .solver import EigenSolver, RankError
+from .solver import REGISTRY, EigenSolver, RankError
 from .spin import SpIN
 
 __all__ = [
     "EigenSolver",
     "RankError",
+    "REGISTRY",
     "NeuralEF",
     "SpIN",
     "Nystrom",

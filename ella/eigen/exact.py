@@ -20,7 +20,7 @@ import math
 import torch
 
 from .. import batches
-from .._checks import check_float, check_gram, check_positive_int
+from ..checks import check_float, check_gram, check_positive_int
 from ..kernels.base import FeatureKernel, Kernel
 from ..kernels.classic import RBF
 from .solver import EigenSolver, KernelExtendedSolver, top_eigenpairs

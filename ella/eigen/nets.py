@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from .. import batches, files
-from .._checks import check_bool, check_choice, check_float, check_int, check_positive_int
-from .._utils import reinitialised
+from ..checks import check_bool, check_choice, check_float, check_int, check_positive_int
 from ..kernels.base import Kernel
+from ..utils import reinitialised
 from .solver import EigenSolver
 
 
@@ -186,9 +186,14 @@ class NetworkSolver(EigenSolver):
 
     net_: nn.Module | None = None
 
+    @classmethod
+    def named(cls, k: int, *, seed: int = 0, progress: bool = True, model: nn.Module | None = None, net=None):
+        return cls(k, net=net, model=model, seed=seed, progress=progress)
+
     def __init__(
         self,
         k: int,
+        *,
         net: nn.Module | str | None,
         model: nn.Module | None,
         steps: int,

@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from .. import batches, distributed
-from .._checks import check_bool
-from .._utils import progress, seeded_generator
+from ..checks import check_bool
 from ..kernels.base import FeatureKernel, Kernel
+from ..utils import progress, seeded_generator
 from .nets import NetworkSolver
 from .rayleigh import batch_moments, diagonal_blocks, gram_blocks, index_batches, operator_moments, rayleigh_quotients
 
@@ -111,7 +111,18 @@ class NeuralEF(NetworkSolver):
         balanced: bool = False,
         population: bool = False,
     ):
-        super().__init__(k, net, model, steps, batch_size, lr, momentum, seed, progress, population)
+        super().__init__(
+            k,
+            net=net,
+            model=model,
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            momentum=momentum,
+            seed=seed,
+            progress=progress,
+            population=population,
+        )
         self.balanced = check_bool(balanced, "balanced")
 
     def fit(self, kernel: Kernel, x) -> "NeuralEF":

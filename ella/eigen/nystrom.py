@@ -18,9 +18,9 @@ import math
 import torch
 
 from .. import batches
-from .._checks import check_float, check_int, check_positive_int
-from .._utils import seeded_generator
+from ..checks import check_float, check_int, check_positive_int
 from ..kernels.base import Kernel
+from ..utils import seeded_generator
 from .solver import KernelExtendedSolver, RankError, top_eigenpairs
 
 
@@ -40,6 +40,10 @@ class Nystrom(KernelExtendedSolver):
 
     kind = "nystrom"
     _extension = ("directions", "rows_x", "rows_c", "coef")
+
+    @classmethod
+    def named(cls, k: int, *, seed: int = 0, progress: bool = True, model=None, net=None):
+        return cls(k, seed=seed)
 
     def __init__(self, k: int, num_points: int = 2000, seed: int = 0, rank_tol: float = 1e-10):
         self.k = check_positive_int(k, "k")

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .. import batches, files
-from .._checks import check_positive_int
+from ..checks import check_positive_int
 from ..kernels.base import Kernel
 
 
@@ -42,6 +42,11 @@ def top_eigenpairs(
     return evals, evecs
 
 
+#: every solver class with a ``kind``, by kind, filled as each is defined: what a solver's name
+#: (``ELLA(solver="nystrom")``, :data:`ella.names.SOLVERS`) and a saved solver's ``kind`` refer to.
+REGISTRY: dict[str, type[EigenSolver]] = {}
+
+
 class EigenSolver(ABC):
     """Top-``k`` eigenpairs ``(mu_j, psi_j)`` of a kernel's integral operator on an empirical measure.
 
@@ -50,10 +55,33 @@ class EigenSolver(ABC):
     decreasing order, so that ``kappa(x, x') ~= sum_j mu_j psi_j(x) psi_j(x')^T``.
     """
 
-    #: the name this solver is saved under (``state_dict()["kind"]``).
+    #: the name this solver is saved under (``state_dict()["kind"]``) and registered by (:data:`REGISTRY`).
     kind: str
     k: int
     eigenvalues_: torch.Tensor | None = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "kind" in vars(cls):
+            REGISTRY[cls.kind] = cls
+
+    @classmethod
+    def named(
+        cls, k: int, *, seed: int = 0, progress: bool = True, model: nn.Module | None = None, net=None
+    ) -> EigenSolver:
+        """This solver with its default settings for ``k`` eigenpairs: what a method builds from its name.
+
+        Args:
+            k: the number of eigenpairs.
+            seed: the seed of its randomness, where it has any.
+            progress: show a progress bar, where it trains.
+            model: the trained network, for a solver whose eigenfunction network reuses its body.
+            net: the eigenfunction network's architecture, where it trains one.
+
+        Returns:
+            An unfitted solver.
+        """
+        return cls(k)
 
     @abstractmethod
     def fit(self, kernel: Kernel, x) -> "EigenSolver":

@@ -35,9 +35,9 @@ from torch import nn
 from torch.func import jacrev
 
 from .. import batches
-from .._checks import check_float
-from .._utils import num_parameters, progress, seeded_generator, trainable_parameters, unflatten_like
+from ..checks import check_float
 from ..kernels.base import FeatureKernel, Kernel
+from ..utils import num_parameters, progress, seeded_generator, trainable_parameters, unflatten_like
 from .nets import NetworkSolver
 from .rayleigh import batch_moments, diagonal_blocks, gram_blocks, index_batches, operator_moments, rayleigh_quotients
 
@@ -111,7 +111,18 @@ class SpIN(NetworkSolver):
         progress: bool = True,
         population: bool = False,
     ):
-        super().__init__(k, net, model, steps, batch_size, lr, momentum, seed, progress, population)
+        super().__init__(
+            k,
+            net=net,
+            model=model,
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            momentum=momentum,
+            seed=seed,
+            progress=progress,
+            population=population,
+        )
         self.max_seconds = None if max_seconds is None else check_float(max_seconds, "max_seconds")
 
     @staticmethod

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import check_float, check_positive_int
+from ..checks import check_float, check_positive_int
 from .base import Kernel
 
 

@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from .._checks import check_gram, check_positive_int
+from ..checks import check_gram, check_positive_int
 from .base import FeatureKernel, Kernel
 
 GramFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from .. import batches
-from .._checks import check_positive_int
-from .._utils import progress, reinitialised
+from ..checks import check_positive_int
+from ..utils import progress, reinitialised
 from .base import FeatureKernel
 
 
@@ -27,7 +27,7 @@ class NNGPKernel(FeatureKernel):
 
     Args:
         architecture: an ``nn.Module`` (its initialisation is redrawn by ``reset_parameters``) or a factory
-            ``seed -> nn.Module`` such as ``lambda seed: ella.experiments.models.mnist1d_mlp(seed=seed)``. Outputs
+            ``seed -> nn.Module`` such as ``lambda seed: ella_lab.models.mnist1d_mlp(seed=seed)``. Outputs
             ``(B, C)``; evaluated in eval mode.
         num_samples: S, the number of random initialisations.
         seed: seed of the initialisations.

@@ -21,12 +21,12 @@ import torch
 from torch import nn
 
 from .. import batches, distributed
-from .._checks import check_bool, check_choice, check_float, check_int, check_model, check_positive_int
-from .._utils import num_parameters, progress, seeded_generator
+from ..checks import check_bool, check_choice, check_float, check_int, check_model, check_positive_int
 from ..functional import jacobian_rows, jacobians, jvps, perturbed_outputs
+from ..names import NTK_ESTIMATORS
+from ..utils import num_parameters, progress, seeded_generator
 from .base import FeatureKernel
 
-ESTIMATORS = ("exact", "jvp", "fd")
 DISTRIBUTIONS = ("rademacher", "gaussian")
 _BLOCK = 32  # directions generated (and pushed through the network) together
 
@@ -90,7 +90,7 @@ class EmpiricalNTK(FeatureKernel):
         progress: bool = True,
     ):
         self.model = check_model(model)
-        self.estimator = check_choice(estimator, "estimator", ESTIMATORS)
+        self.estimator = check_choice(estimator, "estimator", NTK_ESTIMATORS)
         self.distribution = check_choice(distribution, "distribution", DISTRIBUTIONS)
         self.central = check_bool(central, "central")
         self.seed = check_int(seed, "seed", 0)

@@ -10,7 +10,7 @@
 
 :class:`Method` owns ``fit``'s bookkeeping (fitted state cleared, the call timed) and the streaming of
 ``predict``: inputs are checked, the model's mode re-checked, the model checked against the one ``fit`` saw
-(:func:`~ella._checks.model_signature`), and the work done ``batch_size`` inputs at a time,
+(:func:`~ella.checks.model_signature`), and the work done ``batch_size`` inputs at a time,
 so memory stays bounded whatever the number of inputs. :class:`GaussianMethod` is the predictive
 ``f(x) ~ N(m(x), F(x) F(x)^T)`` given by a mean and a factor; it owns the links, the observation noise and
 ``predictive_moments``. A method without latent uncertainty (MAP, temperature scaling, SWA) has a factor of
@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .. import batches
-from .._checks import (
+from ..checks import (
     check_bool,
     check_choice,
     check_deterministic,
@@ -40,7 +40,8 @@ from .._checks import (
     check_unchanged,
     model_signature,
 )
-from ..predictive import LINKS, link_probs, marginal_variance, noise_tensor
+from ..names import LINKS
+from ..predictive import link_probs, marginal_variance, noise_tensor
 
 
 def check_noise(sigma_noise, likelihood: str):
@@ -79,7 +80,7 @@ class Method(ABC):
     input_spec_: dict | None = None
     #: the training flags of the model's modules when its determinism was last probed (one probe per mode state).
     _probed_mode: tuple | None = None
-    #: the model's :func:`~ella._checks.model_signature` when it was fitted (or loaded); every prediction checks it.
+    #: the model's :func:`~ella.checks.model_signature` when it was fitted (or loaded); every prediction checks it.
     _signature: tuple | None = None
 
     def __init__(

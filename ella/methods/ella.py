@@ -32,17 +32,15 @@ import warnings
 import torch
 from torch import nn
 
-from .. import batches, distributed, files
-from .._checks import check_bool, check_finite_outputs, check_int, check_positive_int
-from ..eigen import EigenSolver, ExactEigen, NeuralEF, Nystrom, RankError, SpIN
+from .. import batches, distributed, files, names
+from ..checks import check_bool, check_finite_outputs, check_int, check_positive_int
+from ..eigen import REGISTRY, EigenSolver, Nystrom, RankError
 from ..kernels import EmpiricalNTK, Kernel
 from ..posterior import fit_trace_model, kernel_trace, modelled_residual, residual_variance
 from .linearised import LinearisedLaplace
 from .survey import Survey
 
-RESIDUALS = ("auto", "learned", "mean", "none")
 TRACE_POINTS, TRACE_SAMPLES = 1000, 16  # kernel points and random directions the trace model is fitted on
-SOLVERS = {"neuralef": NeuralEF, "nystrom": Nystrom, "exact": ExactEigen, "spin": SpIN}
 # random directions of the default NTK: ELLA reads the kernel's top k and its trace, not its eigenvectors one by
 # one. On Fashion-MNIST (the 784-200-200-10 MLP) the test NLL at S = 64, 128, 256, 500, 1000 was .3081, .3079,
 # .3078, .3078, .3078 while the kernel stage cost 11.6 to 21.4 s; the CNN's 256 directions cost 137 s of its fit
@@ -173,19 +171,19 @@ class ELLA(LinearisedLaplace):
             if k is not None and k != solver.k:
                 raise ValueError(f"`k` = {k} must equal the k = {solver.k} of the `solver`")
             k = solver.k
-        elif solver == "auto" or solver in SOLVERS:
+        elif solver == "auto" or solver in names.SOLVERS:
             k = check_positive_int(20 if k is None else k, "k")
             solver = solver if solver == "auto" else self._named_solver(solver, k)
         else:
             raise ValueError(
-                f"`solver` must be 'auto', one of {tuple(SOLVERS)} or an ella.eigen.EigenSolver, got {solver!r}"
+                f"`solver` must be 'auto', one of {names.SOLVERS} or an ella.eigen.EigenSolver, got {solver!r}"
             )
         self.kernel, self.solver, self.k = kernel, solver, k
         self.kernel_points = check_positive_int(kernel_points, "kernel_points")
         if residual_samples is not None:  # the earlier spelling: 0 is the paper's ELLA
             residual = check_int(residual_samples, "residual_samples", 0) or "none"
-        if not (residual in RESIDUALS or (isinstance(residual, int) and not isinstance(residual, bool))):
-            raise ValueError(f"`residual` must be one of {RESIDUALS} or a positive integer, got {residual!r}")
+        if not (residual in names.RESIDUALS or (isinstance(residual, int) and not isinstance(residual, bool))):
+            raise ValueError(f"`residual` must be one of {names.RESIDUALS} or a positive integer, got {residual!r}")
         self.residual = residual if isinstance(residual, str) else check_positive_int(residual, "residual")
         ntk = kernel.in_weight_space  # the kernel's trace at any input can be estimated: the residual
         if self.residual not in ("auto", "none") and not ntk:
@@ -215,13 +213,7 @@ class ELLA(LinearisedLaplace):
         return Nystrom(self.k, M, seed=self.seed) if small else self._named_solver("neuralef", self.k)
 
     def _named_solver(self, name: str, k: int) -> EigenSolver:
-        if name == "neuralef":
-            return NeuralEF(k, seed=self.seed, progress=self.progress)
-        if name == "nystrom":
-            return Nystrom(k, seed=self.seed)
-        if name == "spin":
-            return SpIN(k, seed=self.seed, progress=self.progress)
-        return ExactEigen(k)
+        return REGISTRY[name].named(k, seed=self.seed, progress=self.progress)
 
     # ---------------------------------------------------------------- the features
     def _num_features(self) -> int:
@@ -414,14 +406,10 @@ class ELLA(LinearisedLaplace):
             raise ValueError(f"the posterior in {where} was fitted with a {kind} kernel: pass it as `kernel`")
         solver_state = {**files.require(meta, "solver", dict, where), **files.require(tensors, "solver", dict, where)}
         solver_kind = solver_state.get("kind")
-        if solver_kind not in SOLVERS:
+        if solver_kind not in names.SOLVERS:
             raise ValueError(f"{where} is malformed: unknown solver kind {solver_kind!r}")
         k = solver_state.get("k", config["k"])  # (fewer than the configured k where the kernel has fewer)
-        solver = (
-            SOLVERS[solver_kind](k, net=net, model=model)
-            if solver_kind in ("neuralef", "spin")
-            else SOLVERS[solver_kind](k)
-        )
+        solver = REGISTRY[solver_kind].named(k, model=model, net=net)
         settings = {key: value for key, value in config.items() if key not in ("k", "solver", "adapt_k")}
         post = cls(model, kernel=kernel, solver=solver, progress=False, **settings)
         post.k, post._adapt_k = config["k"], bool(config.get("adapt_k", False))  # the configuration as saved

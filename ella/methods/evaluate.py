@@ -8,9 +8,9 @@ import numpy as np
 import torch
 
 from .. import batches
-from .._checks import check_loader
-from .._utils import progress as progress_bar
+from ..checks import check_loader
 from ..metrics import ECE_BINS, classification_metrics, mean_max_prob, ood_auroc, regression_metrics
+from ..utils import progress as progress_bar
 from .base import Method
 
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._checks import check_positive_int
-from .._utils import num_parameters
+from ..checks import check_positive_int
 from ..functional import jacobians
+from ..utils import num_parameters
 from .linearised import LinearisedLaplace
 
 MAX_PARAMS = 8000  # a P x P float64 GGN of 8k weights is 512 MB and its eigh takes minutes on 2 cores

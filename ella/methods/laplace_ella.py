@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from .. import batches
-from .._checks import check_positive_int
-from .._utils import require
+from ..checks import check_positive_int
+from ..utils import require
 from .laplace_torch import _as_dataloader
 from .linearised import LinearisedLaplace
 from .survey import Survey

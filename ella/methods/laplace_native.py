@@ -21,8 +21,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from .. import batches
-from .._checks import check_choice, check_int, check_positive_int
-from .._utils import require, seeded_generator
+from ..checks import check_choice, check_int, check_positive_int
+from ..utils import require, seeded_generator
 from .base import Method
 from .laplace_torch import _as_dataloader
 

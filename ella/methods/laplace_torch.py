@@ -30,10 +30,10 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from .. import batches
-from .._checks import check_choice, check_float, check_grid, check_loader, check_positive_int
-from .._utils import progress, require
+from ..checks import check_choice, check_float, check_grid, check_loader, check_positive_int
 from ..functional import jacobians
 from ..predictive import covariance_factor, predictive_nll
+from ..utils import progress, require
 from .base import GaussianMethod
 from .search import DEFAULT_NOISE_GRID, DEFAULT_PRIOR_GRID, search
 from .survey import Survey, survey

@@ -26,16 +26,15 @@ from abc import abstractmethod
 import torch
 from torch import nn
 
-from .. import batches, distributed, files
-from .._checks import check_finite_outputs, check_float, check_grid, model_signature
-from .._utils import num_parameters, progress, seeded_generator, timed, trainable_parameters
+from .. import batches, distributed, files, names
+from ..checks import check_finite_outputs, check_float, check_grid, model_signature
 from ..posterior import curvature, eigen_curvature, factor_basis, laplace_evidence, scales
 from ..predictive import hessian_parts, predictive_nll, with_isotropic
+from ..utils import num_parameters, progress, seeded_generator, timed, trainable_parameters
 from .base import GaussianMethod
 from .search import DEFAULT_NOISE_GRID, DEFAULT_PRIOR_GRID, Choice, search
 from .survey import Survey, survey
 
-FOLD_INS = ("all", "tune")
 FORMAT = "ella-posterior"
 # 4: an ella.files file (tensors + JSON, checksummed); 5: ELLA's `residual` setting and choice; 6: any linearised
 # method, its class and whole configuration, its search record (versions 4 and 5 are ELLA's, still read)
@@ -50,7 +49,7 @@ def _release_cuda_memory(model) -> None:
 
 def check_fold_in(fold_in):
     """``"all"``, ``"tune"`` or a positive number of training points."""
-    if fold_in in FOLD_INS or (isinstance(fold_in, int) and not isinstance(fold_in, bool) and fold_in > 0):
+    if fold_in in names.FOLD_INS or (isinstance(fold_in, int) and not isinstance(fold_in, bool) and fold_in > 0):
         return fold_in
     raise ValueError(f"`fold_in` must be 'all', 'tune' or a positive integer, got {fold_in!r}")
 
@@ -168,7 +167,7 @@ class LinearisedLaplace(GaussianMethod):
                 warnings.warn(
                     "no `val_loader`: the regression noise (and prior precision) are set by the Laplace "
                     "marginal likelihood of the linearised model on the training data; validation data "
-                    "are more reliable when the network overfits",
+                    "are more reliable when the network overfits" + self._captured_note(eig[-1][0], stats, rho),
                     UserWarning,
                     stacklevel=3,
                 )
@@ -304,6 +303,18 @@ class LinearisedLaplace(GaussianMethod):
             return distributed.total(table) / count  # the mean over the validation points of every process
 
         return score
+
+    def _captured_note(self, evals: torch.Tensor, stats: dict, rho: torch.Tensor) -> str:
+        """The share of the training curvature's trace the features hold (all points folded in), where some lies
+        outside their span: without validation data nothing checks the predictive variance left there."""
+        rest = self._left_out_curvature(int(stats["n"][-1]) // len(rho), rho, float(evals.sum()))
+        if rest is None or rest[0] <= 0:
+            return ""
+        share = float(evals.sum()) / (float(evals.sum()) + rest[0])
+        return (
+            f" (here the {len(evals)} features hold {share:.0%} of the training curvature's trace, and nothing "
+            "checks the predictive variance outside their span)"
+        )
 
     def _evidence_score(self, eig: list, stats: dict, rho: torch.Tensor):
         """``score(priors, noises)``: the negative Laplace log evidence of the linearised model with its weight prior

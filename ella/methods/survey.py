@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from .. import batches
-from .._checks import check_deterministic, check_loader, check_targets
-from .._utils import progress, seeded_generator
+from ..checks import check_deterministic, check_loader, check_targets
+from ..utils import progress, seeded_generator
 
 
 @dataclass

@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from .. import batches
-from .._checks import check_float, check_int, check_positive_int
-from .._utils import progress, seeded_generator
+from ..checks import check_float, check_int, check_positive_int
 from ..trajectory import Trajectory, WeightMoments, flat_parameters, model_state, with_parameters
+from ..utils import progress, seeded_generator
 from .base import Method
 from .map import PointPredictive
 from .survey import survey

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import check_positive_int
+from ..checks import check_positive_int
 
 
 class WeightMoments:

@@ -28,8 +28,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from .._checks import check_positive_int
 from ..batches import collect
+from ..checks import check_positive_int
 from .moments import WeightMoments
 from .snapshots import SnapshotFiles, check_snapshot, flat_parameters, model_state, read_checkpoint, save_snapshot
 from .store import Trajectory

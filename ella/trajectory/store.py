@@ -23,7 +23,7 @@ from torch import nn
 from torch.func import functional_call
 
 from .. import files
-from .._utils import num_parameters, progress
+from ..utils import num_parameters, progress
 from .moments import WeightMoments
 from .snapshots import SnapshotFiles, check_snapshot, flat_parameters, with_parameters
 

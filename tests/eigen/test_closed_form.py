@@ -6,7 +6,7 @@ import torch
 
 from ella.eigen import EigenfunctionNet, NeuralEF, RBFGaussianEigen, compare
 from ella.eigen.nets import mlp_body
-from ella.experiments.eigen.problems import gaussian_quantiles
+from ella_lab.eigen.problems import gaussian_quantiles
 
 
 @pytest.mark.slow

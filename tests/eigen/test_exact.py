@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from ella.eigen import ExactEigen, RBFGaussianEigen
-from ella.experiments.eigen.problems import gaussian_quantiles
 from ella.kernels import RBF, EmpiricalNTK, Kernel
+from ella_lab.eigen.problems import gaussian_quantiles
 
 from tests.conftest import tiny_mlp
 

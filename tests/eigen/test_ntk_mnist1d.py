@@ -11,10 +11,10 @@ import torch
 
 from ella.eigen import EigenfunctionNet, ExactEigen, NeuralEF, Nystrom, SpIN, compare
 from ella.eigen.nets import mlp_body
-from ella.experiments import models
-from ella.experiments.data import loaders, mnist1d
-from ella.experiments.train import train_map
 from ella.kernels import EmpiricalNTK
+from ella_lab import models
+from ella_lab.data import loaders, mnist1d
+from ella_lab.train import train_map
 
 K = 10
 STEPS = 800  # full batches of all 3,000 rows

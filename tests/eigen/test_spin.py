@@ -4,8 +4,8 @@ import torch
 from ella.eigen import RBFGaussianEigen, SpIN, compare
 from ella.eigen.nets import mlp_body
 from ella.eigen.spin import masked_factors
-from ella.experiments.eigen.problems import gaussian_quantiles
 from ella.kernels import EmpiricalNTK
+from ella_lab.eigen.problems import gaussian_quantiles
 
 from tests.conftest import tiny_mlp
 

@@ -4,9 +4,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ella import ELLA
 from ella.eigen import NeuralEF, Nystrom
-from ella.experiments.train import train_map
 from ella.kernels.sgd_trajectory import SGDTrajectoryKernel
 from ella.trajectory import TrajectoryRecorder
+from ella_lab.train import train_map
 
 from tests.conftest import tiny_mlp
 

@@ -9,7 +9,7 @@ from torch.func import functional_call
 from torch.nn.utils import parameters_to_vector
 from torch.utils.data import DataLoader, TensorDataset
 
-from ella._utils import trainable_parameters, unflatten_like
+from ella.utils import trainable_parameters, unflatten_like
 
 
 class SmallCNN(nn.Module):

@@ -292,9 +292,17 @@ def test_overfit_regression_tunes_the_noise_on_validation_data():
 def test_regression_without_validation_uses_the_evidence_and_says_so():
     model = tiny_mlp(in_features=2, hidden=5, out_features=2, seed=3)
     x, y = make_data(model, 40, seed=2, regression=True)
-    with pytest.warns(UserWarning, match="marginal likelihood"):
-        post = ELLA(model, "regression", k=8, solver="nystrom", progress=False).fit(loader(x, y))
+    with pytest.warns(UserWarning, match="marginal likelihood") as caught:
+        kernel = EmpiricalNTK(model, estimator="exact", progress=False)  # (the trace exact too)
+        post = ELLA(model, "regression", k=3, kernel=kernel, solver="nystrom", progress=False).fit(loader(x, y))
     assert post.search_.criterion == "negative log evidence"
+    # the warning says what share of the curvature's trace the 3 features hold (of the 27 weights' directions):
+    # sum_c ||J_c(x_i)||^2 / rho_c^2 over the training points, its total from the kernel's diagonal
+    share = re.search(r"the 3 features hold (\d+)% of the training curvature's trace", str(caught[-1].message))
+    rho = post.noise_ / post.noise_scale_
+    total = (jacobians(model, x).pow(2).sum(-1) / rho.pow(2)).sum()
+    exact = float(post.evals_.sum() / total)
+    assert 0.3 < exact < 0.97 and int(share.group(1)) == round(100 * exact)
     # the network is the truth, so its residuals are the noise: the evidence keeps their scale (s = 1 of a grid
     # a quarter decade apart), one sigma per output
     rmse = (y - model(x)).pow(2).mean(0).sqrt().detach()

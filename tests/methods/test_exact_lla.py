@@ -10,9 +10,9 @@ from torch.func import functional_call
 from torch.nn.utils import parameters_to_vector
 from torch.utils.data import DataLoader, TensorDataset
 
-from ella._utils import trainable_parameters, unflatten_like
 from ella.methods.exact_lla import ExactLLA
 from ella.predictive import covariance_factor, link_probs
+from ella.utils import trainable_parameters, unflatten_like
 
 from tests.conftest import sine_regression, tiny_mlp
 

@@ -5,9 +5,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ella.experiments.train import train_map
 from ella.methods.swag import SWA, SWAG, swa_model, swag_moments, update_bn
 from ella.trajectory import Trajectory, TrajectoryRecorder, flat_parameters
+from ella_lab.train import train_map
 
 from tests.conftest import tiny_mlp
 

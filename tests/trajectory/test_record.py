@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from ella.experiments.train import train_map
 from ella.kernels.sgd_trajectory import SGDTrajectoryKernel
 from ella.trajectory import Schedule, Trajectory, TrajectoryRecorder
+from ella_lab.train import train_map
 
 from tests.conftest import tiny_mlp
 

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from ella import ELLA
 from ella.eigen import Nystrom
 from ella.kernels import EmpiricalNTK
-from ella.methods import KFACLLA, MAP
+from ella.methods import KFACLLA, MAP, Predictive, Tuning
 from ella.methods.linearised import LinearisedLaplace
 from ella.trajectory import Trajectory
 
@@ -103,7 +103,7 @@ def loader(x, y, batch_size: int = 16):
 
 def fitted(tmp: Path) -> tuple[nn.Module, ELLA, Path]:
     model = net()
-    post = ELLA(model, k=4, solver="nystrom", prior_precision=1.0, progress=False).fit(loader(*data()))
+    post = ELLA(model, k=4, solver="nystrom", progress=False, tuning=Tuning(prior_precision=1.0)).fit(loader(*data()))
     path = tmp / "post.pt"
     post.save(path)
     return model, post, path
@@ -197,7 +197,7 @@ def _(tmp):
 @case("loading onto a network whose batch-norm statistics changed")
 def _(tmp):
     bn = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 3)).eval()
-    quiet_ella(bn, prior_precision=1.0).fit(loader(*data())).save(tmp / "bn.pt")
+    quiet_ella(bn, tuning=Tuning(prior_precision=1.0)).fit(loader(*data())).save(tmp / "bn.pt")
     bn[1].running_mean += 0.1  # the weights are the same, the statistics are not
     return lambda: ELLA.load(tmp / "bn.pt", bn)
 
@@ -270,7 +270,7 @@ def _(tmp):
 @case("predicting after model.train() (batch norm)")
 def _(tmp):
     bn = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 3)).eval()
-    post = quiet_ella(bn, prior_precision=1.0).fit(loader(*data()))
+    post = quiet_ella(bn, tuning=Tuning(prior_precision=1.0)).fit(loader(*data()))
     bn.train()
     return lambda: post.predict(torch.randn(5, 4))
 
@@ -286,34 +286,34 @@ def _(tmp):
             return self.b(nn.functional.dropout(torch.tanh(self.a(x)), 0.5, training=self.active))
 
     model = FunctionalDropout().eval()
-    post = quiet_ella(model, prior_precision=1.0).fit(loader(*data()))
+    post = quiet_ella(model, tuning=Tuning(prior_precision=1.0)).fit(loader(*data()))
     model.active = True  # the eval flag says nothing about it
     return lambda: post.predict(torch.randn(5, 4))
 
 
 @case("prior_precision=inf")
 def _(tmp):
-    return lambda: quiet_ella(net(), prior_precision=float("inf"))
+    return lambda: quiet_ella(net(), tuning=Tuning(prior_precision=float("inf")))
 
 
 @case("an empty prior_grid")
 def _(tmp):
-    return lambda: quiet_ella(net(), prior_grid=[])
+    return lambda: quiet_ella(net(), tuning=Tuning(prior_grid=[]))
 
 
 @case("a prior_grid with a non-positive value")
 def _(tmp):
-    return lambda: quiet_ella(net(), prior_grid=[1.0, 0.0, 10.0])
+    return lambda: quiet_ella(net(), tuning=Tuning(prior_grid=[1.0, 0.0, 10.0]))
 
 
 @case("n_samples=0")
 def _(tmp):
-    return lambda: quiet_ella(net(), link="mc", n_samples=0)
+    return lambda: quiet_ella(net(), predictive=Predictive(link="mc", n_samples=0))
 
 
 @case("sigma_noise=0")
 def _(tmp):
-    return lambda: quiet_ella(net(out=1), likelihood="regression", sigma_noise=0.0)
+    return lambda: quiet_ella(net(out=1), likelihood="regression", tuning=Tuning(sigma_noise=0.0))
 
 
 @case("a boolean for an integer (k=True)")
@@ -323,7 +323,7 @@ def _(tmp):
 
 @case("an empty link name")
 def _(tmp):
-    return lambda: quiet_ella(net(), link="")
+    return lambda: quiet_ella(net(), predictive=Predictive(link=""))
 
 
 @case("a typo in a kernel option")
@@ -352,7 +352,7 @@ def _(tmp):
 @case("a prior search that ends on its grid's edge")
 def _(tmp):
     x, y = data()
-    return lambda: quiet_ella(net(), prior_grid=[1e3, 1e4]).fit(loader(x, y), loader(x, (y + 1) % 3))
+    return lambda: quiet_ella(net(), tuning=Tuning(prior_grid=[1e3, 1e4])).fit(loader(x, y), loader(x, (y + 1) % 3))
 
 
 @case("regression without validation data")
@@ -388,7 +388,7 @@ def _(tmp):
     import signal
 
     model, post, path = fitted(tmp)
-    big = quiet_ella(net(), prior_precision=1.0).fit(loader(*data()))
+    big = quiet_ella(net(), tuning=Tuning(prior_precision=1.0)).fit(loader(*data()))
 
     def save():
         soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
@@ -442,7 +442,7 @@ def _(tmp):
             return iter(zip(x, y))
 
     def fit():
-        post = quiet_ella(net(), prior_precision=1.0).fit(DataLoader(Stream(), batch_size=16))
+        post = quiet_ella(net(), tuning=Tuning(prior_precision=1.0)).fit(DataLoader(Stream(), batch_size=16))
         return f"handled: fitted ({post.num_train_} points)"
 
     return fit
@@ -454,7 +454,9 @@ def _(tmp):
     shuffled = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True)
 
     def fit():
-        one, two = (quiet_ella(net(), prior_precision=1.0, fold_in=20).fit(shuffled).predict(x) for _ in range(2))
+        one, two = (
+            quiet_ella(net(), tuning=Tuning(prior_precision=1.0, fold_in=20)).fit(shuffled).predict(x) for _ in range(2)
+        )
         assert torch.equal(one, two)
         return "handled: two fits give the same predictions (the loader's orders are seeded by `seed`)"
 
@@ -502,7 +504,9 @@ def _(tmp):
         watcher.start()
         try:
             kernel = EmpiricalNTK(model, estimator="fd", num_samples=64, progress=False)
-            ELLA(model, k=4, kernel=kernel, solver="neuralef", prior_precision=1.0, progress=False).fit(loader(x, y))
+            ELLA(model, k=4, kernel=kernel, solver="neuralef", progress=False, tuning=Tuning(prior_precision=1.0)).fit(
+                loader(x, y)
+            )
         finally:
             done.set()
             watcher.join()
@@ -573,7 +577,7 @@ def _nan_above(x, out):  # NaN outputs for inputs whose first feature exceeds 2
 @case("a model whose output is NaN on some inputs, at predict")
 def _(tmp):
     x, y = data()
-    post = quiet_ella(_Mapped(_nan_above).eval(), prior_precision=1.0).fit(loader(x.clamp(max=1), y))
+    post = quiet_ella(_Mapped(_nan_above).eval(), tuning=Tuning(prior_precision=1.0)).fit(loader(x.clamp(max=1), y))
     xt = torch.randn(5, 4).clamp(max=1)
     xt[2, 0] = 5.0
     return lambda: post.predict(xt)
@@ -642,7 +646,7 @@ def _(tmp):
 @case("a wrong-length `sigma_noise` (refused before the eigenfunctions are learned)")
 def _(tmp):
     x, _ = data()
-    return lambda: ELLA(net(out=2), "regression", k=4, sigma_noise=[0.1, 0.2, 0.3], progress=False).fit(
+    return lambda: ELLA(net(out=2), "regression", k=4, progress=False, tuning=Tuning(sigma_noise=[0.1, 0.2, 0.3])).fit(
         loader(x, torch.randn(40, 2))
     )
 
@@ -677,6 +681,21 @@ def _(tmp):
 @case("code written for the removed `features=` argument")
 def _(tmp):
     return lambda: ELLA(net(), features="jvp")
+
+
+@case("code written for the flat `prior_precision=` of earlier versions (now a field of `Tuning`)")
+def _(tmp):
+    return lambda: ELLA(net(), prior_precision=1.0)
+
+
+@case("code written for `posterior_update=False` of earlier versions")
+def _(tmp):
+    return lambda: ELLA(net(), posterior_update=False)
+
+
+@case("a dict as `tuning`")
+def _(tmp):
+    return lambda: ELLA(net(), tuning={"prior_precision": 1.0})
 
 
 @case("`ella compare` when no data set is found")

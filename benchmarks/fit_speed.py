@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
 import torch
 
+from ella_lab.compare.cost import timed
 from ella_lab.compare.methods import Settings, build
 from ella_lab.compare.problems import make_problem
 
@@ -37,9 +37,7 @@ def main(argv=None) -> dict:
     for repeat in range(args.repeats):
         for name in METHODS:
             method = build(name, problem, Settings())
-            start = time.perf_counter()
-            method.fit(train, val)
-            seconds[name].append(time.perf_counter() - start)
+            seconds[name].append(timed(method.fit, train, val)[1])
             print(f"repeat {repeat + 1}: {name} {seconds[name][-1]:.1f} s", flush=True)
     ratios = [b / a for a, b in zip(*seconds.values())]
     result = {

@@ -15,20 +15,14 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import time
 from pathlib import Path
 
 import torch
 
 from ella.kernels import EmpiricalNTK
+from ella_lab.compare.cost import timed
 from ella_lab.data import mnist1d
 from ella_lab.train import train_mnist1d_cnn
-
-
-def timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
 
 
 def main(argv=None) -> None:

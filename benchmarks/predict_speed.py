@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from ella.eigen import NeuralEF, Nystrom
 from ella.eigen.nets import eigenfunction_net
 from ella.kernels import EmpiricalNTK
-from ella.methods import ELLA, KFACLLA, MAP, ExactLLA
+from ella.methods import ELLA, KFACLLA, MAP, ExactLLA, Tuning
 from ella.metrics import nll
 from ella_lab.compare import Settings
 from ella_lab.compare.cost import seconds_per_1000
@@ -60,9 +60,9 @@ def breakdown(post: ELLA, x: torch.Tensor, repeats: int) -> dict:
     return out
 
 
-def search(settings: Settings) -> dict:
+def search(settings: Settings, **more) -> dict:
     """The prior grid and fold-in of the benchmark table's ELLA rows, so that the NLLs here match its own."""
-    return {"prior_grid": settings.grid(), "fold_in": settings.fold_in}
+    return {"tuning": Tuning(prior_grid=settings.grid(), fold_in=settings.fold_in, **more)}
 
 
 def neuralef_with(model, settings: Settings, net) -> ELLA:
@@ -145,9 +145,8 @@ def main(argv=None) -> None:
             "ella_neuralef_residual": ELLA(
                 model,
                 progress=False,
-                residual_samples=settings.residual_samples,
                 **settings.neuralef(model),
-                **search(settings),
+                **search(settings, residual=settings.residual_samples),
             ),
             "ella_nystrom": ELLA(
                 model, solver=Nystrom(settings.k, settings.nystrom_points), progress=False, **search(settings)
@@ -156,7 +155,7 @@ def main(argv=None) -> None:
         }
         if name == "cnn":
             methods.update({f"ella_neuralef_c{c}": narrow_neuralef(model, settings, c, x) for c in args.widths})
-            methods["exact_lla"] = ExactLLA(model, prior_grid=settings.grid(), progress=False)
+            methods["exact_lla"] = ExactLLA(model, progress=False, tuning=Tuning(prior_grid=settings.grid()))
         rows = {}
         for method_name, method in methods.items():
             if method_name == "ella_neuralef_mc":  # the same posterior, Monte-Carlo link (512 samples)

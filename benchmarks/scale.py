@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from ella import ELLA, distributed
 from ella.eigen import NeuralEF
 from ella.kernels import EmpiricalNTK
-from ella.methods import KFACLLA
+from ella.methods import KFACLLA, Predictive
 from ella.utils import num_parameters
 from ella_lab.compare.cost import PeakMemory, seconds_per_1000
 from ella_lab.data import mnist1d
@@ -141,7 +141,7 @@ def ella_for(model, settings: dict, seed: int = 0) -> ELLA:
         kernel_points=settings["points"],
         progress=False,
         seed=seed,
-        batch_size=settings.get("predict_batch", 512),
+        predictive=Predictive(batch_size=settings.get("predict_batch", 512)),
     )
 
 

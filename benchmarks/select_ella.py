@@ -24,6 +24,7 @@ import torch
 from ella import ELLA
 from ella.eigen import NeuralEF
 from ella.kernels import EmpiricalNTK
+from ella.methods import Tuning
 from ella_lab.compare.problems import make_problem
 
 OUT = Path(__file__).resolve().parent / "results" / "ella_selection.json"
@@ -35,7 +36,9 @@ def fit(problem, train, val, ntk_samples: int, neuralef_steps: int, lr: float, s
     start = time.perf_counter()
     kernel = EmpiricalNTK(problem.model, "fd", ntk_samples, seed=seed, progress=False)
     solver = NeuralEF(20, steps=neuralef_steps, lr=lr, seed=seed, progress=False)
-    post = ELLA(problem.model, kernel=kernel, solver=solver, fold_in="tune", seed=seed, progress=False).fit(train, val)
+    post = ELLA(
+        problem.model, kernel=kernel, solver=solver, seed=seed, progress=False, tuning=Tuning(fold_in="tune")
+    ).fit(train, val)
     return {
         "ntk_samples": ntk_samples,
         "neuralef_steps": neuralef_steps,

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ from ella.eigen import ExactEigen
 from ella.kernels import EmpiricalNTK
 from ella.methods import ELLA
 from ella.metrics import nll
+from ella_lab.compare.cost import timed
 from ella_lab.models import mlp
 from ella_lab.train import train_map
 
@@ -54,11 +54,8 @@ def splits(load, num_train: int = 400, seed: int = 0):
 
 
 def fitted(model, train, val, **options) -> tuple[ELLA, float]:
-    start = time.perf_counter()
-    post = ELLA(model, progress=False, **options).fit(
-        DataLoader(TensorDataset(*train), batch_size=128), DataLoader(TensorDataset(*val), batch_size=256)
-    )
-    return post, time.perf_counter() - start
+    loaders = DataLoader(TensorDataset(*train), batch_size=128), DataLoader(TensorDataset(*val), batch_size=256)
+    return timed(ELLA(model, progress=False, **options).fit, *loaders)
 
 
 def main(argv=None) -> None:

@@ -2,12 +2,12 @@
 
 Empirical NTK -> NeuralEF eigenfunctions -> the k x k ELLA posterior -> calibrated predictions.
 
-``ella.ELLA`` and ``ella.evaluate`` are imported on first use, so that ``import ella.kernels`` (or the ``ella``
-command's ``--help``) loads only what it needs.
+``ella.ELLA``, its settings ``ella.Tuning`` and ``ella.Predictive``, and ``ella.evaluate`` are imported on first
+use, so that ``import ella.kernels`` (or the ``ella`` command's ``--help``) loads only what it needs.
 """
 
 __version__ = "0.1.0"
-__all__ = ["ELLA", "evaluate", "__version__"]
+__all__ = ["ELLA", "Tuning", "Predictive", "evaluate", "__version__"]
 
 
 def __getattr__(name: str):
@@ -15,6 +15,10 @@ def __getattr__(name: str):
         from .methods.ella import ELLA
 
         return ELLA
+    if name in ("Tuning", "Predictive"):
+        from .methods import settings
+
+        return getattr(settings, name)
     if name == "evaluate":
         from .methods.evaluate import evaluate
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from . import batches
+from . import batches, names
 from .names import LIKELIHOODS
 
 # Layers whose output depends on the training/eval flag: an uncertainty estimate built in training
@@ -151,6 +151,38 @@ def check_grid(values, name: str) -> torch.Tensor:
     if grid.numel() == 0 or not torch.isfinite(grid).all() or not (grid > 0).all():
         raise ValueError(f"`{name}` must be a non-empty list of finite positive numbers, got {values!r}")
     return grid.sort().values
+
+
+def check_fold_in(fold_in):
+    """``"all"``, ``"tune"`` or a number of training points (0: none, the prior alone)."""
+    if fold_in in names.FOLD_INS or (isinstance(fold_in, int) and not isinstance(fold_in, bool) and fold_in >= 0):
+        return fold_in
+    raise ValueError(f"`fold_in` must be 'all', 'tune' or a number of training points (0: none), got {fold_in!r}")
+
+
+def check_residual(residual):
+    """One of :data:`ella.names.RESIDUALS` or a positive number of random directions."""
+    if isinstance(residual, str):
+        return check_choice(residual, "residual", names.RESIDUALS)
+    if isinstance(residual, int) and not isinstance(residual, bool) and residual > 0:
+        return residual
+    raise ValueError(f"`residual` must be one of {names.RESIDUALS} or a positive integer, got {residual!r}")
+
+
+def check_noise(sigma_noise, likelihood: str | None = None):
+    """``None`` (tuned) or the observation noise: a positive number, or a sequence of one per output (a tuple; a
+    single value collapses to a number); with ``likelihood``, only for regression."""
+    if sigma_noise is None:
+        return None
+    if likelihood is not None and likelihood != "regression":
+        raise ValueError(f"`sigma_noise` applies to regression only, got {sigma_noise!r} for {likelihood}")
+    if isinstance(sigma_noise, (list, tuple, torch.Tensor)):
+        flat = torch.as_tensor(sigma_noise, dtype=torch.float64).flatten()
+        values = tuple(check_float(float(v), "sigma_noise") for v in flat)
+        if not values:
+            raise ValueError("`sigma_noise` must hold at least one value")
+        return values if len(values) > 1 else values[0]
+    return check_float(sigma_noise, "sigma_noise")
 
 
 def check_labels(y: torch.Tensor, num_classes: int, name: str = "train_loader") -> None:

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from ella import ELLA, distributed
 from ella.eigen import NeuralEF, Nystrom
 from ella.kernels import EmpiricalNTK
+from ella.methods import Tuning
 
 
 def problem():
@@ -31,7 +32,7 @@ def fit(solver: str):
     model, train, val, xt = problem()
     kernel = EmpiricalNTK(model, "jvp", num_samples=96, progress=False)
     chosen = NeuralEF(5, steps=60, batch_size=30, lr=3e-3, progress=False) if solver == "neuralef" else Nystrom(5)
-    post = ELLA(model, kernel=kernel, solver=chosen, fold_in="tune", progress=False).fit(train, val)
+    post = ELLA(model, kernel=kernel, solver=chosen, progress=False, tuning=Tuning(fold_in="tune")).fit(train, val)
     return post, xt
 
 

@@ -30,6 +30,7 @@ from .laplace_ella import LaplaceTorchELLA
 from .laplace_native import NativeLaplaceELLA, NativeVaLLA
 from .last_layer_lla import LastLayerLLA
 from .map import MAP
+from .settings import Predictive, Tuning
 from .swag import SWA, SWAG, swa_model, update_bn
 from .temperature import TemperatureScaling
 
@@ -37,6 +38,8 @@ __all__ = [
     "Method",
     "GaussianMethod",
     "ELLA",
+    "Tuning",
+    "Predictive",
     "ExactLLA",
     "KFACLLA",
     "DiagLLA",

@@ -31,32 +31,17 @@ from ..checks import (
     check_choice,
     check_deterministic,
     check_finite_outputs,
-    check_float,
     check_int,
     check_likelihood,
     check_mode,
     check_model,
+    check_noise,
     check_positive_int,
     check_unchanged,
     model_signature,
 )
 from ..names import LINKS
 from ..predictive import link_probs, marginal_variance, noise_tensor
-
-
-def check_noise(sigma_noise, likelihood: str):
-    """``None`` (tuned) or the observation noise: a positive number, or a list of one per output."""
-    if sigma_noise is None:
-        return None
-    if likelihood != "regression":
-        raise ValueError(f"`sigma_noise` applies to regression only, got {sigma_noise!r} for {likelihood}")
-    if isinstance(sigma_noise, (list, tuple, torch.Tensor)):
-        flat = torch.as_tensor(sigma_noise, dtype=torch.float64).flatten()
-        values = [check_float(float(v), "sigma_noise") for v in flat]
-        if not values:
-            raise ValueError("`sigma_noise` must hold at least one value")
-        return values if len(values) > 1 else values[0]
-    return check_float(sigma_noise, "sigma_noise")
 
 
 class Method(ABC):
@@ -84,7 +69,7 @@ class Method(ABC):
     _signature: tuple | None = None
 
     def __init__(
-        self, model: nn.Module, likelihood: str = "classification", batch_size: int = 1024, progress: bool = True
+        self, model: nn.Module, likelihood: str = "classification", *, batch_size: int = 1024, progress: bool = True
     ):
         self.model = check_model(model)
         self.likelihood = check_likelihood(likelihood)
@@ -203,6 +188,7 @@ class GaussianMethod(Method):
         self,
         model: nn.Module,
         likelihood: str = "classification",
+        *,
         link: str = "margin",
         n_samples: int = 512,
         sigma_noise=None,
@@ -210,7 +196,7 @@ class GaussianMethod(Method):
         batch_size: int = 1024,
         progress: bool = True,
     ):
-        super().__init__(model, likelihood, batch_size, progress)
+        super().__init__(model, likelihood, batch_size=batch_size, progress=progress)
         self.link = check_choice(link, "link", LINKS)
         self.n_samples = check_positive_int(n_samples, "n_samples")
         self.sigma_noise = check_noise(sigma_noise, self.likelihood)

@@ -11,7 +11,7 @@ learned on ``kernel_points`` training inputs; the curvature ``G`` is accumulated
 
 With the SGD-trajectory kernel the default is the predictive of the trajectory GP itself, without the
 likelihood update: ``G = delta I_k``, so ``f(x) ~ N(g(x), Psi Psi^T / delta)`` with ``delta`` the inverse kernel
-scale, tuned on validation NLL (``posterior_update=True`` adds the update).
+scale, tuned on validation NLL (``tuning=Tuning(fold_in="tune")`` adds the update).
 
 The k eigenfunctions span the directions many training points pin down: at large N the posterior variance in
 their span vanishes at any prior, and what exact LLA keeps is the prior variance outside it. With the NTK the
@@ -33,11 +33,12 @@ import torch
 from torch import nn
 
 from .. import batches, distributed, files, names
-from ..checks import check_bool, check_finite_outputs, check_int, check_positive_int
+from ..checks import check_finite_outputs, check_positive_int
 from ..eigen import REGISTRY, EigenSolver, Nystrom, RankError
 from ..kernels import EmpiricalNTK, Kernel
 from ..posterior import fit_trace_model, kernel_trace, modelled_residual, residual_variance
 from .linearised import LinearisedLaplace
+from .settings import Predictive, Tuning
 from .survey import Survey
 
 TRACE_POINTS, TRACE_SAMPLES = 1000, 16  # kernel points and random directions the trace model is fitted on
@@ -45,10 +46,6 @@ TRACE_POINTS, TRACE_SAMPLES = 1000, 16  # kernel points and random directions th
 # one. On Fashion-MNIST (the 784-200-200-10 MLP) the test NLL at S = 64, 128, 256, 500, 1000 was .3081, .3079,
 # .3078, .3078, .3078 while the kernel stage cost 11.6 to 21.4 s; the CNN's 256 directions cost 137 s of its fit
 NTK_SAMPLES = 256
-REMOVED = {
-    "features": "the eigenfunctions are chosen by `solver=` ('auto', 'neuralef', 'nystrom', 'exact', 'spin' "
-    "or an ella.eigen.EigenSolver)"
-}
 AUTO_JACOBIAN = 2**24  # entries of the M x P Jacobian rows "auto" may form for Nystrom (64 MiB in float32)
 
 
@@ -80,36 +77,33 @@ class ELLA(LinearisedLaplace):
             are learned on; memory and forward passes of the kernel stage are O(M C S). The default 2000 is the
             ELLA paper's; on MNIST-1D the test NLL is the same from M = 250 to 3,500 within the seed spread
             while memory grows linearly (``python benchmarks/scale.py --parts m``).
-        residual: the prior variance ``r(x) / delta`` the k eigenfunctions leave out, added to every output (see
-            :meth:`residual_variance`; NTK kernel only). ``"none"`` is the ELLA of the paper, whose predictive
-            variance lives in the span of the eigenfunctions; ``"learned"`` predicts ``tr kappa(x, x)`` from
-            ``Psi(x)`` by a ridge regression on Hutchinson estimates at the kernel points (:data:`TRACE_SAMPLES`
-            directions on up to :data:`TRACE_POINTS` of them); ``"mean"`` takes their mean: prediction costs
-            nothing more with either; an integer ``S'`` estimates it at every input with S' random weight
-            directions by the NTK's estimator: S' more forward passes (or JVPs) per prediction. ``"auto"``
-            (default): ``"none"``, ``"mean"`` or ``"learned"``, whichever gives the lowest validation NLL with its
-            prior (the NTK kernel and validation data; ``"none"`` otherwise). On Fashion-MNIST (54,000 points)
-            the paper's ELLA is MAP at every prior and the residual is what calibrates the MLP
-            (``benchmarks/fashion_mnist.py``).
-        residual_samples: the earlier name of an integer ``residual``.
-        posterior_update: fold the likelihood curvature into ``G`` (the ELLA posterior). ``False`` drops it:
-            ``G = delta I_k`` and the predictive covariance is the kernel's ``Psi Psi^T`` scaled by ``1 / delta``.
-            Default: ``True``, except for the SGD-trajectory kernel.
-        prior_precision: ``delta``, the prior precision of the ``k`` linear weights; ``None`` (default) tunes it
-            on validation NLL (as for :class:`~ella.methods.linearised.LinearisedLaplace`).
-        prior_grid: the ``delta`` values searched (widened at an edge; see :mod:`ella.methods.search`).
-        sigma_noise: regression only: the observation noise (a number, or one per output); ``None`` tunes it.
-        noise_grid: the noise scales ``s`` searched for regression, ``sigma_c = s rho_c``.
-        fold_in: training points folded into the curvature: ``"tune"`` (default: the ELLA paper's selection of
-            the number, from tenths of the training set, with the prior on validation NLL; ``"all"`` without
-            validation data), ``"all"`` or a number. On the MNIST-1D CNN folding in all 3,500 points gave a test
-            NLL of .1841 and the tuned tenth .1761 (temperature scaling .1787); on Fashion-MNIST's MLP the search
-            keeps all 54,000 (3 s more of fit).
-        link: ``"margin"``, ``"probit"`` or ``"mc"``: class probabilities from the Gaussian predictive.
-        n_samples: Monte-Carlo samples of the ``"mc"`` link.
+        tuning: the posterior's hyperparameters, each fixed or searched (:class:`~ella.methods.settings.Tuning`:
+            ``prior_precision``, ``sigma_noise``, their grids, ``fold_in``, ``residual``). ELLA's defaults:
+
+            - ``fold_in="tune"``: the ELLA paper's selection of the number of training points folded into the
+              curvature, from tenths of the training set, with the prior on validation NLL (``"all"`` without
+              validation data; 0, the prior alone ``G = delta I_k``, with a kernel that has its own predictive,
+              the SGD-trajectory kernel's). On the MNIST-1D CNN folding in all 3,500 points gave a test NLL of
+              .1841 and the tuned tenth .1761 (temperature scaling .1787); on Fashion-MNIST's MLP the search keeps
+              all 54,000 (3 s more of fit).
+            - ``residual="auto"``: the prior variance ``r(x) / delta`` the k eigenfunctions leave out, added to every
+              output (see :meth:`residual_variance`; NTK kernel only). ``"none"`` is the ELLA of the paper, whose
+              predictive variance lives in the span of the eigenfunctions; ``"learned"`` predicts
+              ``tr kappa(x, x)`` from ``Psi(x)`` by a ridge regression on Hutchinson estimates at the kernel points
+              (:data:`TRACE_SAMPLES` directions on up to :data:`TRACE_POINTS` of them); ``"mean"`` takes their
+              mean: prediction costs nothing more with either; an integer ``S'`` estimates it at every input with
+              S' random weight directions by the NTK's estimator: S' more forward passes (or JVPs) per prediction.
+              ``"auto"``: ``"none"``, ``"mean"`` or ``"learned"``, whichever gives the lowest validation NLL with
+              its prior (the NTK kernel and validation data; ``"none"`` otherwise). On Fashion-MNIST (54,000
+              points) the paper's ELLA is MAP at every prior and the residual is what calibrates the MLP
+              (``benchmarks/fashion_mnist.py``).
+        predictive: the link (``"margin"``, ``"probit"`` or ``"mc"``), its Monte-Carlo samples and the batch size of
+            prediction (:class:`~ella.methods.settings.Predictive`; ``batch_size`` 512 by default).
         seed: seed of the kernel's directions, the kernel-point sample, the solver and the ``"mc"`` draws.
-        batch_size: inputs per piece of work in ``predict``.
         progress: show progress bars.
+
+    Arguments of earlier versions (``prior_precision=``, ``link=``, ``posterior_update=``, ``features=``, ...) raise
+    a ``TypeError`` that says where they went.
 
     Fitted: besides the base class's, ``solver_`` (the fitted eigen-solver: what ``"auto"`` chose),
     ``num_kernel_points_`` (M), ``residual_`` (``"none"``, ``"learned"``, ``"mean"`` or ``S'``: what ``"auto"``
@@ -118,6 +112,8 @@ class ELLA(LinearisedLaplace):
     """
 
     solver_: EigenSolver | None = None
+
+    default_fold_in = "tune"
 
     def __init__(
         self,
@@ -128,39 +124,12 @@ class ELLA(LinearisedLaplace):
         solver: str | EigenSolver = "auto",
         *,
         kernel_points: int = 2000,
-        residual: str | int = "auto",
-        posterior_update: bool | None = None,
-        prior_precision: float | None = None,
-        prior_grid=None,
-        sigma_noise=None,
-        noise_grid=None,
-        fold_in="tune",
-        link: str = "margin",
-        n_samples: int = 512,
+        tuning: Tuning | None = None,
+        predictive: Predictive | None = None,
         seed: int = 0,
-        batch_size: int = 512,
         progress: bool = True,
-        residual_samples: int | None = None,
-        **removed,
     ):
-        if removed:  # arguments of earlier versions get a pointer to what replaced them
-            name = next(iter(removed))
-            hint = REMOVED.get(name, "")
-            raise TypeError(f"ELLA() got an unexpected keyword argument {name!r}" + (f": {hint}" if hint else ""))
-        super().__init__(
-            model,
-            likelihood,
-            prior_precision=prior_precision,
-            prior_grid=prior_grid,
-            sigma_noise=sigma_noise,
-            noise_grid=noise_grid,
-            fold_in=fold_in,
-            link=link,
-            n_samples=n_samples,
-            seed=seed,
-            batch_size=batch_size,
-            progress=progress,
-        )
+        super().__init__(model, likelihood, tuning=tuning, predictive=predictive, seed=seed, progress=progress)
         if kernel == "ntk":
             kernel = EmpiricalNTK(model, num_samples=NTK_SAMPLES, seed=self.seed, progress=self.progress)
         elif not isinstance(kernel, Kernel):
@@ -178,26 +147,32 @@ class ELLA(LinearisedLaplace):
             raise ValueError(
                 f"`solver` must be 'auto', one of {names.SOLVERS} or an ella.eigen.EigenSolver, got {solver!r}"
             )
+        # the network is given once: an NTK (or a solver's network) built on another one would describe that one
+        ntk_model = getattr(kernel, "model", None) if kernel.in_weight_space else None
+        for name, other in (("kernel", ntk_model), ("solver", getattr(solver, "model", None))):
+            if other is not None and other is not model:
+                raise ValueError(
+                    f"`{name}` is built on another network than `model`: build it on `model` "
+                    "(the posterior describes one network)"
+                )
         self.kernel, self.solver, self.k = kernel, solver, k
         self.kernel_points = check_positive_int(kernel_points, "kernel_points")
-        if residual_samples is not None:  # the earlier spelling: 0 is the paper's ELLA
-            residual = check_int(residual_samples, "residual_samples", 0) or "none"
-        if not (residual in names.RESIDUALS or (isinstance(residual, int) and not isinstance(residual, bool))):
-            raise ValueError(f"`residual` must be one of {names.RESIDUALS} or a positive integer, got {residual!r}")
-        self.residual = residual if isinstance(residual, str) else check_positive_int(residual, "residual")
+        self.residual = "auto" if self.tuning.residual is None else self.tuning.residual
         ntk = kernel.in_weight_space  # the kernel's trace at any input can be estimated: the residual
         if self.residual not in ("auto", "none") and not ntk:
             raise ValueError(
-                f"`residual` = {self.residual!r} needs the NTK kernel (kernel='ntk' or an EmpiricalNTK), "
+                f"`tuning.residual` = {self.residual!r} needs the NTK kernel (kernel='ntk' or an EmpiricalNTK), "
                 f"got {type(kernel).__name__}"
             )
         # "auto" chooses with the prior on validation NLL: no residual, or the mean or the learned trace model's
         self.isotropic_choices = (
             (("none", "mean", "learned") if ntk else ("none",)) if self.residual == "auto" else (self.residual,)
         )
-        self.posterior_update = (
-            kernel.posterior_update if posterior_update is None else check_bool(posterior_update, "posterior_update")
-        )
+        if self.tuning.fold_in is None and not kernel.posterior_update:
+            self.fold_in = 0  # the kernel's own predictive (the SGD-trajectory GP's): the prior alone, G = delta I
+
+    def _has_residual(self) -> bool:
+        return True  # (with the NTK; checked above)
 
     def _auto_solver(self, data: Survey) -> EigenSolver:
         """What ``solver="auto"`` fits: Nystrom on all M kernel points when they are the whole training set, the
@@ -338,8 +313,6 @@ class ELLA(LinearisedLaplace):
             **super()._config(),
             "k": self.k,
             "solver": "auto" if self.solver == "auto" else None,
-            "residual": self.residual,
-            "posterior_update": self.posterior_update,
             "kernel_points": self.kernel_points,
             "adapt_k": self._adapt_k,
         }
@@ -410,7 +383,9 @@ class ELLA(LinearisedLaplace):
             raise ValueError(f"{where} is malformed: unknown solver kind {solver_kind!r}")
         k = solver_state.get("k", config["k"])  # (fewer than the configured k where the kernel has fewer)
         solver = REGISTRY[solver_kind].named(k, model=model, net=net)
-        settings = {key: value for key, value in config.items() if key not in ("k", "solver", "adapt_k")}
+        settings = cls._settings(
+            {key: value for key, value in config.items() if key not in ("k", "solver", "adapt_k")}, where
+        )
         post = cls(model, kernel=kernel, solver=solver, progress=False, **settings)
         post.k, post._adapt_k = config["k"], bool(config.get("adapt_k", False))  # the configuration as saved
         if config.get("solver") == "auto":

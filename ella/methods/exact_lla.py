@@ -23,6 +23,7 @@ from ..checks import check_positive_int
 from ..functional import jacobians
 from ..utils import num_parameters
 from .linearised import LinearisedLaplace
+from .settings import Predictive, Tuning
 
 MAX_PARAMS = 8000  # a P x P float64 GGN of 8k weights is 512 MB and its eigh takes minutes on 2 cores
 
@@ -38,11 +39,12 @@ class ExactLLA(LinearisedLaplace):
     Raises:
         ValueError: at construction, if the network has more than ``max_params`` weights.
 
-    ``prior_precision``, ``prior_grid``, ``sigma_noise``, ``noise_grid``, ``fold_in``, ``link``, ``n_samples``,
-    ``seed``, ``batch_size`` and ``progress`` are as for :class:`~ella.methods.linearised.LinearisedLaplace`.
+    ``tuning``, ``predictive``, ``seed`` and ``progress`` are as for
+    :class:`~ella.methods.linearised.LinearisedLaplace` (prediction ``batch_size`` 256 by default).
     """
 
     name = "exact_lla"
+    default_batch_size = 256
 
     def __init__(
         self,
@@ -50,31 +52,12 @@ class ExactLLA(LinearisedLaplace):
         likelihood: str = "classification",
         *,
         max_params: int = MAX_PARAMS,
-        prior_precision: float | None = None,
-        prior_grid=None,
-        sigma_noise=None,
-        noise_grid=None,
-        fold_in="all",
-        link: str = "margin",
-        n_samples: int = 512,
+        tuning: Tuning | None = None,
+        predictive: Predictive | None = None,
         seed: int = 0,
-        batch_size: int = 256,
         progress: bool = True,
     ):
-        super().__init__(
-            model,
-            likelihood,
-            prior_precision=prior_precision,
-            prior_grid=prior_grid,
-            sigma_noise=sigma_noise,
-            noise_grid=noise_grid,
-            fold_in=fold_in,
-            link=link,
-            n_samples=n_samples,
-            seed=seed,
-            batch_size=batch_size,
-            progress=progress,
-        )
+        super().__init__(model, likelihood, tuning=tuning, predictive=predictive, seed=seed, progress=progress)
         self.max_params = check_positive_int(max_params, "max_params")
         P = num_parameters(model)
         if P > self.max_params:

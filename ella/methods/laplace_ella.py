@@ -6,7 +6,9 @@ directions ``V = J_M^T q / sqrt(p)``; the features are ``Psi(x) = J(x) V``; and 
 Psi_i + delta I_k`` is accumulated over the whole training loader. This method lets laplace-torch fit all of that,
 then treats its features like every other :class:`~ella.methods.linearised.LinearisedLaplace`: the prior (and
 noise) by the one search, predictions with ella's links. So it compares laplace-torch's ELLA feature map with
-ella's, everything else equal.
+ella's, everything else equal. The features are ella's forward-mode products along laplace-torch's directions
+(:func:`~ella.functional.jvps` with ``V``, ``P x k``: the whole fitted feature map), which is what a saved posterior
+holds.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .. import batches
+from .. import batches, files
 from ..checks import check_positive_int
-from ..utils import require
+from ..functional import jvps
+from ..utils import num_parameters, require
 from .laplace_torch import _as_dataloader
 from .linearised import LinearisedLaplace
+from .settings import Predictive, Tuning
 from .survey import Survey
 
 
@@ -32,12 +36,14 @@ class LaplaceTorchELLA(LinearisedLaplace):
         subsample_size: ``M``, training inputs behind the Nystrom basis (capped at the training set size;
             2000 as in the ELLA paper).
 
-    ``prior_precision``, ``prior_grid``, ``sigma_noise``, ``noise_grid``, ``link``, ``n_samples``, ``seed``,
-    ``batch_size`` and ``progress`` are as for :class:`~ella.methods.linearised.LinearisedLaplace`; ``seed`` is also
-    laplace-torch's.
+    ``tuning``, ``predictive``, ``seed`` and ``progress`` are as for
+    :class:`~ella.methods.linearised.LinearisedLaplace`; ``seed`` is also laplace-torch's.
 
-    Fitted: besides the base class's, ``la_`` (the fitted ``laplace.ELLA``).
+    Fitted: besides the base class's, ``directions_`` (laplace-torch's ``V``, ``P x k``) and ``la_`` (the fitted
+    ``laplace.ELLA``; ``None`` in a loaded posterior, whose features need only ``directions_``).
     """
+
+    la_ = None
 
     name = "laplace_torch_ella"
 
@@ -48,29 +54,12 @@ class LaplaceTorchELLA(LinearisedLaplace):
         k: int = 20,
         *,
         subsample_size: int = 2000,
-        prior_precision: float | None = None,
-        prior_grid=None,
-        sigma_noise=None,
-        noise_grid=None,
-        link: str = "margin",
-        n_samples: int = 512,
+        tuning: Tuning | None = None,
+        predictive: Predictive | None = None,
         seed: int = 0,
-        batch_size: int = 512,
         progress: bool = True,
     ):
-        super().__init__(
-            model,
-            likelihood,
-            prior_precision=prior_precision,
-            prior_grid=prior_grid,
-            sigma_noise=sigma_noise,
-            noise_grid=noise_grid,
-            link=link,
-            n_samples=n_samples,
-            seed=seed,
-            batch_size=batch_size,
-            progress=progress,
-        )
+        super().__init__(model, likelihood, tuning=tuning, predictive=predictive, seed=seed, progress=progress)
         require("laplace", "laplace-torch", "laplace", type(self).__name__)
         self.k = check_positive_int(k, "k")
         self.subsample_size = check_positive_int(subsample_size, "subsample_size")
@@ -91,7 +80,7 @@ class LaplaceTorchELLA(LinearisedLaplace):
             seed=self.seed,
         )
         la.fit(_as_dataloader(train_loader, "train_loader"), progress_bar=self.progress)
-        self.la_ = la
+        self.la_, self.directions_ = la, la.dual_directions.detach()
 
     def _accumulate(self, loader, n: int, counts: list[int], rho, need_evidence: bool) -> dict:
         """laplace-torch's own ``G - delta I`` (its ``feature_gram``, accumulated in its fit) where it is the same
@@ -106,17 +95,24 @@ class LaplaceTorchELLA(LinearisedLaplace):
         return {"curvature": curv[None], "c": zeros, "n": zeros}
 
     def _features(self, x) -> tuple[torch.Tensor, torch.Tensor]:
+        # Psi(x) = J(x) V by one forward-mode product per direction; g(x) by a forward pass
         with torch.enable_grad():
-            phi, out = self.la_._features(x)
-        return batches.logits(out).detach(), phi.detach()
+            phi = jvps(self.model, x, self.directions_.T)
+        return batches.call(self.model, x), phi
 
-    def save(self, path) -> None:
-        """Not available: the feature map is laplace-torch's fitted ``ELLA`` object, which ella does not write to a
-        file (it would have to be pickled); ``ella.ELLA`` saves and loads."""
-        raise TypeError(
-            "LaplaceTorchELLA cannot be saved: its features are laplace-torch's fitted ELLA object, "
-            "which ella does not serialise (that would need pickling); fit ella.ELLA to save a posterior"
-        )
+    # ---------------------------------------------------------------- persistence
+    def _config(self) -> dict:
+        return {**super()._config(), "k": self.k, "subsample_size": self.subsample_size}
+
+    def _feature_state(self) -> tuple[dict, dict]:
+        return {}, {"directions": self.directions_}
+
+    @classmethod
+    def _rebuild(cls, model, config: dict, meta: dict, tensors: dict, where: str, **given) -> "LaplaceTorchELLA":
+        post = super()._rebuild(model, config, meta, tensors, where, **given)
+        shape = (num_parameters(model), post.k)
+        post.directions_ = files.check_tensor(tensors.get("directions"), shape, where, "features/directions")
+        return post
 
     def __repr__(self) -> str:
         return f"LaplaceTorchELLA(likelihood={self.likelihood!r}, k={self.k}, M={self.subsample_size})"

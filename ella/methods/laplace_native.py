@@ -42,7 +42,7 @@ class _Native(Method):
         batch_size: int = 512,
         progress: bool = True,
     ):
-        super().__init__(model, likelihood, batch_size, progress)
+        super().__init__(model, likelihood, batch_size=batch_size, progress=progress)
         if self.likelihood != "classification":
             raise ValueError(f"{type(self).__name__} supports classification only, got {likelihood!r}")
         self.link_approx = check_choice(link_approx, "link_approx", LINK_APPROXIMATIONS)

@@ -114,9 +114,18 @@ class LaplaceBaseline(GaussianMethod):
         batch_size: int = 256,
         progress: bool = True,
     ):
-        super().__init__(model, likelihood, link, n_samples, sigma_noise, seed, batch_size, progress)
+        super().__init__(
+            model,
+            likelihood,
+            link=link,
+            n_samples=n_samples,
+            sigma_noise=sigma_noise,
+            seed=seed,
+            batch_size=batch_size,
+            progress=progress,
+        )
         require("laplace", "laplace-torch", "laplace", type(self).__name__)
-        if isinstance(self.sigma_noise, list):
+        if isinstance(self.sigma_noise, tuple):
             raise ValueError(
                 f"laplace-torch models one `sigma_noise` for all outputs: give one number, got {len(self.sigma_noise)}"
             )

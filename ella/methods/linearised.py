@@ -22,23 +22,38 @@ from __future__ import annotations
 
 import warnings
 from abc import abstractmethod
+from dataclasses import fields
 
 import torch
 from torch import nn
 
-from .. import batches, distributed, files, names
-from ..checks import check_finite_outputs, check_float, check_grid, model_signature
+from .. import batches, distributed, files
+from ..checks import check_finite_outputs, model_signature
 from ..posterior import curvature, eigen_curvature, factor_basis, laplace_evidence, scales
 from ..predictive import hessian_parts, predictive_nll, with_isotropic
 from ..utils import num_parameters, progress, seeded_generator, timed, trainable_parameters
 from .base import GaussianMethod
 from .search import DEFAULT_NOISE_GRID, DEFAULT_PRIOR_GRID, Choice, search
+from .settings import Predictive, Tuning, check_moved, settings
 from .survey import Survey, survey
 
 FORMAT = "ella-posterior"
 # 4: an ella.files file (tensors + JSON, checksummed); 5: ELLA's `residual` setting and choice; 6: any linearised
-# method, its class and whole configuration, its search record (versions 4 and 5 are ELLA's, still read)
-FORMAT_VERSION = 6
+# method, its class and whole configuration, its search record (versions 4 and 5 are ELLA's); 7: the configuration's
+# `tuning` and `predictive` apart (every earlier version still read)
+FORMAT_VERSION = 7
+TUNING_FIELDS = tuple(f.name for f in fields(Tuning))
+PREDICTIVE_FIELDS = tuple(f.name for f in fields(Predictive))
+
+
+def _nested(config: dict) -> dict:
+    """A version-6 configuration (every setting flat) in version 7's layout (``tuning`` and ``predictive`` apart)."""
+    flat = dict(config)
+    tuning = {name: flat.pop(name) for name in TUNING_FIELDS if name in flat}
+    if flat.pop("posterior_update", True) is False:  # (the prior alone)
+        tuning["fold_in"] = 0
+    predictive = {name: flat.pop(name) for name in PREDICTIVE_FIELDS if name in flat}
+    return {**flat, "tuning": tuning, "predictive": predictive}
 
 
 def _release_cuda_memory(model) -> None:
@@ -47,27 +62,20 @@ def _release_cuda_memory(model) -> None:
         torch.cuda.empty_cache()
 
 
-def check_fold_in(fold_in):
-    """``"all"``, ``"tune"`` or a positive number of training points."""
-    if fold_in in names.FOLD_INS or (isinstance(fold_in, int) and not isinstance(fold_in, bool) and fold_in > 0):
-        return fold_in
-    raise ValueError(f"`fold_in` must be 'all', 'tune' or a positive integer, got {fold_in!r}")
-
-
 class LinearisedLaplace(GaussianMethod):
     """The linearised Laplace approximation in the feature space of :meth:`_features` (see the module docstring).
 
-    Besides the arguments of :class:`~ella.methods.base.GaussianMethod`:
-
     Args:
-        prior_precision: ``delta``; ``None`` tunes it (validation NLL; without validation data 1.0 for
-            classification, with a warning, and the evidence for regression).
-        prior_grid: the ``delta`` values searched (widened at an edge; see :mod:`ella.methods.search`).
-        noise_grid: the noise scales ``s`` searched for regression, ``sigma_c = s rho_c`` with ``rho_c`` the
-            MAP's RMSE of output ``c`` on the validation data.
-        fold_in: training points folded into the curvature: ``"all"``, a number (the first of a seeded random
-            order), or ``"tune"``: chosen with ``delta`` on validation NLL among tenths of the training set (the
-            ELLA paper's model selection).
+        model: the trained network ``g(x, theta_MAP)`` (eval mode), outputs ``(B, C)`` or an object with
+            ``logits``; never modified.
+        likelihood: ``"classification"`` or ``"regression"``.
+        tuning: the hyperparameters, each fixed or searched (:class:`~ella.methods.settings.Tuning`; default: all
+            searched, ``fold_in`` the subclass's :attr:`default_fold_in`). Without validation data a classifier's
+            ``delta`` is 1.0 (with a warning) and a regression's are set by the evidence.
+        predictive: the link, its Monte-Carlo samples and the batch size of prediction
+            (:class:`~ella.methods.settings.Predictive`; ``batch_size`` by default :attr:`default_batch_size`).
+        seed: seed of the method's randomness (the fold-in order, the ``"mc"`` link's draws, a subclass's own).
+        progress: show progress bars.
 
     Fitted: ``prior_precision_``, ``noise_`` (regression; ``noise_scale_`` is ``s``), ``num_folded_``, ``num_train_``,
     ``evals_`` and ``evecs_`` (the curvature's eigendecomposition, float64 whatever the model's dtype), ``basis_``
@@ -77,37 +85,57 @@ class LinearisedLaplace(GaussianMethod):
     """
 
     prior_precision_: float | None = None
+    #: ``fold_in`` where :class:`~ella.methods.settings.Tuning` leaves it as ``None``.
+    default_fold_in: str | int = "all"
+    #: ``batch_size`` where :class:`~ella.methods.settings.Predictive` leaves it as ``None``.
+    default_batch_size: int = 512
+
+    def __new__(cls, *args, **kwargs):
+        check_moved(cls, kwargs)  # an argument of earlier versions: where it went
+        return super().__new__(cls)
 
     def __init__(
         self,
-        model,
+        model: nn.Module,
         likelihood: str = "classification",
         *,
-        prior_precision: float | None = None,
-        prior_grid=None,
-        sigma_noise=None,
-        noise_grid=None,
-        fold_in="all",
-        link: str = "margin",
-        n_samples: int = 512,
+        tuning: Tuning | None = None,
+        predictive: Predictive | None = None,
         seed: int = 0,
-        batch_size: int = 512,
         progress: bool = True,
     ):
-        super().__init__(model, likelihood, link, n_samples, sigma_noise, seed, batch_size, progress)
-        self.prior_precision = None if prior_precision is None else check_float(prior_precision, "prior_precision")
-        self.prior_grid = DEFAULT_PRIOR_GRID if prior_grid is None else check_grid(prior_grid, "prior_grid")
-        self.noise_grid = DEFAULT_NOISE_GRID if noise_grid is None else check_grid(noise_grid, "noise_grid")
-        self.fold_in = check_fold_in(fold_in)
+        self.tuning = settings(Tuning, tuning, "tuning")
+        self.predictive = settings(Predictive, predictive, "predictive")
+        super().__init__(
+            model,
+            likelihood,
+            link=self.predictive.link,
+            n_samples=self.predictive.n_samples,
+            sigma_noise=self.tuning.sigma_noise,
+            seed=seed,
+            batch_size=self.predictive.batch_size or self.default_batch_size,
+            progress=progress,
+        )
+        # the tuning as the fit reads it: the defaults in place of what it leaves as None
+        self.prior_precision = self.tuning.prior_precision
+        grids = (self.tuning.prior_grid, DEFAULT_PRIOR_GRID), (self.tuning.noise_grid, DEFAULT_NOISE_GRID)
+        self.prior_grid, self.noise_grid = (
+            default if g is None else torch.tensor(g, dtype=torch.float64) for g, default in grids
+        )
+        self.fold_in = self.default_fold_in if self.tuning.fold_in is None else self.tuning.fold_in
+        if self.tuning.residual is not None and self.tuning.residual != "none" and not self._has_residual():
+            raise ValueError(f"`tuning.residual` = {self.tuning.residual!r}: {type(self).__name__} has no residual")
 
     # ---------------------------------------------------------------- what a subclass gives
     #: training inputs the door pass keeps for :meth:`_prepare` (ELLA's kernel points).
     kernel_points: int = 0
-    #: fold the likelihood curvature into the posterior (``False``: ``G = delta I``, the prior alone).
-    posterior_update: bool = True
     #: the options of :meth:`_isotropic` scored on validation NLL with the prior, the best kept (without validation
     #: data: the first); ``"none"`` adds nothing.
     isotropic_choices: tuple = ("none",)
+
+    def _has_residual(self) -> bool:
+        """Whether the features offer a residual (a ``tuning.residual`` to choose)."""
+        return False
 
     def _prepare(self, data: Survey, train_loader) -> None:
         """Fit what the features need (ELLA: the kernel's eigenfunctions on ``data.sample``)."""
@@ -199,7 +227,7 @@ class LinearisedLaplace(GaussianMethod):
         self.basis_ = factor_basis(self.evals_, self.evecs_, delta, s).to(self._dtype)
 
     def _fold_in_counts(self, n: int, has_val: bool) -> list[int]:
-        if not self.posterior_update:
+        if self.fold_in == 0:  # the prior alone
             return [0]
         if self.fold_in == "all" or (self.fold_in == "tune" and not has_val):
             return [n]
@@ -355,15 +383,9 @@ class LinearisedLaplace(GaussianMethod):
         aside). A subclass adds its own."""
         return {
             "likelihood": self.likelihood,
-            "prior_precision": self.prior_precision,
-            "prior_grid": self.prior_grid.tolist(),
-            "sigma_noise": self.sigma_noise,
-            "noise_grid": self.noise_grid.tolist(),
-            "fold_in": self.fold_in,
-            "link": self.link,
-            "n_samples": self.n_samples,
+            "tuning": self.tuning.as_dict(),
+            "predictive": self.predictive.as_dict(),
             "seed": self.seed,
-            "batch_size": self.batch_size,
         }
 
     def _fitted_meta(self) -> dict:
@@ -380,7 +402,20 @@ class LinearisedLaplace(GaussianMethod):
         ``(meta, tensors)``; ``given`` are the objects :meth:`load` was handed."""
         if given:
             raise TypeError(f"{cls.__name__}.load takes no {sorted(given)}")
-        return cls(model, **config, progress=False)
+        return cls(model, **cls._settings(config, where), progress=False)
+
+    @staticmethod
+    def _settings(config: dict, where: str) -> dict:
+        """``config`` with its ``tuning`` and ``predictive`` as the values (a ``ValueError`` naming the file for
+        settings a constructor would refuse)."""
+        try:
+            return {
+                **config,
+                "tuning": Tuning(**files.require(config, "tuning", dict, where)),
+                "predictive": Predictive(**files.require(config, "predictive", dict, where)),
+            }
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{where} is malformed: its settings: {e}") from None
 
     def save(self, path) -> None:
         """Write the fitted posterior (not the model) to ``path``: an :mod:`ella.files` file (tensors and JSON,
@@ -458,6 +493,8 @@ class LinearisedLaplace(GaussianMethod):
         version, meta, tensors = files.read(path, FORMAT, FORMAT_VERSION, map_location=next(model.parameters()).device)
         if version <= 5:  # ELLA's own layout before version 6
             meta, tensors = cls._upgrade(meta, tensors, where)
+        if version <= 6:  # every setting flat before version 7
+            meta = {**meta, "config": _nested(files.require(meta, "config", dict, where))}
         saved_model = files.require(meta, "model", dict, where)
         if saved_model.get("num_params") != num_parameters(model):
             raise ValueError(

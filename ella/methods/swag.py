@@ -154,7 +154,7 @@ class SWAG(Method):
         progress: bool = False,
     ):
         self.trajectory = _check_trajectory(trajectory)
-        super().__init__(averaged_model(trajectory), likelihood, batch_size, progress)
+        super().__init__(averaged_model(trajectory), likelihood, batch_size=batch_size, progress=progress)
         self.moments = swag_moments(trajectory, rank)
         self.rank, self.scale = rank, check_float(scale, "scale")
         self.num_samples = check_positive_int(num_samples, "num_samples")

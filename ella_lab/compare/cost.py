@@ -92,19 +92,26 @@ class PeakMemory:
         self.peak = max(self._max, end or 0) - self._start
 
 
+def timed(fn: Callable, *args, device=None, **kwargs):
+    """Call ``fn(*args, **kwargs)``; return ``(result, seconds)``, the wall-clock time of the call (the work queued
+    on a CUDA ``device`` synchronised)."""
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    device = torch.device(device) if device is not None else None
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return result, time.perf_counter() - start
+
+
 def measure(fn: Callable, *args, device=None, **kwargs):
     """Call ``fn(*args, **kwargs)``; return ``(result, seconds, peak_bytes)``.
 
-    ``seconds`` is the wall-clock time of the call (CUDA work synchronised) and ``peak_bytes`` the peak
-    memory increase (see :class:`PeakMemory`; ``None`` where it cannot be measured).
+    ``seconds`` is the wall-clock time of the call (:func:`timed`) and ``peak_bytes`` the peak memory increase
+    (see :class:`PeakMemory`; ``None`` where it cannot be measured).
     """
     memory = PeakMemory(device)
     with memory:
-        start = time.perf_counter()
-        result = fn(*args, **kwargs)
-        if memory.device.type == "cuda":
-            torch.cuda.synchronize(memory.device)
-        seconds = time.perf_counter() - start
+        result, seconds = timed(fn, *args, device=memory.device, **kwargs)
     return result, seconds, memory.peak
 
 

@@ -36,7 +36,9 @@ from ella.methods import (
     Method,
     NativeLaplaceELLA,
     NativeVaLLA,
+    Predictive,
     TemperatureScaling,
+    Tuning,
 )
 from ella.utils import num_parameters
 
@@ -227,10 +229,10 @@ def _laplace_torch_ella(problem, settings, progress) -> Method:
         problem.likelihood,
         k=settings.k,
         subsample_size=settings.nystrom_points,
-        prior_grid=settings.grid(),
-        link=settings.link,
         seed=problem.seed,
         progress=progress,
+        tuning=Tuning(prior_grid=settings.grid()),
+        predictive=Predictive(link=settings.link),
     )
 
 
@@ -245,25 +247,24 @@ def _exact(problem, settings, progress) -> Method:
     return ExactLLA(
         problem.model,
         problem.likelihood,
-        prior_grid=settings.grid(),
-        link=settings.link,
         max_params=settings.exact_max_params,
         seed=problem.seed,
         progress=progress,
+        tuning=Tuning(prior_grid=settings.grid()),
+        predictive=Predictive(link=settings.link),
     )
 
 
-def _ella(problem, settings, progress, **kwargs) -> Method:
+def _ella(problem, settings, progress, residual=None, **kwargs) -> Method:
     return ELLA(
         problem.model,
         problem.likelihood,
-        prior_grid=settings.grid(),
-        fold_in=settings.fold_in,
-        link=settings.link,
         kernel_points=settings.kernel_points,
         seed=problem.seed,
         progress=progress,
         **kwargs,
+        tuning=Tuning(prior_grid=settings.grid(), fold_in=settings.fold_in, residual=residual),
+        predictive=Predictive(link=settings.link),
     )
 
 

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ella import ELLA
 from ella.eigen import NeuralEF
-from ella.methods import MAP, GaussianMethod, Method
+from ella.methods import MAP, GaussianMethod, Method, Predictive, Tuning
 
 from tests.conftest import tiny_mlp
 
@@ -73,7 +73,7 @@ def test_each_row_is_predicted_alone_whatever_its_batch_mates(fitted):
         together = post.predict(x, link=link)
         apart = torch.cat([post.predict(x[i : i + 1], link=link) for i in range(len(x))])
         assert torch.allclose(together, apart, rtol=0, atol=1e-6), link
-    small = ELLA(post.model, solver=post.solver, progress=False, batch_size=5)
+    small = ELLA(post.model, solver=post.solver, progress=False, predictive=Predictive(batch_size=5))
     small.__dict__.update({k: v for k, v in vars(post).items() if k.endswith("_")})  # the same fitted posterior
     assert torch.allclose(small.predict(x, link="mc"), post.predict(x, link="mc"), rtol=0, atol=1e-6)
 
@@ -303,7 +303,7 @@ def test_shuffling_loaders_give_the_same_posterior_for_the_same_seed(fitted):
     for draw in range(2):
         torch.manual_seed(100 + draw)  # the caller's random state differs between the fits
         state = torch.random.get_rng_state()
-        post = ELLA(model, solver=NeuralEF(4, steps=10, progress=False), fold_in=60, progress=False)
+        post = ELLA(model, solver=NeuralEF(4, steps=10, progress=False), progress=False, tuning=Tuning(fold_in=60))
         fits.append(post.fit(loader, loader).predict(x[:20]))
         assert torch.equal(torch.random.get_rng_state(), state)  # and is left as it was
     assert torch.equal(fits[0], fits[1])

@@ -14,7 +14,7 @@ from ella import ELLA
 from ella.eigen import NeuralEF, Nystrom, SpIN
 from ella.functional import jacobians
 from ella.kernels import RBF, EmpiricalNTK, SGDTrajectoryKernel
-from ella.methods import ExactLLA, swa_model
+from ella.methods import ExactLLA, Predictive, Tuning, swa_model
 from ella.posterior import fit_trace_model, trace_design
 from ella.predictive import hessian_factor
 
@@ -57,7 +57,7 @@ def classifier():
 def test_full_rank_ella_is_the_exact_linearised_laplace(classifier):
     model, x, y = classifier
     x_test = torch.randn(7, 3, dtype=torch.float64)
-    post = ELLA(model, solver=Nystrom(31, 40), prior_precision=0.5, progress=False).fit(loader(x, y))
+    post = ELLA(model, solver=Nystrom(31, 40), progress=False, tuning=Tuning(prior_precision=0.5)).fit(loader(x, y))
     mean, cov = post.predictive_moments(x_test)
     assert torch.allclose(cov, exact_lla_covariance(model, x, x_test, "classification", 0.5), rtol=1e-6, atol=1e-9)
     assert torch.allclose(mean, model(x_test).detach())
@@ -66,9 +66,9 @@ def test_full_rank_ella_is_the_exact_linearised_laplace(classifier):
 def test_full_rank_ella_is_the_exact_linearised_laplace_for_regression():
     model = tiny_mlp(in_features=2, hidden=5, out_features=1, seed=3)  # P = 21
     x, y = make_data(model, 30, seed=2, regression=True)
-    post = ELLA(model, "regression", solver=Nystrom(21, 30), prior_precision=2.0, sigma_noise=0.3, progress=False).fit(
-        loader(x, y)
-    )
+    post = ELLA(
+        model, "regression", solver=Nystrom(21, 30), progress=False, tuning=Tuning(prior_precision=2.0, sigma_noise=0.3)
+    ).fit(loader(x, y))
     x_test = torch.randn(5, 2, dtype=torch.float64)
     exact = exact_lla_covariance(model, x, x_test, "regression", 2.0, 0.3)
     mean, var = post.predict(x_test)
@@ -79,9 +79,9 @@ def test_neuralef_ella_approaches_the_exact_top_k_posterior(classifier):
     model, x, y = classifier
     k = 6
     solver = NeuralEF(k, steps=1500, batch_size=40, lr=3e-3, progress=False)
-    post = ELLA(model, kernel=EmpiricalNTK(model, "exact"), solver=solver, prior_precision=1.0, progress=False).fit(
-        loader(x, y)
-    )
+    post = ELLA(
+        model, kernel=EmpiricalNTK(model, "exact"), solver=solver, progress=False, tuning=Tuning(prior_precision=1.0)
+    ).fit(loader(x, y))
     # reference: Psi from the exact top-k eigendecomposition of the N*C x N*C NTK Gram matrix
     J = jacobians(model, x).flatten(0, 1)
     evals, evecs = torch.linalg.eigh(J @ J.T)
@@ -106,9 +106,8 @@ def test_residual_adds_the_left_out_prior_variance(classifier):
             model,
             kernel=EmpiricalNTK(model, "exact"),
             solver=Nystrom(10, 40),
-            prior_precision=0.5,
-            residual=residual,
             progress=False,
+            tuning=Tuning(prior_precision=0.5, residual=residual),
         ).fit(loader(x, y))
 
     plain, post = fit("none"), fit(1)
@@ -143,7 +142,10 @@ def test_residual_adds_the_left_out_prior_variance(classifier):
     assert torch.allclose(
         mean.residual_variance(x_test), (traces.mean() - psi.pow(2).sum((1, 2))).clamp_min(0) / 3 / 0.5, rtol=1e-8
     )
-    assert ELLA(model, residual_samples=0).residual == "none" and ELLA(model, residual_samples=4).residual == 4
+    assert (
+        ELLA(model, tuning=Tuning(residual="none")).residual == "none"
+        and ELLA(model, tuning=Tuning(residual=4)).residual == 4
+    )
 
 
 def test_auto_residual_is_the_better_of_none_and_mean_on_validation(classifier):
@@ -152,7 +154,11 @@ def test_auto_residual_is_the_better_of_none_and_mean_on_validation(classifier):
 
     def fit(residual):
         return ELLA(
-            model, kernel=EmpiricalNTK(model, "exact"), solver=Nystrom(4, 40), residual=residual, progress=False
+            model,
+            kernel=EmpiricalNTK(model, "exact"),
+            solver=Nystrom(4, 40),
+            progress=False,
+            tuning=Tuning(residual=residual),
         ).fit(loader(x, y), val_loader=loader(x_val, y_val))
 
     auto, none, mean, learned = fit("auto"), fit("none"), fit("mean"), fit("learned")
@@ -176,9 +182,8 @@ def test_residual_estimate_is_unbiased(classifier):
                 model,
                 kernel=EmpiricalNTK(model, estimator),
                 solver=Nystrom(4, 40),
-                prior_precision=1.0,
-                residual=samples,
                 progress=False,
+                tuning=Tuning(prior_precision=1.0, residual=samples),
             )
             .fit(loader(x, y))
             .residual_variance(x_test)
@@ -193,7 +198,7 @@ def test_prior_and_fold_in_are_chosen_on_validation_nll_and_the_model_is_untouch
     before = {n: (p.detach().clone(), p._version) for n, p in model.named_parameters()}
     xv, yv = make_data(model, 30, seed=5)
     kernel = EmpiricalNTK(model, "fd", num_samples=64)  # the finite-difference path perturbs the weights
-    post = ELLA(model, kernel=kernel, solver=Nystrom(5), fold_in="tune", progress=False).fit(
+    post = ELLA(model, kernel=kernel, solver=Nystrom(5), progress=False, tuning=Tuning(fold_in="tune")).fit(
         loader(x, y), loader(xv, yv)
     )
     scores = post.search_.scores
@@ -280,9 +285,16 @@ def test_overfit_regression_tunes_the_noise_on_validation_data():
 
     exact = ExactLLA(model, "regression", progress=False).fit(loader(x, y), loader(xv, yv))
     # every training point folded in, as exact LLA does
-    post = ELLA(model, "regression", k=20, solver="nystrom", fold_in="all", progress=False)
+    post = ELLA(model, "regression", k=20, solver="nystrom", progress=False, tuning=Tuning(fold_in="all"))
     post.fit(loader(x, y), loader(xv, yv))
-    stale = ELLA(model, "regression", k=20, solver="nystrom", sigma_noise=train_rmse, fold_in="all", progress=False)
+    stale = ELLA(
+        model,
+        "regression",
+        k=20,
+        solver="nystrom",
+        progress=False,
+        tuning=Tuning(sigma_noise=train_rmse, fold_in="all"),
+    )
     stale.fit(loader(x, y), loader(xv, yv))
     assert float(post.noise_[0]) > 10 * train_rmse
     assert abs(nll(post) - nll(exact)) < 0.1 * abs(nll(exact))
@@ -317,7 +329,12 @@ def test_save_load_round_trip(classifier, tmp_path):
         ("nystrom", 3),
     ):
         post = ELLA(
-            model, k=4, kernel=EmpiricalNTK(model, num_samples=32), solver=solver, residual=residual, progress=False
+            model,
+            k=4,
+            kernel=EmpiricalNTK(model, num_samples=32),
+            solver=solver,
+            progress=False,
+            tuning=Tuning(residual=residual),
         )
         post.fit(loader(x, y))
         post.save(tmp_path / "post.pt")
@@ -340,7 +357,7 @@ def test_save_load_round_trip(classifier, tmp_path):
 
 def test_loading_checks_the_model_and_the_file(classifier, tmp_path):
     model, x, y = classifier
-    post = ELLA(model, k=4, solver="nystrom", prior_precision=1.0, progress=False).fit(loader(x, y))
+    post = ELLA(model, k=4, solver="nystrom", progress=False, tuning=Tuning(prior_precision=1.0)).fit(loader(x, y))
     path = tmp_path / "post.pt"
     post.save(path)
     with pytest.raises(ValueError, match="different weights or buffers"):
@@ -383,22 +400,26 @@ def test_bad_input_is_rejected_before_work(classifier):
     with pytest.raises(RuntimeError, match="fit"):
         ELLA(model).predict(x)
     with pytest.raises(ValueError, match="link"):
-        ELLA(model, link="softmax")
+        ELLA(model, predictive=Predictive(link="softmax"))
     with pytest.raises(ValueError, match="must equal the k = 3 of the `solver`"):
         ELLA(model, k=4, solver=Nystrom(3))
-    with pytest.raises(ValueError, match="`residual_samples` must be an integer >= 0"):
-        ELLA(model, residual_samples=-1)
-    with pytest.raises(ValueError, match="`residual` must be one of"):
-        ELLA(model, residual="trace")
-    with pytest.raises(ValueError, match="`residual` must be a positive integer"):
-        ELLA(model, residual=0)
-    with pytest.raises(ValueError, match="`residual` = 4 needs the NTK kernel"):
-        ELLA(model, kernel=SGDTrajectoryKernel(record()[0]), residual_samples=4)
+    for residual in (-1, 0, "trace", 2.5):
+        with pytest.raises(ValueError, match=r"`residual` must be one of \('auto', 'learned', 'mean', 'none'\)"):
+            Tuning(residual=residual)
+    with pytest.raises(ValueError, match="`tuning.residual` = 4 needs the NTK kernel"):
+        ELLA(model, kernel=SGDTrajectoryKernel(record()[0]), tuning=Tuning(residual=4))
     assert ELLA(model, kernel=SGDTrajectoryKernel(record()[0])).isotropic_choices == ("none",)  # "auto": none
     with pytest.raises(ValueError, match="`residual_variance` needs a residual"):
-        ELLA(model, k=2, solver="nystrom", residual="none", progress=False).fit(loader(x, y)).residual_variance(x)
+        ELLA(model, k=2, solver="nystrom", progress=False, tuning=Tuning(residual="none")).fit(
+            loader(x, y)
+        ).residual_variance(x)
     with pytest.raises(TypeError, match="unexpected keyword"):
         ELLA(model, kernel_kwargs={"estimator": "fd"})  # settings travel in the kernel and solver objects
+    other = tiny_mlp(in_features=3, hidden=4, out_features=3, seed=5)  # the same architecture, other weights
+    with pytest.raises(ValueError, match="`kernel` is built on another network than `model`"):
+        ELLA(model, kernel=EmpiricalNTK(other))
+    with pytest.raises(ValueError, match="`solver` is built on another network than `model`"):
+        ELLA(model, solver=NeuralEF(4, model=other))
 
 
 def test_ella_runs_with_a_spin_feature_map():
@@ -407,7 +428,7 @@ def test_ella_runs_with_a_spin_feature_map():
     x = torch.randn(48, 3, dtype=torch.float64, generator=g)
     y = torch.randint(0, 3, (48,), generator=g)
     solver = SpIN(4, steps=40, batch_size=16, seed=0, progress=False)
-    post = ELLA(model, solver=solver, prior_precision=1.0, progress=False)
+    post = ELLA(model, solver=solver, progress=False, tuning=Tuning(prior_precision=1.0))
     post.fit(DataLoader(TensorDataset(x, y), batch_size=16))
     probs = post.predict(x[:5])
     assert probs.shape == (5, 3) and torch.allclose(probs.sum(1), torch.ones(5, dtype=probs.dtype))
@@ -425,11 +446,10 @@ def test_ella_without_update_is_the_trajectory_gp_scaled_by_one_over_delta():
         "regression",
         kernel=kernel,
         solver=Nystrom(M - 1, len(x)),
-        prior_precision=2.0,
-        sigma_noise=0.1,
         progress=False,
+        tuning=Tuning(prior_precision=2.0, sigma_noise=0.1),
     ).fit(loader(x, y, 10))
-    assert not post.posterior_update and post.name == "ella_sgd_trajectory_nystrom"
+    assert post.fold_in == 0 and post.name == "ella_sgd_trajectory_nystrom"
     mean, cov = post.predictive_moments(x)
     K = direct_covariance(traj, x, x)  # C = 1: Nystrom on all N rows is the exact eigendecomposition
     assert torch.allclose(cov[:, 0, 0], K.diagonal() / 2.0, rtol=1e-8, atol=1e-14)
@@ -440,10 +460,8 @@ def test_ella_without_update_is_the_trajectory_gp_scaled_by_one_over_delta():
         "regression",
         kernel=kernel,
         solver=Nystrom(M - 1, len(x)),
-        prior_precision=2.0,
-        sigma_noise=0.1,
         progress=False,
-        posterior_update=True,
+        tuning=Tuning(prior_precision=2.0, sigma_noise=0.1, fold_in="tune"),
     ).fit(loader(x, y, 10))
     psi = upd.feature_map(x)[:, 0, :]
     G = psi.T @ psi / 0.01 + 2.0 * torch.eye(M - 1, dtype=torch.float64)
@@ -468,12 +486,12 @@ def test_ella_sgd_trajectory_tunes_the_scale_and_round_trips(tmp_path):
     with pytest.raises(ValueError, match="SGDTrajectoryKernel kernel: pass it as `kernel`"):
         ELLA.load(tmp_path / "post.pt", model)
     back = ELLA.load(tmp_path / "post.pt", model, kernel=kernel)
-    assert back.kernel is kernel and back.posterior_update is False
+    assert back.kernel is kernel and back.fold_in == 0 and back.tuning == post.tuning
     assert torch.allclose(back.predict(x), post.predict(x), atol=1e-12)
     with pytest.raises(ValueError, match="kernel"):
         ELLA(model, kernel="sgd-trajectory")
-    with pytest.raises(ValueError, match="posterior_update"):
-        ELLA(model, posterior_update="yes")
+    with pytest.raises(TypeError, match=r"'posterior_update': fold in no training point instead: .*fold_in=0"):
+        ELLA(model, posterior_update=False)
 
 
 class TokenModel(nn.Module):
@@ -514,9 +532,14 @@ def test_dict_batches_and_logits_outputs_give_the_exact_linearised_laplace():
     J = jacobians(model, x).flatten(0, 1)
     rank = int(torch.linalg.matrix_rank(J))  # ELLA with every direction the data see is the exact LLA on them
     post = ELLA(
-        model, k=rank, kernel=EmpiricalNTK(model, "exact"), solver="exact", prior_precision=0.5, progress=False
+        model,
+        k=rank,
+        kernel=EmpiricalNTK(model, "exact"),
+        solver="exact",
+        progress=False,
+        tuning=Tuning(prior_precision=0.5),
     ).fit(train)
-    exact = ExactLLA(model, prior_precision=0.5, progress=False).fit(train)
+    exact = ExactLLA(model, progress=False, tuning=Tuning(prior_precision=0.5)).fit(train)
     assert torch.allclose(post.predictive_moments(x)[1], exact.predictive_moments(x)[1], rtol=1e-6, atol=1e-9)
     for solver in ("neuralef", "nystrom"):  # the default solvers run on these inputs too
         probs = ELLA(model, k=4, solver=solver, progress=False).fit(train, DataLoader(Tokens(20, 1), batch_size=8))
@@ -557,7 +580,7 @@ def _edited(path, tmp_path, meta_change=None, tensor_change=None):
             None,
             "rows of 10,000,000,000 entries",
         ),
-        (lambda m: m["config"].update(link="logit"), None, "`link` must be one of"),
+        (lambda m: m["config"]["predictive"].update(link="logit"), None, "its settings: `link` must be one of"),
         (lambda m: m["features"]["kernel"]["config"].update(num_samples=-3), None, "its kernel settings"),
         (
             None,
@@ -576,7 +599,7 @@ def test_an_edited_file_with_a_recomputed_checksum_is_refused(
     classifier, tmp_path, meta_change, tensor_change, message
 ):
     model, x, y = classifier
-    post = ELLA(model, k=4, solver="nystrom", prior_precision=1.0, progress=False).fit(loader(x, y))
+    post = ELLA(model, k=4, solver="nystrom", progress=False, tuning=Tuning(prior_precision=1.0)).fit(loader(x, y))
     post.save(tmp_path / "post.pt")
     edited = _edited(tmp_path / "post.pt", tmp_path, meta_change, tensor_change)
     with pytest.raises(ValueError, match=re.escape(message)) as raised:
@@ -601,53 +624,51 @@ def test_the_default_k_adapts_to_the_kernels_numerical_rank(tmp_path):
         ELLA(model, "regression", k=20, progress=False).fit(loader(x, y), loader(x[:50] + 0.01, y[:50]))
 
 
-def test_the_configuration_round_trips_and_version_5_files_are_still_read(tmp_path):
-    """Every constructor argument comes back (version 5 dropped the grids and the noise), and a file in version 5's
-    layout (the kernel and solver beside the configuration) loads to the same predictions."""
+def test_the_configuration_round_trips_and_version_5_and_6_files_are_still_read(tmp_path):
+    """Every constructor argument comes back; a file in version 6's layout (every setting flat) and one in version
+    5's (the kernel and solver beside the configuration, without the grids and the noise) load to the same
+    predictions."""
     import json
 
     from ella import files
 
     model = tiny_mlp(in_features=2, hidden=5, out_features=2, seed=3)
     x, y = make_data(model, 40, seed=2, regression=True)
+    tuning = Tuning(prior_grid=[5.0, 0.5], sigma_noise=[0.2, 0.3], fold_in=20, residual="none")
+    predictive = Predictive(batch_size=7)
     post = ELLA(
         model,
         "regression",
         k=6,
         solver="nystrom",
-        prior_grid=[0.5, 5.0],
-        sigma_noise=[0.2, 0.3],
-        fold_in=20,
-        residual="none",
         kernel=EmpiricalNTK(model, num_samples=16),
+        kernel_points=30,
+        tuning=tuning,
+        predictive=predictive,
         progress=False,
     )
     post.fit(loader(x, y), loader(x[:20], y[:20]))
     post.save(tmp_path / "post.pt")
     back = ELLA.load(tmp_path / "post.pt", model)
-    assert back._config() == post._config()
-    assert back._config()["prior_grid"] == [0.5, 5.0] and back.sigma_noise == [0.2, 0.3] and back.fold_in == 20
+    assert back._config() == post._config() and back.tuning == tuning and back.predictive == predictive
+    assert back.tuning.prior_grid == (0.5, 5.0) and back.sigma_noise == (0.2, 0.3) and back.fold_in == 20
+    assert back.kernel_points == 30 and back.batch_size == 7
     assert torch.equal(back.predict(x)[1], post.predict(x)[1])
-    # the same posterior in version 5's layout
+    # the same posterior in version 6's layout: every setting flat
     state = torch.load(tmp_path / "post.pt", weights_only=True)
     meta, tensors = json.loads(state["meta"]), state["tensors"]
+    nested = meta["config"]
+    flat = {key: value for key, value in nested.items() if key not in ("tuning", "predictive")}
+    flat.update(**nested["tuning"], **nested["predictive"], posterior_update=True)
+    files.write(tmp_path / "v6.pt", "ella-posterior", 6, {**meta, "config": flat}, tensors)
+    six = ELLA.load(tmp_path / "v6.pt", model)
+    assert six.tuning == tuning and six.predictive == predictive
+    assert torch.equal(six.predict(x)[1], post.predict(x)[1])
+    # and in version 5's
     features, feature_tensors = meta.pop("features"), tensors.pop("features")
+    keys = ("likelihood", "k", "link", "n_samples", "seed", "fold_in", "residual", "posterior_update", "kernel_points")
     meta = {
-        "config": {
-            key: meta["config"][key]
-            for key in (
-                "likelihood",
-                "k",
-                "link",
-                "n_samples",
-                "seed",
-                "fold_in",
-                "residual",
-                "posterior_update",
-                "kernel_points",
-                "batch_size",
-            )
-        },
+        "config": {key: flat[key] for key in (*keys, "batch_size")},
         "kernel": features["kernel"],
         "solver": features["solver"],
         "model": meta["model"],

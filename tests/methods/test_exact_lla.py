@@ -10,6 +10,7 @@ from torch.func import functional_call
 from torch.nn.utils import parameters_to_vector
 from torch.utils.data import DataLoader, TensorDataset
 
+from ella.methods import Predictive, Tuning
 from ella.methods.exact_lla import ExactLLA
 from ella.predictive import covariance_factor, link_probs
 from ella.utils import trainable_parameters, unflatten_like
@@ -60,7 +61,7 @@ def test_ggn_and_predictive_equal_dense_reference(problem):
     model, x, y, _, _, xt = problem
     delta = 0.7
     ggn_ref, cov_ref = reference_covariance(model, x, xt, delta)
-    post = ExactLLA(model, prior_precision=delta, progress=False).fit(loader(x, y))
+    post = ExactLLA(model, progress=False, tuning=Tuning(prior_precision=delta)).fit(loader(x, y))
     eye = torch.eye(len(ggn_ref), dtype=torch.float64)
     assert torch.allclose(post.posterior_precision, ggn_ref + delta * eye, rtol=1e-10, atol=1e-12)
     mean, cov = post.predictive_moments(xt)
@@ -76,14 +77,18 @@ def test_regression_variance_includes_noise(problem):
     model, x, _, _, _, xt = problem
     g = torch.Generator().manual_seed(1)
     y = torch.randn(len(x), 3, generator=g, dtype=torch.float64)
-    post = ExactLLA(model, "regression", prior_precision=2.0, sigma_noise=0.3, progress=False).fit(loader(x, y))
+    post = ExactLLA(model, "regression", progress=False, tuning=Tuning(prior_precision=2.0, sigma_noise=0.3)).fit(
+        loader(x, y)
+    )
     _, cov_ref = reference_covariance(model, x, xt, 2.0, "regression", sigma=0.3)
     mean, var = post.predict(xt)
     assert torch.allclose(var, cov_ref.diagonal(dim1=1, dim2=2) + 0.09, rtol=1e-8)
     # sigma_noise=None and validation data: the noise scale s (sigma_c = s rho_c) on validation NLL
     yv = torch.randn(25, 3, generator=g, dtype=torch.float64)
     xv = torch.randn(25, 3, generator=g, dtype=torch.float64)
-    est = ExactLLA(model, "regression", prior_precision=2.0, progress=False).fit(loader(x, y), loader(xv, yv))
+    est = ExactLLA(model, "regression", progress=False, tuning=Tuning(prior_precision=2.0)).fit(
+        loader(x, y), loader(xv, yv)
+    )
     rho = (model(xv).detach() - yv).pow(2).mean(0).sqrt()
     assert torch.allclose(est.noise_, est.noise_scale_ * rho, rtol=1e-12)
     scores = est.search_.scores[0, 0]  # (noise grid,), the validation NLL of each s
@@ -93,7 +98,7 @@ def test_regression_variance_includes_noise(problem):
 def test_prior_tuned_on_validation_nll_over_the_grid(problem):
     model, x, y, xv, yv, _ = problem
     grid = [1e-2, 1e-1, 1.0, 10.0, 100.0]
-    post = ExactLLA(model, prior_grid=grid, progress=False).fit(loader(x, y), loader(xv, yv))
+    post = ExactLLA(model, progress=False, tuning=Tuning(prior_grid=grid)).fit(loader(x, y), loader(xv, yv))
     nlls = []
     for delta in grid:  # the reference: dense covariance -> margin link -> mean NLL
         _, cov = reference_covariance(model, x, xv, delta)
@@ -110,7 +115,7 @@ def test_refuses_large_networks_before_any_work(problem):
     with pytest.raises(ValueError, match=r"P = 59 .*max_params.* = 50"):
         ExactLLA(model, max_params=50)
     with pytest.raises(ValueError, match="link"):
-        ExactLLA(model, link="sigmoid")
+        ExactLLA(model, predictive=Predictive(link="sigmoid"))
     with pytest.raises(RuntimeError, match="not fitted"):
         ExactLLA(model).predict(problem[5])
 
@@ -122,7 +127,7 @@ def test_a_float32_network_gets_the_float64_posterior():
     grid = torch.linspace(-12, 12, 200)[:, None]
     variances = []
     for net in (model, copy.deepcopy(model).double()):
-        post = ExactLLA(net, "regression", prior_precision=1e-4, sigma_noise=0.1, progress=False)
+        post = ExactLLA(net, "regression", progress=False, tuning=Tuning(prior_precision=1e-4, sigma_noise=0.1))
         post.fit(
             DataLoader(
                 TensorDataset(x.to(next(net.parameters()).dtype), y.to(next(net.parameters()).dtype)), batch_size=50
@@ -141,20 +146,17 @@ def test_save_and_load_give_the_same_predictions_and_configuration(problem, like
     post = ExactLLA(
         model,
         likelihood,
-        prior_grid=[0.1, 1.0, 10.0],
-        noise_grid=[0.5, 1.0, 2.0],
-        fold_in="tune",
-        link="probit",
-        n_samples=64,
         seed=3,
-        batch_size=4,
         max_params=100,
         progress=False,
+        tuning=Tuning(prior_grid=[0.1, 1.0, 10.0], noise_grid=[0.5, 1.0, 2.0], fold_in="tune"),
+        predictive=Predictive(link="probit", n_samples=64, batch_size=4),
     )
     post.fit(loader(x, y), loader(xv, yv))
     post.save(tmp_path / "exact.pt")
     back = ExactLLA.load(tmp_path / "exact.pt", model)
-    assert back._config() == post._config() and back._config()["prior_grid"] == [0.1, 1.0, 10.0]
+    assert back._config() == post._config() and back.tuning.prior_grid == (0.1, 1.0, 10.0)
+    assert back.predictive == post.predictive and back.seed == 3 and back.max_params == 100
     for name in ("prior_precision_", "noise_scale_", "num_folded_", "num_train_", "isotropic_", "fit_seconds_"):
         assert getattr(back, name) == getattr(post, name), name
     assert back.search_.index == post.search_.index and torch.equal(back.search_.scores, post.search_.scores)

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from ella.methods import ELLA, Predictive, Tuning
 from ella.methods.laplace_ella import LaplaceTorchELLA
 from ella.predictive import covariance_factor, link_probs
 
@@ -55,10 +56,16 @@ def test_laplace_torch_ella_regression_adds_the_tuned_noise(small_classifier):
     assert torch.allclose(var, cov.diagonal(dim1=1, dim2=2) + m.noise_**2, rtol=1e-5)
 
 
-def test_saving_says_why_it_cannot(small_classifier, tmp_path):
-    model, x, y, *_ = small_classifier
-    post = LaplaceTorchELLA(model, k=4, subsample_size=50, prior_precision=1.0, progress=False)
-    post.fit(DataLoader(TensorDataset(x, y), batch_size=40))
-    with pytest.raises(TypeError, match="LaplaceTorchELLA cannot be saved"):
-        post.save(tmp_path / "post.pt")
-    assert not (tmp_path / "post.pt").exists()
+def test_it_saves_and_loads_to_the_same_predictions_without_laplace_torchs_object(small_classifier, tmp_path):
+    model, x, y, xv, yv, xt = small_classifier
+    tuning, predictive = Tuning(prior_grid=[0.1, 1.0, 10.0]), Predictive(link="probit", batch_size=9)
+    post = LaplaceTorchELLA(model, k=4, subsample_size=50, tuning=tuning, predictive=predictive, progress=False)
+    post.fit(loader(x, y), loader(xv, yv))
+    post.save(tmp_path / "post.pt")
+    back = LaplaceTorchELLA.load(tmp_path / "post.pt", model)
+    assert back.la_ is None and torch.equal(back.directions_, post.directions_)  # the whole feature map
+    assert back._config() == post._config() and back.tuning == tuning and back.predictive == predictive
+    assert back.k == 4 and back.subsample_size == 50 and back.prior_precision_ == post.prior_precision_
+    assert torch.equal(back.predict(xt), post.predict(xt))
+    with pytest.raises(ValueError, match="holds a posterior of 'LaplaceTorchELLA', not of ELLA"):
+        ELLA.load(tmp_path / "post.pt", model)

@@ -3,6 +3,7 @@ exact references they are checked against, and the diagnostics that compare them
 :class:`EigenSolver` contract."""
 
 from .diagnostics import EigenComparison, compare
+from .eigenmap import NeuralEigenmap
 from .exact import ExactEigen, RBFGaussianEigen
 from .nets import EigenfunctionNet, eigenfunction_net
 from .neuralef import NeuralEF, neuralef_loss
@@ -15,6 +16,7 @@ __all__ = [
     "RankError",
     "REGISTRY",
     "NeuralEF",
+    "NeuralEigenmap",
     "SpIN",
     "Nystrom",
     "ExactEigen",

@@ -77,7 +77,8 @@ class EigenfunctionNet(nn.Module):
     def __init__(self, body: nn.Module, num_outputs: int, k: int):
         super().__init__()
         self.body, self.num_outputs, self.k = body, num_outputs, k
-        self.norm = L2BatchNorm(k)
+        first = next(body.parameters(), None)  # the norm's statistics in the body's dtype, on its device
+        self.norm = L2BatchNorm(k) if first is None else L2BatchNorm(k).to(device=first.device, dtype=first.dtype)
 
     def raw(self, x) -> torch.Tensor:
         """Unnormalised outputs, shape ``(B, C, k)``."""

@@ -25,7 +25,26 @@ from ..checks import check_bool
 from ..kernels.base import FeatureKernel, Kernel
 from ..utils import progress, seeded_generator
 from .nets import NetworkSolver
-from .rayleigh import batch_moments, diagonal_blocks, gram_blocks, index_batches, operator_moments, rayleigh_quotients
+from .rayleigh import (
+    batch_moments,
+    diagonal_blocks,
+    gram_blocks,
+    index_batches,
+    operator_moments,
+    paired_quotients,
+    rayleigh_quotients,
+)
+
+#: the least denominator ``sg(R_ii)`` of the penalty, relative to the largest ``|R_jj|``: a guard against division
+#: by zero for a positive semi-definite kernel, whose Rayleigh quotients are never negative.
+PSD_FLOOR = 1e-12
+#: the same for an indefinite kernel (a graph's normalised adjacency): there a random start has quotients near zero
+#: or below, whose reciprocals blow the first steps up (on a 600-node block model every eigenfunction but the first
+#: was lost); 1% of the top keeps the penalty's weight bounded, and the top k must lie above it.
+INDEFINITE_FLOOR = 1e-2
+#: view pairs at least behind the eigenvalues of a kernel known through pairs of views (the standard error of each
+#: quotient about 1 / sqrt(PAIRED_SAMPLES))
+PAIRED_SAMPLES = 2**15
 
 
 def neuralef_loss(
@@ -37,6 +56,7 @@ def neuralef_loss(
     balanced: bool = False,
     batch: int | None = None,
     reduce=None,
+    floor: float = PSD_FLOOR,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The NeuralEF loss (to minimise) for a batch ``psi`` of shape ``(B, C, k)``; also returns ``diag(R)``.
 
@@ -45,6 +65,8 @@ def neuralef_loss(
     ``balanced`` maximises ``sum_j [R_jj - 2 sum_{i<j} R_ij^2 / sg(R_ii)] / sg(R_jj)`` instead (see
     :class:`NeuralEF`); the maximisers are the same eigenfunctions. When the batch's rows are split across
     processes, ``batch`` is its whole number of inputs and ``reduce`` sums the moments over the processes.
+    The denominators ``sg(R_ii)`` are at least ``floor`` times the largest ``|R_jj|`` (:data:`PSD_FLOOR`, or
+    :data:`INDEFINITE_FLOOR` for a kernel that is not positive semi-definite).
     """
     B, C, k = psi.shape
     B = batch or B
@@ -53,9 +75,17 @@ def neuralef_loss(
     full, full_sg, diag, diag_sg = batch_moments(psi, phi, gram, blocks, reduce)
     R = rayleigh_quotients(full, diag, B, C, num_data)  # psi_i^T K psi_j
     R_sg = rayleigh_quotients(full_sg, diag_sg, B, C, num_data)  # sg(psi_i)^T K psi_j
+    return neuralef_objective(R, R_sg, balanced, floor)
+
+
+def neuralef_objective(
+    R: torch.Tensor, R_sg: torch.Tensor, balanced: bool = False, floor: float = PSD_FLOOR
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The NeuralEF loss (to minimise) from the Rayleigh quotients ``R`` ``(k, k)`` and ``R_sg`` (the same with
+    ``sg(psi_i)``); also returns ``diag(R)``. See :func:`neuralef_loss`."""
     eigenvalues = R.diagonal()
     scale = eigenvalues.detach().abs().max().clamp_min(1e-30)
-    denom = eigenvalues.detach().clamp_min(1e-12 * scale)
+    denom = eigenvalues.detach().clamp_min(floor * scale)
     penalty = (torch.triu(R_sg, diagonal=1) ** 2 / denom[:, None]).sum(0)  # sum_{i<j} R_ij^2 / sg(R_ii), per j
     if balanced:  # each term on the scale of its own eigenvalue; overlaps with earlier psi_i cost mu_i
         return -((eigenvalues - 2 * penalty) / denom).sum(), eigenvalues.detach()
@@ -137,29 +167,30 @@ class NeuralEF(NetworkSolver):
         N = batches.num_rows(x)
         num_data = None if self.population else N
         net = self._initial_net(x, C, kernel)
+        B = min(self.batch_size, N)
+        floor = PSD_FLOOR if kernel.positive_semidefinite else INDEFINITE_FLOOR
+        if kernel.paired:  # no Gram block: two views of each clean input of a batch, the augmentations seeded
+            with torch.random.fork_rng(devices=[] if batches.device(x).type == "cpu" else [batches.device(x)]):
+                torch.manual_seed(self.seed)
+                return self._fit_paired(kernel, x, net, B, C, floor)
         z = net.trained_input(x)  # a head on a frozen model reads hidden features computed once, not a forward
         phi = kernel.features(x) if isinstance(kernel, FeatureKernel) else None
         blocks = diagonal_blocks(phi) if phi is not None else None
-        B = min(self.batch_size, N)
         # full batches of a Gram-block kernel: the block is the same every step, so form it once (the loss
         # does not depend on the order of the rows)
         full_gram = kernel.gram(x) if phi is None and B == N else None
-        opt = torch.optim.Adam(net.parameters(), lr=self.lr)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / self.steps)))
         order = index_batches(N, B, seeded_generator(self.seed), batches.device(x), shuffle=full_gram is None)
-        ema, history = None, []
         # with features and several processes, each takes every R-th row of a batch; the moments and the gradients
         # are summed over them, so every process takes the step of the whole batch
         split = distributed.shared() and phi is not None
-        net.train()
-        bar = progress(range(self.steps), self.progress, "NeuralEF")
-        for _, idx in zip(bar, order):
+
+        def batch_loss(idx):
             if split:  # the L2 batch norm over the rows of every process
                 rows = distributed.my_rows(idx)
                 raw = net.raw_from(batches.take(z, rows))
                 square = distributed.total_with_grad(raw.pow(2).sum(dim=(0, 1))) / (len(idx) * C)
                 psi = raw / square.add(net.norm.eps).sqrt()
-                loss, eig = neuralef_loss(
+                return neuralef_loss(
                     psi,
                     phi=phi[rows],
                     blocks=blocks[rows],
@@ -168,19 +199,32 @@ class NeuralEF(NetworkSolver):
                     batch=len(idx),
                     reduce=distributed.total_with_grad,
                 )
-            elif phi is not None:
-                psi = net.norm(net.raw_from(batches.take(z, idx)))
-                loss, eig = neuralef_loss(
-                    psi, phi=phi[idx], blocks=blocks[idx], num_data=num_data, balanced=self.balanced
-                )
-            else:
-                psi = net.norm(net.raw_from(batches.take(z, idx)))
-                gram = full_gram if full_gram is not None else kernel.gram(batches.take(x, idx))
-                loss, eig = neuralef_loss(psi, gram=gram.to(psi.dtype), num_data=num_data, balanced=self.balanced)
+            psi = net.norm(net.raw_from(batches.take(z, idx)))
+            if phi is not None:
+                return neuralef_loss(psi, phi=phi[idx], blocks=blocks[idx], num_data=num_data, balanced=self.balanced)
+            gram = full_gram if full_gram is not None else kernel.gram(batches.take(x, idx))
+            return neuralef_loss(psi, gram=gram.to(psi.dtype), num_data=num_data, balanced=self.balanced, floor=floor)
+
+        self._train(net, order, batch_loss, distributed.whole_gradient if split else None)
+        self.num_outputs_, self.input_spec_ = C, batches.spec(x)
+        self.eigenvalues_ = self._refine(kernel, x, z, phi, num_data)
+        return self
+
+    def _train(self, net: nn.Module, order, batch_loss, synchronise=None) -> None:
+        """``steps`` Adam steps (cosine learning-rate decay) on ``batch_loss(idx) -> (loss, diag R)`` over the index
+        batches ``order``; ``synchronise(parameters)`` after each backward pass (several processes). Sets ``net_``
+        (in eval mode) and ``history_``."""
+        opt = torch.optim.Adam(net.parameters(), lr=self.lr)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / self.steps)))
+        ema, history = None, []
+        net.train()
+        bar = progress(range(self.steps), self.progress, "NeuralEF")
+        for _, idx in zip(bar, order):
+            loss, eig = batch_loss(idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if split:  # every process takes the step of the whole batch
-                distributed.whole_gradient(net.parameters())
+            if synchronise is not None:  # every process takes the step of the whole batch
+                synchronise(net.parameters())
             opt.step()
             sched.step()
             ema = eig if ema is None else self.momentum * ema + (1 - self.momentum) * eig
@@ -189,8 +233,34 @@ class NeuralEF(NetworkSolver):
                 bar.set_postfix(mu1=f"{ema[0].item():.3g}", muk=f"{ema[-1].item():.3g}", refresh=False)
         net.eval()
         self.net_, self.history_ = net, history
+
+    def _fit_paired(self, kernel: Kernel, x, net, B: int, C: int, floor: float) -> "NeuralEF":
+        """Train on two views of each clean input of a batch (:func:`~ella.eigen.rayleigh.paired_quotients`); the
+        eigenvalues from one pass of view pairs over all of ``x``."""
+        N = batches.num_rows(x)
+
+        def batch_loss(idx):
+            v1, v2 = kernel.views(batches.take(x, idx))
+            psi = net.norm(net.raw(torch.cat([v1, v2])))  # one normalisation over both views
+            R, R_sg = paired_quotients(psi[: len(idx)], psi[len(idx) :])
+            return neuralef_objective(R, R_sg, self.balanced, floor)
+
+        self._train(net, index_batches(N, B, seeded_generator(self.seed), batches.device(x)), batch_loss)
         self.num_outputs_, self.input_spec_ = C, batches.spec(x)
-        self.eigenvalues_ = self._refine(kernel, x, z, phi, num_data)
+        # the eval-mode norm and the eigenvalues from pairs of views of every input, drawn often enough that at least
+        # PAIRED_SAMPLES pairs are averaged (one pair per input is noisy for a small data set)
+        repeats = -(-PAIRED_SAMPLES // N)
+        with torch.no_grad():
+            raw = [
+                (net.raw(v1), net.raw(v2))
+                for _ in range(repeats)
+                for v1, v2 in map(kernel.views, batches.chunks(x, 1024))
+            ]
+            square = sum(a.pow(2).sum(dim=(0, 1)) + b.pow(2).sum(dim=(0, 1)) for a, b in raw) / (2 * repeats * N * C)
+            net.norm.running_norm.copy_(square.sqrt())
+            norm = net.norm.running_norm
+            R = sum(paired_quotients(a / norm, b / norm)[0] * len(a) for a, b in raw) / (repeats * N)
+        self.eigenvalues_ = R.diagonal().to(norm.dtype)
         return self
 
     @torch.no_grad()

@@ -112,3 +112,14 @@ def rayleigh_quotients(
     if num_data is None:
         return off
     return (1 - 1 / num_data) * off + diag / (num_data * batch * C2)
+
+
+def paired_quotients(psi1: torch.Tensor, psi2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``R = (Psi_1^T Psi_2 + Psi_2^T Psi_1) / (2 B C)`` from two views ``(B, C, k)`` of each of ``B`` inputs (a
+    kernel known through pairs of views: :class:`~ella.kernels.AugmentationKernel`), unbiased for
+    ``E_{p(x, x')}[psi_i(x) psi_j(x')]``; also with ``sg(Psi)`` on the left. Returns ``(R, R_sg)``, each ``(k, k)``."""
+    B, C, k = psi1.shape
+    a, b = psi1.reshape(B * C, k), psi2.reshape(B * C, k)
+    R = (a.T @ b + b.T @ a) / (2 * B * C)
+    R_sg = (a.detach().T @ b + b.detach().T @ a) / (2 * B * C)
+    return R, R_sg

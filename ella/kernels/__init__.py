@@ -1,8 +1,10 @@
 """Kernels behind one interface: Gram blocks ``(B C, B C)`` and/or features ``(B, C, S)``."""
 
+from .augmentation import AugmentationKernel
 from .base import FeatureKernel, Kernel
 from .classic import RBF, Polynomial
 from .custom import UserKernel
+from .graph import GraphKernel
 from .nngp import NNGPKernel
 from .ntk import EmpiricalNTK
 from .sgd_trajectory import SGDTrajectoryKernel
@@ -16,4 +18,6 @@ __all__ = [
     "Polynomial",
     "UserKernel",
     "SGDTrajectoryKernel",
+    "GraphKernel",
+    "AugmentationKernel",
 ]

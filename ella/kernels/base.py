@@ -22,7 +22,8 @@ from .. import batches
 
 
 class Kernel(ABC):
-    """A matrix-valued positive semi-definite kernel ``kappa(x, x')`` in ``R^{C x C}``.
+    """A matrix-valued kernel ``kappa(x, x')`` in ``R^{C x C}``, positive semi-definite unless it says otherwise
+    (:attr:`positive_semidefinite`).
 
     What a kernel offers beyond the interface is said by its capabilities (class attributes), never by its type:
     a method reads them instead of testing which kernel it was given.
@@ -39,6 +40,12 @@ class Kernel(ABC):
     posterior_update: bool = True
     #: the part of an ELLA row's name that says which kernel it used (``""``: the NTK's rows).
     row_name: str = ""
+    #: ``False`` for a kernel with negative eigenvalues (a graph's normalised adjacency): NeuralEF then bounds the
+    #: weight of its penalty (:data:`ella.eigen.neuralef.INDEFINITE_FLOOR`).
+    positive_semidefinite: bool = True
+    #: the kernel is known through pairs of views of each input (``views``; the augmentation kernel), not through Gram
+    #: blocks or features: NeuralEF trains on their products.
+    paired: bool = False
 
     @abstractmethod
     def gram(self, x1: torch.Tensor, x2: torch.Tensor | None = None) -> torch.Tensor:

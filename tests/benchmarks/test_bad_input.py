@@ -1,16 +1,9 @@
 """benchmarks/bad_input.py: every bad input of the table gets a clear answer before any long work."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
+from benchmarks import bad_input
 from tests.conftest import needs_laplace
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bad_input.py"
-spec = importlib.util.spec_from_file_location("bad_input", SCRIPT)
-bad_input = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(bad_input)
 
 
 @pytest.mark.parametrize(

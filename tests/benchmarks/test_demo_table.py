@@ -2,16 +2,14 @@
 against them."""
 
 import copy
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from benchmarks import demo_table
+
 ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("demo_table", ROOT / "benchmarks" / "demo_table.py")
-demo_table = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(demo_table)
 
 
 def report(seconds=60.0, ratio=1.8):

@@ -2,13 +2,9 @@
 features as one."""
 
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # spawned workers import it too
-import scale  # noqa: E402
-
-from tests.conftest import is_png  # noqa: E402
+from benchmarks import scale
+from tests.conftest import is_png
 
 
 def test_smoke_run_of_the_k_and_processes_parts(tmp_path):

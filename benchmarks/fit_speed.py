@@ -10,7 +10,6 @@ spread and the median of the per-repeat ratios (``fit_speed.json``; ``benchmarks
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 from pathlib import Path
@@ -20,17 +19,13 @@ import torch
 from ella_lab.compare.cost import timed
 from ella_lab.compare.methods import Settings, build
 from ella_lab.compare.problems import make_problem
+from ella_lab.report import benchmark_parser, parse_benchmark
 
 METHODS = ("ella_neuralef", "laplace_torch_ella")
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default="benchmarks/results")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = parse_benchmark(benchmark_parser(__doc__, threads=1, repeats=3), argv)
     problem = make_problem("mnist1d", "cnn", progress=False)
     train, val, _ = problem.loaders()
     seconds = {name: [] for name in METHODS}

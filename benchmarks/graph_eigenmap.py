@@ -16,7 +16,6 @@ of the exact eigenvectors, of each learned code, and from the raw features. Writ
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 from pathlib import Path
@@ -35,8 +34,7 @@ from ella.eigen import NeuralEF  # noqa: E402
 from ella.eigen.nets import EigenfunctionNet, mlp_body  # noqa: E402
 from ella.kernels import GraphKernel  # noqa: E402
 from ella_lab.compare.cost import timed  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
+from ella_lab.report import benchmark_parser, parse_benchmark  # noqa: E402
 
 
 def block_model(nodes: int, blocks: int, features: int, seed: int):
@@ -116,17 +114,14 @@ def summary(values: list[float]) -> list[float]:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_parser(__doc__, threads=2)
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--blocks", type=int, default=8)
     parser.add_argument("--features", type=int, default=16)
     parser.add_argument("--k", type=int, default=8)
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = parse_benchmark(parser, argv)
     rows = []
     for seed in args.seeds:
         rows.append(run_seed(args, seed))

@@ -12,7 +12,6 @@ and float64) this prints and writes to JSON:
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 from pathlib import Path
@@ -22,15 +21,15 @@ import torch
 from ella.kernels import EmpiricalNTK
 from ella_lab.compare.cost import timed
 from ella_lab.data import mnist1d
+from ella_lab.report import benchmark_parser, parse_benchmark
 from ella_lab.train import train_mnist1d_cnn
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_parser(__doc__, threads=torch.get_num_threads())
     parser.add_argument("--points", type=int, default=200)
     parser.add_argument("--samples", type=int, default=1000)
-    parser.add_argument("--out", default="benchmarks/results")
-    args = parser.parse_args(argv)
+    args = parse_benchmark(parser, argv)
 
     data = mnist1d(num_test=100)
     model32, _ = train_mnist1d_cnn(data, progress=False)

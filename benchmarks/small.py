@@ -15,7 +15,6 @@ Writes ``small.json`` and prints a markdown table.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 from pathlib import Path
@@ -31,6 +30,7 @@ from ella.methods import ELLA
 from ella.metrics import nll
 from ella_lab.compare.cost import timed
 from ella_lab.models import mlp
+from ella_lab.report import benchmark_parser, parse_benchmark
 from ella_lab.train import train_map
 
 #: name -> (loader, hidden widths): about 2,000 weights each
@@ -59,12 +59,7 @@ def fitted(model, train, val, **options) -> tuple[ELLA, float]:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default="benchmarks/results")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = parse_benchmark(benchmark_parser(__doc__, threads=1, repeats=3), argv)
     rows = []
     for name, (load, hidden) in TABLES.items():
         train, val, test = splits(load)

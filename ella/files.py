@@ -31,12 +31,16 @@ import secrets
 import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import nn
 
 MAX_DEPTH = 16  # nesting of the tensor containers and of the metadata a file may hold
 MAX_META = 2**22  # characters of metadata a file may hold (4 MiB)
+
+
+T = TypeVar("T")
 
 
 def leaves(tree, prefix: str = "", depth: int = 0) -> Iterator[tuple[str, torch.Tensor]]:
@@ -227,8 +231,9 @@ def _map(tree, fn):
     return tree
 
 
-def require(meta_or_tensors: dict, key: str, kind, where) -> object:
-    """``meta_or_tensors[key]`` if it is an instance of ``kind``, else a ``ValueError`` naming the file."""
+def require(meta_or_tensors: dict, key: str, kind: type[T], where) -> T:
+    """``meta_or_tensors[key]`` if it is an instance of ``kind`` (or of one of a tuple of kinds), else a
+    ``ValueError`` naming the file."""
     value = meta_or_tensors.get(key) if isinstance(meta_or_tensors, dict) else None
     kinds = kind if isinstance(kind, tuple) else (kind,)
     if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import time
@@ -124,3 +125,25 @@ def write_report(report: dict, out_dir, diagrams: dict[str, dict] | None = None,
             parts.append(f"![reliability diagrams of {model}](reliability_{model}.png)\n")
     (out / "report.md").write_text("\n".join(parts))
     return out
+
+
+RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"  # (in a clone of the repository)
+
+
+def benchmark_parser(doc: str, threads: int = 1, repeats: int | None = None) -> argparse.ArgumentParser:
+    """The arguments every benchmark script shares: ``--threads`` (CPU threads, set by :func:`parse_benchmark`),
+    ``--out`` (the results folder) and, with a default number, ``--repeats``. ``doc`` is the script's docstring,
+    whose first paragraph describes it."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=threads, help=f"CPU threads (default: {threads})")
+    parser.add_argument("--out", default=str(RESULTS), help="the results folder (default: benchmarks/results)")
+    if repeats is not None:
+        parser.add_argument("--repeats", type=int, default=repeats, help=f"repeats (default: {repeats})")
+    return parser
+
+
+def parse_benchmark(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """The parsed arguments, with torch's CPU threads set to ``--threads``."""
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    return args

@@ -47,6 +47,29 @@ class Kernel(ABC):
     #: blocks or features: NeuralEF trains on their products.
     paired: bool = False
 
+    # What a kernel in weight space (``in_weight_space``) offers besides Gram blocks; other kernels do not have it.
+    #: P, the network's weights (a kernel in weight space).
+    num_params: int
+    #: the seed of its random directions (a kernel in weight space).
+    seed: int
+
+    @property
+    def config(self) -> dict:
+        """The settings a kernel in weight space is rebuilt from (with its model) when a posterior is loaded."""
+        raise NotImplementedError(f"{type(self).__name__} is not a kernel in weight space: it has no `config`")
+
+    def resampled(self, num_samples: int, seed: int) -> Kernel:
+        """The same kernel estimated with ``num_samples`` other random directions from ``seed`` (in weight space)."""
+        raise NotImplementedError(f"{type(self).__name__} is not a kernel in weight space: it cannot be resampled")
+
+    def jacobian_rows(self, x, index: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+        """Rows ``J_{c_b}(x_b)`` ``(B, P)`` of the network's Jacobian, one output per input (in weight space)."""
+        raise NotImplementedError(f"{type(self).__name__} is not a kernel in weight space: it has no Jacobian rows")
+
+    def jvp(self, x, tangents: torch.Tensor) -> torch.Tensor:
+        """Products ``J(x) v`` ``(B, C, S)`` with flat weight directions ``(S, P)`` (in weight space)."""
+        raise NotImplementedError(f"{type(self).__name__} is not a kernel in weight space: it has no JVPs")
+
     @abstractmethod
     def gram(self, x1: torch.Tensor, x2: torch.Tensor | None = None) -> torch.Tensor:
         """Gram block ``K[b C + c, b' C + c'] = kappa(x1_b, x2_b')_{c c'}`` of shape ``(B1 C, B2 C)``."""

@@ -56,6 +56,8 @@ def test_a_command_without_the_lab_packages_names_the_extra(tmp_path):
         (["demo", "--out", ""], "--out: expected a folder name, got an empty string"),
         (["eigen", "--solver", "nystrom", "--k", "9", "--num-points", "5"], "--k 9: at most --num-points (5)"),
         (["eigen", "--k", "9", "--num-train", "5"], "--k 9: at most --num-train (5)"),
+        (["eigenmap", "--k", "9"], "--k 9: at most --blocks (8)"),
+        (["eigenmap", "--nodes", "50", "--blocks", "8"], "--nodes 50: at least 10 per block"),
     ],
 )
 def test_bad_arguments_are_usage_errors(argv, message, capsys, monkeypatch):

@@ -26,7 +26,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = parse_benchmark(parser, argv)
     result = run_graph_eigenmap(
-        args.out, args.nodes, args.blocks, args.features, args.k, args.steps, args.seeds, name="graph_eigenmap"
+        args.out, args.nodes, args.blocks, args.features, args.k, args.steps, args.seeds, False, "graph_eigenmap"
     )
     print(json.dumps(result["median"], indent=1))
     return result

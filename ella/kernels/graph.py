@@ -92,13 +92,13 @@ def _adjacency(adjacency, num_nodes: int | None) -> torch.Tensor:
         raise ValueError(
             f"`adjacency` must be a square (N, N) matrix or an edge list (2, E), got {tuple(adjacency.shape)}"
         )
-    matrix = (adjacency.to_sparse_coo() if adjacency.layout != torch.strided else adjacency.to_sparse()).double()
-    values = matrix.coalesce().values()
-    if not torch.isfinite(values).all() or (values < 0).any():
+    sparse = adjacency.to_sparse_coo() if adjacency.layout != torch.strided else adjacency.to_sparse()
+    matrix = sparse.double().coalesce()
+    if not torch.isfinite(matrix.values()).all() or (matrix.values() < 0).any():
         raise ValueError("`adjacency` must hold finite, non-negative weights")
     transposed = matrix.transpose(0, 1).coalesce()
-    if not torch.equal(matrix.coalesce().indices(), transposed.indices()) or not torch.allclose(
-        matrix.coalesce().values(), transposed.values()
+    if not torch.equal(matrix.indices(), transposed.indices()) or not torch.allclose(
+        matrix.values(), transposed.values()
     ):
         raise ValueError("`adjacency` must be symmetric (an undirected graph)")
     return matrix

@@ -37,6 +37,7 @@ from ..checks import check_finite_outputs, check_positive_int
 from ..eigen import REGISTRY, EigenSolver, Nystrom, RankError
 from ..kernels import EmpiricalNTK, Kernel
 from ..posterior import fit_trace_model, kernel_trace, modelled_residual, residual_variance
+from . import persistence
 from .linearised import LinearisedLaplace
 from .settings import Predictive, Tuning
 from .survey import Survey
@@ -114,6 +115,7 @@ class ELLA(LinearisedLaplace):
     solver_: EigenSolver | None = None
 
     default_fold_in = "tune"
+    has_residual = True  # (with the NTK: checked in the constructor)
 
     def __init__(
         self,
@@ -170,9 +172,6 @@ class ELLA(LinearisedLaplace):
         )
         if self.tuning.fold_in is None and not kernel.posterior_update:
             self.fold_in = 0  # the kernel's own predictive (the SGD-trajectory GP's): the prior alone, G = delta I
-
-    def _has_residual(self) -> bool:
-        return True  # (with the NTK; checked above)
 
     def _auto_solver(self, data: Survey) -> EigenSolver:
         """What ``solver="auto"`` fits: Nystrom on all M kernel points when they are the whole training set, the
@@ -335,7 +334,7 @@ class ELLA(LinearisedLaplace):
     @classmethod
     def load(cls, path, model: nn.Module, kernel: Kernel | None = None, net: nn.Module | None = None) -> "ELLA":
         """Load a posterior written by :meth:`save` onto ``model`` (the same trained network); files of format
-        versions 4 and 5 are read too.
+        every earlier version is read too.
 
         Args:
             path: the file.
@@ -383,7 +382,7 @@ class ELLA(LinearisedLaplace):
             raise ValueError(f"{where} is malformed: unknown solver kind {solver_kind!r}")
         k = solver_state.get("k", config["k"])  # (fewer than the configured k where the kernel has fewer)
         solver = REGISTRY[solver_kind].named(k, model=model, net=net)
-        settings = cls._settings(
+        settings = persistence.settings(
             {key: value for key, value in config.items() if key not in ("k", "solver", "adapt_k")}, where
         )
         post = cls(model, kernel=kernel, solver=solver, progress=False, **settings)
@@ -403,20 +402,3 @@ class ELLA(LinearisedLaplace):
         if self.isotropic_ in ("mean", "learned") and self.isotropic_ not in self.trace_models_:
             raise ValueError(f"{where} is malformed: residual choice {self.isotropic_!r} without its trace model")
         self.num_kernel_points_ = fitted.get("num_kernel_points")
-
-    @classmethod
-    def _upgrade(cls, meta: dict, tensors: dict, where: str) -> tuple[dict, dict]:
-        # versions 4 and 5: the kernel and solver beside the configuration; `residual_samples` (0: none) before 5
-        config = dict(files.require(meta, "config", dict, where))
-        if "residual" not in config:
-            config["residual"] = config.pop("residual_samples", 0) or "none"
-        fitted = dict(files.require(meta, "fitted", dict, where))
-        fitted.setdefault("isotropic", config["residual"])
-        features = {"kernel": meta.get("kernel"), "solver": meta.get("solver")}
-        feature_tensors = {"solver": tensors.get("solver")}
-        if "trace_models" in tensors:
-            feature_tensors["trace_models"] = tensors["trace_models"]
-        return (
-            {**meta, "method": "ELLA", "config": config, "fitted": fitted, "features": features},
-            {**tensors, "features": feature_tensors},
-        )

@@ -22,38 +22,20 @@ from __future__ import annotations
 
 import warnings
 from abc import abstractmethod
-from dataclasses import fields
 
 import torch
 from torch import nn
 
 from .. import batches, distributed, files
-from ..checks import check_finite_outputs, model_signature
+from ..checks import check_finite_outputs
 from ..posterior import curvature, eigen_curvature, factor_basis, laplace_evidence, scales
 from ..predictive import hessian_parts, predictive_nll, with_isotropic
-from ..utils import num_parameters, progress, seeded_generator, timed, trainable_parameters
+from ..utils import progress, seeded_generator, timed, trainable_parameters
+from . import persistence
 from .base import GaussianMethod
 from .search import DEFAULT_NOISE_GRID, DEFAULT_PRIOR_GRID, Choice, search
-from .settings import Predictive, Tuning, check_moved, settings
+from .settings import Predictive, Tuning, check_moved, or_default
 from .survey import Survey, survey
-
-FORMAT = "ella-posterior"
-# 4: an ella.files file (tensors + JSON, checksummed); 5: ELLA's `residual` setting and choice; 6: any linearised
-# method, its class and whole configuration, its search record (versions 4 and 5 are ELLA's); 7: the configuration's
-# `tuning` and `predictive` apart (every earlier version still read)
-FORMAT_VERSION = 7
-TUNING_FIELDS = tuple(f.name for f in fields(Tuning))
-PREDICTIVE_FIELDS = tuple(f.name for f in fields(Predictive))
-
-
-def _nested(config: dict) -> dict:
-    """A version-6 configuration (every setting flat) in version 7's layout (``tuning`` and ``predictive`` apart)."""
-    flat = dict(config)
-    tuning = {name: flat.pop(name) for name in TUNING_FIELDS if name in flat}
-    if flat.pop("posterior_update", True) is False:  # (the prior alone)
-        tuning["fold_in"] = 0
-    predictive = {name: flat.pop(name) for name in PREDICTIVE_FIELDS if name in flat}
-    return {**flat, "tuning": tuning, "predictive": predictive}
 
 
 def _release_cuda_memory(model) -> None:
@@ -104,8 +86,8 @@ class LinearisedLaplace(GaussianMethod):
         seed: int = 0,
         progress: bool = True,
     ):
-        self.tuning = settings(Tuning, tuning, "tuning")
-        self.predictive = settings(Predictive, predictive, "predictive")
+        self.tuning = or_default(Tuning, tuning, "tuning")
+        self.predictive = or_default(Predictive, predictive, "predictive")
         super().__init__(
             model,
             likelihood,
@@ -116,26 +98,18 @@ class LinearisedLaplace(GaussianMethod):
             batch_size=self.predictive.batch_size or self.default_batch_size,
             progress=progress,
         )
-        # the tuning as the fit reads it: the defaults in place of what it leaves as None
-        self.prior_precision = self.tuning.prior_precision
-        grids = (self.tuning.prior_grid, DEFAULT_PRIOR_GRID), (self.tuning.noise_grid, DEFAULT_NOISE_GRID)
-        self.prior_grid, self.noise_grid = (
-            default if g is None else torch.tensor(g, dtype=torch.float64) for g, default in grids
-        )
         self.fold_in = self.default_fold_in if self.tuning.fold_in is None else self.tuning.fold_in
-        if self.tuning.residual is not None and self.tuning.residual != "none" and not self._has_residual():
+        if self.tuning.residual is not None and self.tuning.residual != "none" and not self.has_residual:
             raise ValueError(f"`tuning.residual` = {self.tuning.residual!r}: {type(self).__name__} has no residual")
 
     # ---------------------------------------------------------------- what a subclass gives
     #: training inputs the door pass keeps for :meth:`_prepare` (ELLA's kernel points).
     kernel_points: int = 0
+    #: the features offer a residual, the prior variance outside their span (a ``tuning.residual`` to choose).
+    has_residual: bool = False
     #: the options of :meth:`_isotropic` scored on validation NLL with the prior, the best kept (without validation
     #: data: the first); ``"none"`` adds nothing.
     isotropic_choices: tuple = ("none",)
-
-    def _has_residual(self) -> bool:
-        """Whether the features offer a residual (a ``tuning.residual`` to choose)."""
-        return False
 
     def _prepare(self, data: Survey, train_loader) -> None:
         """Fit what the features need (ELLA: the kernel's eigenfunctions on ``data.sample``)."""
@@ -160,6 +134,21 @@ class LinearisedLaplace(GaussianMethod):
         return None
 
     # ---------------------------------------------------------------- fit
+    # the tuning as the fit reads it: the defaults in place of what it leaves as None
+    @property
+    def prior_precision(self) -> float | None:
+        return self.tuning.prior_precision
+
+    @property
+    def prior_grid(self) -> torch.Tensor:
+        grid = self.tuning.prior_grid
+        return DEFAULT_PRIOR_GRID if grid is None else torch.tensor(grid, dtype=torch.float64)
+
+    @property
+    def noise_grid(self) -> torch.Tensor:
+        grid = self.tuning.noise_grid
+        return DEFAULT_NOISE_GRID if grid is None else torch.tensor(grid, dtype=torch.float64)
+
     def _fit(self, train_loader, val_loader) -> None:
         self.stage_seconds_ = seconds = {}
         with timed(seconds, "survey"):
@@ -402,76 +391,20 @@ class LinearisedLaplace(GaussianMethod):
         ``(meta, tensors)``; ``given`` are the objects :meth:`load` was handed."""
         if given:
             raise TypeError(f"{cls.__name__}.load takes no {sorted(given)}")
-        return cls(model, **cls._settings(config, where), progress=False)
+        return cls(model, **persistence.settings(config, where), progress=False)
 
-    @staticmethod
-    def _settings(config: dict, where: str) -> dict:
-        """``config`` with its ``tuning`` and ``predictive`` as the values (a ``ValueError`` naming the file for
-        settings a constructor would refuse)."""
-        try:
-            return {
-                **config,
-                "tuning": Tuning(**files.require(config, "tuning", dict, where)),
-                "predictive": Predictive(**files.require(config, "predictive", dict, where)),
-            }
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{where} is malformed: its settings: {e}") from None
+    def _restore(self, fitted: dict, tensors: dict, where: str) -> None:
+        """The fitted state from a file (:func:`~ella.methods.persistence.restore`); a subclass adds its own."""
+        persistence.restore(self, fitted, tensors, where)
 
     def save(self, path) -> None:
         """Write the fitted posterior (not the model) to ``path``: an :mod:`ella.files` file (tensors and JSON,
         checksummed, written atomically) with the method's class, its configuration, its fitted state (the
         curvature's eigendecomposition, the prior and noise, the search record) and the model's parameter count,
-        architecture and fingerprint, checked by :meth:`load`. Of several processes, the first writes it."""
+        architecture and fingerprint, checked by :meth:`load` (the layout: :mod:`ella.methods.persistence`). Of several
+        processes, the first writes it."""
         self._check_fitted()
-        feature_meta, feature_tensors = self._feature_state()
-        choice = self.search_
-        search = (
-            None
-            if choice is None
-            else {
-                "index": choice.index,
-                "prior_precision": choice.prior_precision,
-                "noise_scale": choice.noise_scale,
-                "criterion": choice.criterion,
-            }
-        )
-        meta = {
-            "method": type(self).__name__,
-            "config": self._config(),
-            "features": feature_meta,
-            "fitted": {
-                "prior_precision": self.prior_precision_,
-                "noise_scale": self.noise_scale_,
-                "num_folded": self.num_folded_,
-                "num_train": self.num_train_,
-                "fit_seconds": self.fit_seconds_,
-                "stage_seconds": self.stage_seconds_,
-                "input_spec": self.input_spec_,
-                "isotropic": self.isotropic_,
-                "search": search,
-                **self._fitted_meta(),
-            },
-            "model": {
-                "num_params": num_parameters(self.model),
-                "fingerprint": files.fingerprint(self.model),
-                "architecture": files.architecture(self.model),
-            },
-        }
-        tensors = {"evals": self.evals_, "evecs": self.evecs_, "features": feature_tensors}
-        if self.noise_ is not None:
-            tensors["noise"] = self.noise_
-        if choice is not None:
-            tensors["search"] = {
-                "scores": choice.scores,
-                **{
-                    name: grid
-                    for name, grid in (("prior_grid", choice.prior_grid), ("noise_grid", choice.noise_grid))
-                    if grid is not None
-                },
-            }
-        if distributed.is_main():  # every process holds the same posterior: one of them writes it
-            files.write(path, FORMAT, FORMAT_VERSION, meta, tensors)
-        distributed.barrier()  # the file is whole before any process goes on (and may read it)
+        persistence.write(self, path)
 
     @classmethod
     def load(cls, path, model: nn.Module, **given) -> "LinearisedLaplace":
@@ -490,29 +423,7 @@ class LinearisedLaplace(GaussianMethod):
                 and every value is checked before it is used.
         """
         where = str(path)
-        version, meta, tensors = files.read(path, FORMAT, FORMAT_VERSION, map_location=next(model.parameters()).device)
-        if version <= 5:  # ELLA's own layout before version 6
-            meta, tensors = cls._upgrade(meta, tensors, where)
-        if version <= 6:  # every setting flat before version 7
-            meta = {**meta, "config": _nested(files.require(meta, "config", dict, where))}
-        saved_model = files.require(meta, "model", dict, where)
-        if saved_model.get("num_params") != num_parameters(model):
-            raise ValueError(
-                f"`model` has {num_parameters(model)} parameters but the posterior in {where} was "
-                f"fitted to a model with {saved_model.get('num_params')}"
-            )
-        if saved_model.get("architecture", files.architecture(model)) != files.architecture(model):
-            raise ValueError(
-                f"`model` has other modules (or module settings) than the model the posterior in {where} was fitted to"
-            )
-        if saved_model.get("fingerprint") != files.fingerprint(model):
-            raise ValueError(
-                f"`model` has different weights or buffers from the model the posterior in {where} was fitted to"
-            )
-        if meta.get("method") != cls.__name__:
-            raise ValueError(
-                f"{where} holds a posterior of {meta.get('method')!r}, not of {cls.__name__}: load it with that class"
-            )
+        meta, tensors = persistence.read(path, model, cls.__name__)
         config, fitted = files.require(meta, "config", dict, where), files.require(meta, "fitted", dict, where)
         try:
             post = cls._rebuild(
@@ -531,49 +442,6 @@ class LinearisedLaplace(GaussianMethod):
                 raise
             raise ValueError(f"{where} is malformed: {e}") from None
         return post
-
-    @classmethod
-    def _upgrade(cls, meta: dict, tensors: dict, where: str) -> tuple[dict, dict]:
-        """The ``(meta, tensors)`` of a file of an earlier version in version 6's layout."""
-        raise ValueError(f"{where} is a posterior of an earlier format that only ELLA wrote")
-
-    def _restore(self, fitted: dict, tensors: dict, where: str) -> None:
-        """The fitted state common to every linearised method, each value checked against the format."""
-        D = self._num_features()
-        self.evals_ = files.check_tensor(tensors.get("evals"), (D,), where, "evals", minimum=0.0)
-        self.evecs_ = files.check_tensor(tensors.get("evecs"), (D, D), where, "evecs")
-        noise = tensors.get("noise")
-        if noise is None and self.likelihood == "classification":
-            self.noise_ = None
-        else:  # one value per output
-            self.noise_ = files.check_tensor(noise, getattr(noise, "shape", (0,))[:1], where, "noise", minimum=1e-300)
-        self.prior_precision_ = files.check_number(fitted.get("prior_precision"), where, "prior_precision")
-        self.noise_scale_ = files.check_number(fitted.get("noise_scale"), where, "noise_scale")
-        self.num_folded_, self.num_train_ = int(fitted["num_folded"]), int(fitted["num_train"])
-        self.fit_seconds_ = files.check_number(fitted.get("fit_seconds"), where, "fit_seconds", positive=False)
-        self.input_spec_ = batches.check_saved_spec(fitted.get("input_spec"), where)
-        self.stage_seconds_ = fitted.get("stage_seconds")
-        self.isotropic_ = fitted.get("isotropic", self.isotropic_choices[0])
-        if self.isotropic_ not in self.isotropic_choices:
-            raise ValueError(f"{where} is malformed: residual choice {self.isotropic_!r} unknown")
-        search = fitted.get("search")
-        self.search_ = (
-            None
-            if search is None
-            else Choice(
-                int(search["index"]),
-                search["prior_precision"],
-                search["noise_scale"],
-                files.require(tensors.get("search", {}), "scores", torch.Tensor, where),
-                tensors["search"].get("prior_grid"),
-                tensors["search"].get("noise_grid"),
-                str(search["criterion"]),
-            )
-        )
-        self.basis_ = factor_basis(
-            self.evals_.double(), self.evecs_.double(), self.prior_precision_, self.noise_scale_
-        ).to(self._dtype)
-        self._signature = model_signature(self.model)
 
     @property
     def posterior_precision(self) -> torch.Tensor:

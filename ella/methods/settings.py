@@ -108,7 +108,7 @@ class Predictive:
         return asdict(self)
 
 
-def settings(cls, value, name: str):
+def or_default(cls, value, name: str):
     """``value`` if it is a ``cls`` (a :class:`Tuning` or :class:`Predictive`), ``cls()`` for ``None``."""
     if value is None:
         return cls()
